@@ -1,0 +1,284 @@
+"""The consumer loop: a batch of records, one transaction, then the offset commit.
+
+Per batch: decode every record (what does not decode goes to a dead-letter topic with the reason),
+claim the new message ids in the inbox, let the handler apply each message and write its replies
+to the outbox, commit the transaction, then commit the offsets. A duplicate does nothing new. If
+the batch transaction fails for a reason other than the database connection, each record is
+retried alone, and a record that still fails is dead-lettered: a partition never blocks forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common import inbox, outbox
+from services.common.db import Database
+from services.common.envelope import Envelope, Headers, header_value
+from services.common.errors import Unprocessable, is_transient
+from services.common.kafka import ensure_topics, make_consumer
+from services.common.metrics import BATCH_SECONDS, MESSAGES
+
+log = logging.getLogger(__name__)
+
+DLT_REASON = "dlt.reason"
+DLT_TOPIC = "dlt.origin.topic"
+DLT_PARTITION = "dlt.origin.partition"
+DLT_OFFSET = "dlt.origin.offset"
+MAX_REASON_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A consumed record: a valid envelope, or a dead letter forwarded by another service."""
+
+    record: ConsumerRecord[bytes, bytes]
+    envelope: Envelope | None
+
+    @property
+    def topic(self) -> str:
+        return str(self.record.topic)
+
+    @property
+    def dead_letter_reason(self) -> str | None:
+        return header_value(self.record.headers, DLT_REASON)
+
+
+class Handler(Protocol):
+    """What a service plugs into the loop."""
+
+    name: str
+    topics: Sequence[str]
+
+    def dead_letter_topic(self, source_topic: str) -> str: ...
+
+    def reads_dead_letters(self, topic: str) -> bool:
+        """Whether records forwarded to `topic` as dead letters are this handler's input."""
+        ...
+
+    def check(self, topic: str, envelope: Envelope) -> None:
+        """Raise Unprocessable if the envelope has no business on this topic."""
+        ...
+
+    async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
+        """Load in bulk what the batch will touch (an optimisation; may do nothing)."""
+        ...
+
+    async def handle(self, session: AsyncSession, message: Incoming) -> None: ...
+
+
+def dead_letter(session: AsyncSession, topic: str, record: Any, reason: str) -> None:
+    """Forward the original bytes with why and where they came from; the partition moves on."""
+    headers: Headers = [(k, bytes(v)) for k, v in (record.headers or ()) if v is not None]
+    headers += [
+        (DLT_REASON, reason[:MAX_REASON_LENGTH].encode()),
+        (DLT_TOPIC, str(record.topic).encode()),
+        (DLT_PARTITION, str(record.partition).encode()),
+        (DLT_OFFSET, str(record.offset).encode()),
+    ]
+    outbox.send_raw(
+        session,
+        topic=topic,
+        message_id=uuid.uuid4(),
+        key=record.key,
+        value=record.value or b"",
+        headers=headers,
+    )
+
+
+def describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        return "invalid envelope: " + "; ".join(problems)
+    if isinstance(exc, Unprocessable):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MessageLoop:
+    def __init__(
+        self,
+        db: Database,
+        handler: Handler,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        batch_size: int = 200,
+        fetch_wait_ms: int = 20,
+        create_topics: Sequence[str] = (),
+        partitions: int = 6,
+        replicas: int = 1,
+    ) -> None:
+        self.db = db
+        self.handler = handler
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.fetch_wait_ms = fetch_wait_ms
+        self.create_topics = list(create_topics)
+        self.partitions = partitions
+        self.replicas = replicas
+        self.kafka_ok = False
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._consume()
+            except (KafkaError, OSError) as exc:
+                self.kafka_ok = False
+                log.warning("%s: broker unavailable (%s); reconnecting", self.handler.name, exc)
+                await self._pause(1.0)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _consume(self) -> None:
+        if self.create_topics:
+            await ensure_topics(
+                self.bootstrap_servers,
+                self.create_topics,
+                partitions=self.partitions,
+                replicas=self.replicas,
+            )
+        consumer = make_consumer(
+            self.bootstrap_servers, self.group_id, self.handler.topics, fetch_wait_ms=self.fetch_wait_ms
+        )
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                self.kafka_ok = True
+                records = [record for part in batches.values() for record in part]
+                if not records:
+                    continue
+                if not await self.process(records):
+                    return  # stopping: leave the offsets, the batch will be redelivered
+                offsets = {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
+                await self._commit(consumer, offsets)
+        finally:
+            await consumer.stop()
+
+    async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # A rebalance took the partition: its new owner re-reads, the inbox dedups.
+            log.info("%s: offset commit refused (%s)", self.handler.name, exc)
+
+    async def process(self, records: Sequence[Any]) -> bool:
+        """Handle records durably; False only if asked to stop before they were."""
+        messages, poison = self._decode(records)
+        started = time.perf_counter()
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._transaction(messages, poison)
+                BATCH_SECONDS.labels(self.handler.name).observe(time.perf_counter() - started)
+                return True
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("%s: database unavailable (%s); retrying", self.handler.name, exc)
+                    await self._pause(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if len(records) == 1:
+                    await self._dead_letter_alone(records[0], exc)
+                    return True
+                log.warning("%s: batch failed (%s); handling one by one", self.handler.name, exc)
+                for record in records:
+                    if not await self.process([record]):
+                        return False
+                return True
+        return False
+
+    def _decode(self, records: Sequence[Any]) -> tuple[list[Incoming], list[tuple[Any, str]]]:
+        messages: list[Incoming] = []
+        poison: list[tuple[Any, str]] = []
+        for record in records:
+            if header_value(record.headers, DLT_REASON) is not None:
+                if self.handler.reads_dead_letters(record.topic):
+                    messages.append(Incoming(record, None))
+                else:
+                    MESSAGES.labels(self.handler.name, record.topic, "ignored_dead_letter").inc()
+                continue
+            try:
+                envelope = Envelope.decode(record.value)
+                if record.key is not None and record.key != envelope.key:
+                    raise Unprocessable(
+                        f"key {record.key[:64]!r} does not match saga_id {envelope.saga_id}"
+                    )
+                self.handler.check(record.topic, envelope)
+                messages.append(Incoming(record, envelope))
+            except (ValueError, Unprocessable) as exc:
+                poison.append((record, describe(exc)))
+        return messages, poison
+
+    async def _transaction(self, messages: list[Incoming], poison: list[tuple[Any, str]]) -> None:
+        async with self.db.transaction() as session:
+            claims = [(m.envelope.id, m.topic) for m in messages if m.envelope is not None]
+            fresh = await inbox.claim(session, claims)
+            todo: list[Incoming] = []
+            for message in messages:
+                if message.envelope is None:
+                    todo.append(message)
+                elif message.envelope.id in fresh:
+                    fresh.discard(message.envelope.id)  # a second copy inside the batch is a dup
+                    todo.append(message)
+                else:
+                    MESSAGES.labels(self.handler.name, message.topic, "duplicate").inc()
+            await self.handler.prepare(session, todo)
+            for message in todo:
+                try:
+                    await self.handler.handle(session, message)
+                    MESSAGES.labels(self.handler.name, message.topic, "handled").inc()
+                except Unprocessable as exc:
+                    poison.append((message.record, exc.reason))
+            for record, reason in poison:
+                self._dead_letter(session, record, reason)
+
+    def _dead_letter(self, session: AsyncSession, record: Any, reason: str) -> None:
+        log.warning(
+            "%s: dead-lettering %s[%s]@%s: %s",
+            self.handler.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        dead_letter(session, self.handler.dead_letter_topic(record.topic), record, reason)
+        MESSAGES.labels(self.handler.name, record.topic, "dead_lettered").inc()
+
+    async def _dead_letter_alone(self, record: Any, exc: Exception) -> None:
+        reason = f"handler failed: {describe(exc)}"
+        log.exception("%s: %s", self.handler.name, reason, exc_info=exc)
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                async with self.db.transaction() as session:
+                    self._dead_letter(session, record, reason)
+                return
+            except Exception as retry_exc:
+                if not is_transient(retry_exc):
+                    raise
+                await self._pause(delay)
+                delay = min(delay * 2, 5.0)

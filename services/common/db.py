@@ -1,0 +1,100 @@
+"""Async database access for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+SQLite allows one writer per file: every transaction begins IMMEDIATE (no lock upgrade that could
+fail mid-transaction) and, inside one process, writers queue on an asyncio lock rather than on
+SQLite's sleeping busy handler. The relay is another process; `busy_timeout` covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+NOTIFY_CHANNEL = "sagaline_outbox"
+_OUTBOX_DIRTY = "outbox_dirty"
+
+
+def _parse(url: str) -> URL:
+    return make_url(url)
+
+
+def is_sqlite(url: str) -> bool:
+    return _parse(url).get_backend_name() == "sqlite"
+
+
+def async_url(url: str) -> URL:
+    parsed = _parse(url)
+    driver = "aiosqlite" if parsed.get_backend_name() == "sqlite" else "asyncpg"
+    return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}")
+
+
+def sync_url(url: str) -> URL:
+    parsed = _parse(url)
+    driver = "pysqlite" if parsed.get_backend_name() == "sqlite" else "psycopg"
+    return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}")
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for logs and error messages."""
+    return _parse(url).render_as_string(hide_password=True)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """An engine, a session factory and the transaction discipline of one service."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if not self.sqlite:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        self.engine = create_async_engine(async_url(url), **kwargs)
+        if self.sqlite:
+            _configure_sqlite(self.engine)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.sqlite else None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One local transaction; commits on success, and wakes the relay if it wrote outbox rows."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            session = await stack.enter_async_context(self.sessions())
+            async with session.begin():
+                yield session
+                if session.info.get(_OUTBOX_DIRTY) and not self.sqlite:
+                    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def mark_outbox_dirty(session: AsyncSession) -> None:
+    session.info[_OUTBOX_DIRTY] = True

@@ -1,0 +1,141 @@
+"""The `Saga` resource: one format for the operator and for `sagaline up`.
+
+The orchestrator, the participants and the CLI all derive topics, step order and timeouts from
+this model, read from the same YAML that the Kubernetes operator reconciles.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ORCHESTRATOR_TOPICS = ("orchestrator", "orchestrator.response", "orchestrator.dlt")
+STEP_TOPIC_SUFFIXES = ("", ".success", ".dlt", ".compensation")
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+
+
+class Execution(StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class DatabaseRef(_Spec):
+    secret_name: str = Field(alias="secretName")
+
+
+class KafkaSpec(_Spec):
+    cluster: str = "sagaline"
+    bootstrap_servers: str = Field("sagaline-kafka-bootstrap:9092", alias="bootstrapServers")
+    partitions: int = Field(6, ge=1, le=1000)
+    replicas: int = Field(3, ge=1, le=10)
+
+
+class ServiceSpec(_Spec):
+    replicas: int = Field(1, ge=0, le=100)
+    database: DatabaseRef | None = None
+
+
+class InitiatorSpec(ServiceSpec):
+    name: str = Field("order", pattern=NAME_PATTERN)
+
+
+class StepSpec(ServiceSpec):
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class SagaSpec(_Spec):
+    execution: Execution = Execution.SEQUENTIAL
+    step_timeout_seconds: float = Field(10, gt=0, le=3600, alias="stepTimeoutSeconds")
+    max_attempts: int = Field(5, ge=1, le=100, alias="maxAttempts")
+    kafka: KafkaSpec = KafkaSpec()
+    image: str = "sagaline:dev"
+    topic_deletion_policy: Literal["retain", "delete"] = Field(
+        "retain", alias="topicDeletionPolicy"
+    )
+    orchestrator: ServiceSpec = ServiceSpec()
+    initiator: InitiatorSpec = InitiatorSpec()
+    steps: list[StepSpec] = Field(min_length=1, max_length=20)
+
+    @model_validator(mode="after")
+    def _unique_step_names(self) -> SagaSpec:
+        names = [step.name for step in self.steps]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"step names must be unique, repeated: {', '.join(duplicates)}")
+        clashes = [n for n in names if n in ("orchestrator", self.initiator.name)]
+        if clashes:
+            raise ValueError(f"a step may not be named like a service: {', '.join(clashes)}")
+        return self
+
+
+class Metadata(_Spec):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class SagaDefinition(_Spec):
+    """A parsed `Saga` resource (`sagaline.io/v1alpha1`)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    api_version: Literal["sagaline.io/v1alpha1"] = Field(
+        "sagaline.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["Saga"] = "Saga"
+    metadata: Metadata
+    spec: SagaSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def step_names(self) -> list[str]:
+        return [step.name for step in self.spec.steps]
+
+    def topics(self) -> list[str]:
+        """The eleven topics (for two steps): three of the orchestrator, four per step."""
+        step_topics = [f"{s}{suffix}" for s in self.step_names for suffix in STEP_TOPIC_SUFFIXES]
+        return [*ORCHESTRATOR_TOPICS, *step_topics]
+
+    def with_execution(self, execution: Execution | str) -> SagaDefinition:
+        spec = self.spec.model_copy(update={"execution": Execution(execution)})
+        return self.model_copy(update={"spec": spec})
+
+    def with_timing(self, step_timeout_seconds: float, max_attempts: int) -> SagaDefinition:
+        spec = self.spec.model_copy(
+            update={"step_timeout_seconds": step_timeout_seconds, "max_attempts": max_attempts}
+        )
+        return self.model_copy(update={"spec": spec})
+
+
+def load_definition(path: str | Path) -> SagaDefinition:
+    """Read a `Saga` YAML file; raises a ValueError naming the file and the bad field."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read saga definition {path}: {exc.strerror}") from exc
+    try:
+        return SagaDefinition.model_validate(document)
+    except ValueError as exc:
+        raise ValueError(f"invalid saga definition {path}: {exc}") from exc
+
+
+def default_definition_path() -> Path:
+    """`k8s/sagas/order.yaml` of the working directory, else of the source checkout."""
+    candidates = [
+        Path.cwd() / "k8s" / "sagas" / "order.yaml",
+        Path(__file__).resolve().parents[2] / "k8s" / "sagas" / "order.yaml",
+    ]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    return candidates[0]

@@ -1,0 +1,19 @@
+"""Money: decimals with two places at the API, integer cents in the databases."""
+
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field
+
+MAX_AMOUNT = Decimal("1000000000")
+
+Amount = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, max_digits=14, decimal_places=2)]
+PositiveAmount = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, max_digits=14, decimal_places=2)]
+
+
+def to_cents(amount: Decimal) -> int:
+    return int(amount * 100)
+
+
+def from_cents(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(Decimal("0.01"))

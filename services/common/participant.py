@@ -1,0 +1,198 @@
+"""A saga step's participant: exactly-once effects over at-least-once delivery.
+
+The outcome of a command is recorded per saga, with the reply that was sent. A repeated command
+(a re-send after a timeout) gets the ORIGINAL reply again, never a second effect. A compensation
+undoes an applied effect once; one that arrives before its command leaves a tombstone, and the
+late command is then refused. Every compensation is acknowledged with `<step>.compensated`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import JSON, Column, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
+
+from services.common import outbox
+from services.common.clock import utcnow
+from services.common.tables import status_type
+from services.common.consumer import Incoming, describe
+from services.common.definition import SagaDefinition
+from services.common.envelope import Envelope
+from services.common.errors import Unprocessable
+from services.common.messages import StepTopics, StepTypes
+
+_OUTCOMES = "step_outcomes"
+
+
+class OutcomeStatus(StrEnum):
+    APPLIED = "APPLIED"
+    REJECTED = "REJECTED"
+    TOMBSTONE = "TOMBSTONE"  # compensated before any command arrived
+
+
+class StepOutcome(SQLModel, table=True):
+    __tablename__ = "step_outcome"
+
+    saga_id: uuid.UUID = Field(primary_key=True)
+    status: OutcomeStatus = Field(sa_type=status_type(OutcomeStatus))
+    reason: str | None = Field(default=None, max_length=500)
+    reply: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    compensation_reply: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class Applied:
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+
+
+class Participant(ABC):
+    """A consumer-loop handler for one step; subclasses supply the business effect."""
+
+    step: str
+    command_payload: type[BaseModel]
+
+    def __init__(self, definition: SagaDefinition) -> None:
+        self.definition = definition
+        self.name = self.step
+        self.types = StepTypes(self.step)
+        self.topic = StepTopics(self.step)
+        self.topics = [self.topic.command, self.topic.compensation]
+
+    @abstractmethod
+    async def apply(
+        self, session: AsyncSession, saga_id: uuid.UUID, command: Any
+    ) -> Applied | Rejected:
+        """Apply the effect, or reject it without changing anything."""
+
+    @abstractmethod
+    async def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
+        """Undo an applied effect."""
+
+    # -- Handler protocol -------------------------------------------------------------------------
+
+    def dead_letter_topic(self, source_topic: str) -> str:
+        return self.topic.dlt
+
+    def reads_dead_letters(self, topic: str) -> bool:
+        return False
+
+    def check(self, topic: str, envelope: Envelope) -> None:
+        expected = self.types.command if topic == self.topic.command else self.types.compensate
+        if envelope.type != expected:
+            raise Unprocessable(f"unexpected type {envelope.type!r} on {topic}, expected {expected!r}")
+        if envelope.saga != self.definition.name:
+            raise Unprocessable(f"unknown saga {envelope.saga!r}")
+
+    async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
+        ids = {m.envelope.saga_id for m in batch if m.envelope is not None}
+        if not ids:
+            return
+        found = await session.scalars(
+            select(StepOutcome).where(StepOutcome.saga_id.in_(ids))  # type: ignore[attr-defined]
+        )
+        known: dict[uuid.UUID, StepOutcome | None] = dict.fromkeys(ids)
+        known.update((outcome.saga_id, outcome) for outcome in found)
+        session.info[_OUTCOMES] = known
+
+    async def _outcome(self, session: AsyncSession, saga_id: uuid.UUID) -> StepOutcome | None:
+        known: dict[uuid.UUID, StepOutcome | None] = session.info.setdefault(_OUTCOMES, {})
+        if saga_id not in known:
+            known[saga_id] = await session.get(StepOutcome, saga_id)
+        return known[saga_id]
+
+    def _remember(self, session: AsyncSession, outcome: StepOutcome) -> None:
+        session.add(outcome)
+        session.info.setdefault(_OUTCOMES, {})[outcome.saga_id] = outcome
+
+    async def handle(self, session: AsyncSession, message: Incoming) -> None:
+        envelope = message.envelope
+        assert envelope is not None
+        if message.topic == self.topic.command:
+            await self._on_command(session, envelope)
+        else:
+            await self._on_compensate(session, envelope)
+
+    # -- the protocol -----------------------------------------------------------------------------
+
+    async def _on_command(self, session: AsyncSession, envelope: Envelope) -> None:
+        try:
+            command = self.command_payload.model_validate(envelope.payload)
+        except ValidationError as exc:
+            raise Unprocessable(f"invalid {envelope.type} payload: {describe(exc)}") from exc
+        outcome = await self._outcome(session, envelope.saga_id)
+        if outcome is not None and outcome.status is OutcomeStatus.TOMBSTONE:
+            self._reply(session, self._failure(envelope, "refused: compensated before the command"))
+            return
+        if outcome is not None and outcome.reply is not None:
+            self._reply(session, Envelope.model_validate(outcome.reply))  # the original outcome
+            return
+        result = await self.apply(session, envelope.saga_id, command)
+        if isinstance(result, Applied):
+            reply = self._response(envelope, self.types.done, result.result)
+            status, reason = OutcomeStatus.APPLIED, None
+        else:
+            reply = self._failure(envelope, result.reason)
+            status, reason = OutcomeStatus.REJECTED, result.reason
+        self._remember(
+            session,
+            StepOutcome(
+                saga_id=envelope.saga_id,
+                status=status,
+                reason=reason,
+                reply=reply.model_dump(mode="json"),
+            ),
+        )
+        self._reply(session, reply)
+
+    async def _on_compensate(self, session: AsyncSession, envelope: Envelope) -> None:
+        outcome = await self._outcome(session, envelope.saga_id)
+        if outcome is not None and outcome.compensation_reply is not None:
+            self._reply(session, Envelope.model_validate(outcome.compensation_reply))
+            return
+        if outcome is None:
+            outcome = StepOutcome(saga_id=envelope.saga_id, status=OutcomeStatus.TOMBSTONE)
+            self._remember(session, outcome)
+            effect = "nothing to undo: the command is refused if it comes"
+        elif outcome.status is OutcomeStatus.APPLIED:
+            await self.undo(session, envelope.saga_id)
+            effect = "undone"
+        else:
+            effect = "nothing to undo: the command was rejected"
+        reply = self._response(envelope, self.types.compensated, {"effect": effect})
+        outcome.compensation_reply = reply.model_dump(mode="json")
+        outcome.updated_at = utcnow()
+        self._reply(session, reply)
+
+    def _response(self, request: Envelope, type_: str, payload: dict[str, Any]) -> Envelope:
+        return Envelope(
+            type=type_,
+            saga_id=request.saga_id,
+            saga=request.saga,
+            step=self.step,
+            attempt=request.attempt,
+            payload=payload,
+        )
+
+    def _failure(self, request: Envelope, reason: str) -> Envelope:
+        return self._response(request, self.types.failed, {"reason": reason})
+
+    def _reply(self, session: AsyncSession, reply: Envelope) -> None:
+        topic = self.topic.dlt if reply.type == self.types.failed else self.topic.success
+        outbox.send(session, topic, [reply])

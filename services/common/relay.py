@@ -1,0 +1,224 @@
+"""The outbox relay: publishes what the service committed, in commit order, keyed by saga id.
+
+It reads unpublished rows in `seq` order, produces them in a batch with acks=all, and marks rows
+published only after the broker acknowledged them. It wakes on PostgreSQL NOTIFY (polling is the
+fallback and SQLite's only way) and purges published outbox rows and old inbox ids after their
+retention. Only the relay holding the leader lock publishes (a PostgreSQL advisory lock held by
+its LISTEN connection, or a file lock beside an SQLite database), so several relays on one
+database never reorder one key; when a leader dies its lock goes with its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import make_url
+
+from services.common.clock import utcnow
+from services.common.db import NOTIFY_CHANNEL, Database
+from services.common.errors import is_transient
+from services.common.kafka import make_producer
+from services.common.metrics import PUBLISHED, RELAY_LAG
+from services.common.outbox import decode_headers
+from services.common.tables import InboxMessage, OutboxMessage
+
+log = logging.getLogger(__name__)
+LEADER_LOCK_ID = 0x5A6A_11E0
+
+
+class Relay:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        service: str,
+        bootstrap_servers: str,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.02,
+        listen_timeout_s: float = 1.0,
+        outbox_retention_s: float = 3600,
+        inbox_retention_s: float = 7 * 24 * 3600,
+        purge_interval_s: float = 60,
+    ) -> None:
+        self.db = db
+        self.service = service
+        self.bootstrap_servers = bootstrap_servers
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.listen_timeout_s = listen_timeout_s
+        self.outbox_retention = timedelta(seconds=outbox_retention_s)
+        self.inbox_retention = timedelta(seconds=inbox_retention_s)
+        self.purge_interval_s = purge_interval_s
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.is_leader = False
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                async with self._leadership():
+                    if self._stopping.is_set():
+                        return
+                    await self._publish_while_leader()
+            except (KafkaError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("relay %s: %s; retrying", self.service, exc)
+                await self._sleep(1.0)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("relay %s: database unavailable (%s); retrying", self.service, exc)
+                await self._sleep(1.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    @contextlib.asynccontextmanager
+    async def _leadership(self) -> Any:
+        """Hold the leader lock (and, on PostgreSQL, LISTEN) for as long as the block runs."""
+        if self.db.sqlite:
+            async with self._file_lock():
+                yield
+            return
+        dsn = make_url(self.db.url).set(drivername="postgresql")
+        connection = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+        try:
+            while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_ID):
+                if self._stopping.is_set():
+                    break
+                await self._sleep(1.0)
+            await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            connection.add_termination_listener(lambda *_: self._lost_leadership())
+            self.is_leader = True
+            yield
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)
+
+    @contextlib.asynccontextmanager
+    async def _file_lock(self) -> Any:
+        database = make_url(self.db.url).database or "sagaline.db"
+        path = Path(f"{database}.relay.lock")
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await self._sleep(1.0)
+            self.is_leader = True
+            yield
+        finally:
+            self.is_leader = False
+            os.close(descriptor)
+
+    def _lost_leadership(self) -> None:
+        log.warning("relay %s: lock connection lost; stepping down", self.service)
+        self.is_leader = False
+        self._wake.set()
+
+    async def _publish_while_leader(self) -> None:
+        producer = make_producer(self.bootstrap_servers)
+        await producer.start()
+        try:
+            next_purge = 0.0
+            loop = asyncio.get_running_loop()
+            while not self._stopping.is_set() and self.is_leader:
+                self._wake.clear()
+                published = await self.publish_once(producer)
+                if loop.time() >= next_purge:
+                    await self.purge()
+                    next_purge = loop.time() + self.purge_interval_s
+                if published >= self.batch_size:
+                    continue
+                timeout = self.poll_interval_s if self.db.sqlite else self.listen_timeout_s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+        finally:
+            await producer.stop()
+
+    async def publish_once(self, producer: AIOKafkaProducer) -> int:
+        """Publish one batch; returns how many rows were published."""
+        async with self.db.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        OutboxMessage.seq,
+                        OutboxMessage.topic,
+                        OutboxMessage.key,
+                        OutboxMessage.value,
+                        OutboxMessage.headers,
+                    )
+                    .where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
+                    .order_by(OutboxMessage.seq)  # type: ignore[arg-type]
+                    .limit(self.batch_size)
+                )
+            ).all()
+            await session.rollback()
+        RELAY_LAG.labels(self.service).set(len(rows))
+        if not rows:
+            return 0
+        acknowledged = await self._produce(producer, rows)
+        if acknowledged:
+            async with self.db.transaction() as session:
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.seq.in_(acknowledged))  # type: ignore[union-attr]
+                    .values(published_at=utcnow())
+                )
+            PUBLISHED.labels(self.service).inc(len(acknowledged))
+        if len(acknowledged) < len(rows):
+            raise KafkaError(f"{len(rows) - len(acknowledged)} messages not acknowledged")
+        return len(acknowledged)
+
+    async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Any]) -> list[int]:
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        for seq, topic, key, value, headers in rows:
+            try:
+                future = await producer.send(
+                    topic, value=value, key=key, headers=decode_headers(headers)
+                )
+            except KafkaError as exc:
+                log.warning("relay %s: send to %s failed: %s", self.service, topic, exc)
+                break
+            pending.append((seq, future))
+        acknowledged: list[int] = []
+        for seq, future in pending:
+            try:
+                await future
+                acknowledged.append(seq)
+            except KafkaError as exc:
+                log.warning("relay %s: message %s not acknowledged: %s", self.service, seq, exc)
+        return acknowledged
+
+    async def purge(self) -> None:
+        now = utcnow()
+        async with self.db.transaction() as session:
+            await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.published_at < now - self.outbox_retention  # type: ignore[operator]
+                )
+            )
+            await session.execute(
+                delete(InboxMessage).where(
+                    InboxMessage.received_at < now - self.inbox_retention  # type: ignore[operator]
+                )
+            )

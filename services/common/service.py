@@ -1,0 +1,135 @@
+"""The FastAPI application shared by the four services: lifespan, health, metrics.
+
+A service supplies its routers, its consumer-loop handler and its periodic jobs; this module runs
+the consumer loop and the jobs for the lifetime of the app and answers /healthz and /readyz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+
+from services.common.consumer import Handler, MessageLoop
+from services.common.db import Database
+from services.common.definition import SagaDefinition, load_definition
+from services.common.errors import is_transient
+from services.common.settings import Settings
+
+log = logging.getLogger(__name__)
+Job = Callable[[Database], Awaitable[int]]
+
+
+@dataclass
+class Runtime:
+    """Everything one service process holds."""
+
+    name: str
+    settings: Settings
+    definition: SagaDefinition
+    db: Database
+    handler: Handler
+    routers: list[APIRouter] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    loop: MessageLoop | None = None
+
+
+def effective_definition(settings: Settings) -> SagaDefinition:
+    """The saga definition file, with the overrides the settings carry."""
+    definition = load_definition(settings.saga_file)
+    if settings.execution:
+        definition = definition.with_execution(settings.execution)
+    if settings.step_timeout_seconds or settings.max_attempts:
+        definition = definition.with_timing(
+            settings.step_timeout_seconds or definition.spec.step_timeout_seconds,
+            settings.max_attempts or definition.spec.max_attempts,
+        )
+    return definition
+
+
+def topic_layout(settings: Settings, definition: SagaDefinition) -> tuple[int, int]:
+    """Partitions and replicas for topics this process creates (1 replica on a local broker)."""
+    partitions = settings.topic_partitions or definition.spec.kafka.partitions
+    return partitions, settings.topic_replicas or 1
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def _run_job(runtime: Runtime, job: Job, stopping: asyncio.Event) -> None:
+    interval = runtime.settings.timer_interval_s
+    while not stopping.is_set():
+        try:
+            due = await job(runtime.db)
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("%s: periodic job failed", runtime.name)
+            due = 0
+        if due:
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=interval)
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    settings = runtime.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        partitions, replicas = topic_layout(settings, runtime.definition)
+        loop = MessageLoop(
+            runtime.db,
+            runtime.handler,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=f"sagaline-{runtime.definition.name}-{runtime.name}",
+            batch_size=settings.consumer_batch_size,
+            fetch_wait_ms=settings.consumer_fetch_wait_ms,
+            create_topics=runtime.definition.topics() if settings.create_topics else (),
+            partitions=partitions,
+            replicas=replicas,
+        )
+        runtime.loop = loop
+        stopping = asyncio.Event()
+        tasks = [asyncio.create_task(loop.run(), name=f"{runtime.name}-consumer")]
+        tasks += [asyncio.create_task(_run_job(runtime, job, stopping)) for job in runtime.jobs]
+        try:
+            yield
+        finally:
+            loop.stop()
+            stopping.set()
+            await asyncio.wait(tasks, timeout=10)
+            for task in tasks:
+                task.cancel()
+            await runtime.db.dispose()
+
+    app = FastAPI(title=f"sagaline {runtime.name}", lifespan=lifespan)
+    app.state.runtime = runtime
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(runtime.db.ping(), timeout=2)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["broker"] = "ok" if runtime.loop is not None and runtime.loop.kafka_ok else "unreachable"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    for router in runtime.routers:
+        app.include_router(router)
+    app.mount("/metrics", make_asgi_app())
+    return app

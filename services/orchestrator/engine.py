@@ -1,0 +1,224 @@
+"""The saga engine: pure state transitions, no I/O.
+
+Given a saga's state and an event (start, a step's reply, the clock), it returns the new state and
+the actions to take (commands and compensations to send, the saga's outcome). The orchestrator
+persists the state and turns actions into outbox messages in one transaction.
+
+Rules: a step that may have taken effect (it succeeded, or its command is in flight or timed out)
+is compensated when the saga fails; a step that was rejected took no effect and is not; a step
+never started is skipped. Commands and compensations are re-sent on timeout with exponential
+backoff up to `max_attempts`; a command that never answers fails its step (and is compensated),
+a compensation that never answers leaves the saga FAILED, which is visible and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from services.common.definition import Execution
+
+BACKOFF_CAP = 8  # the n-th re-send waits timeout * min(2**n, BACKOFF_CAP)
+
+
+class SagaStatus(StrEnum):
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED)
+
+
+class StepStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+
+class StepState(BaseModel):
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    deadline: float | None = None
+    reason: str | None = None
+
+
+class SagaState(BaseModel):
+    status: SagaStatus = SagaStatus.RUNNING
+    steps: dict[str, StepState]
+    reason: str | None = None
+
+    @classmethod
+    def new(cls, step_names: list[str]) -> SagaState:
+        return cls(steps={name: StepState() for name in step_names})
+
+    @property
+    def next_deadline(self) -> float | None:
+        deadlines = [s.deadline for s in self.steps.values() if s.deadline is not None]
+        return min(deadlines) if deadlines else None
+
+
+@dataclass(frozen=True)
+class SendCommand:
+    step: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class SendCompensation:
+    step: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    status: SagaStatus
+    reason: str | None
+
+
+Action = SendCommand | SendCompensation | Finish
+
+
+@dataclass(frozen=True)
+class Policy:
+    execution: Execution
+    step_timeout_s: float
+    max_attempts: int
+
+    def deadline(self, now: float, attempt: int) -> float:
+        return now + self.step_timeout_s * min(2 ** (attempt - 1), BACKOFF_CAP)
+
+
+class Engine:
+    """Applies events to one saga's state (mutated in place) and collects the actions."""
+
+    def __init__(self, policy: Policy, state: SagaState) -> None:
+        self.policy = policy
+        self.state = state
+        self.actions: list[Action] = []
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        if self.state.status is SagaStatus.RUNNING and all(
+            s.status is StepStatus.PENDING for s in self.state.steps.values()
+        ):
+            names = list(self.state.steps)
+            first = names if self.policy.execution is Execution.PARALLEL else names[:1]
+            for name in first:
+                self._command(name, now, attempt=1)
+        return self._take()
+
+    def succeeded(self, step: str, now: float) -> list[Action]:
+        state = self.state.steps[step]
+        if state.status is StepStatus.RUNNING:
+            state.status, state.deadline = StepStatus.SUCCEEDED, None
+            self._advance(now)
+        return self._take()
+
+    def failed(self, step: str, reason: str, now: float) -> list[Action]:
+        state = self.state.steps[step]
+        if state.status is StepStatus.RUNNING:
+            state.status, state.deadline, state.reason = StepStatus.FAILED, None, reason
+            self._compensate(f"{step}: {reason}", now)
+        return self._take()
+
+    def compensated(self, step: str, now: float) -> list[Action]:
+        state = self.state.steps[step]
+        if state.status is StepStatus.COMPENSATING:
+            state.status, state.deadline = StepStatus.COMPENSATED, None
+            self._finish_compensation()
+        return self._take()
+
+    def tick(self, now: float) -> list[Action]:
+        """Re-send what timed out, or give it up after max_attempts."""
+        for name, state in self.state.steps.items():
+            if state.deadline is None or state.deadline > now:
+                continue
+            exhausted = state.attempt >= self.policy.max_attempts
+            if state.status is StepStatus.RUNNING:
+                if not exhausted:
+                    self._command(name, now, attempt=state.attempt + 1)
+                else:
+                    state.reason = f"no reply after {state.attempt} attempts"
+                    self._compensate(f"{name}: timed out ({state.reason})", now)
+            elif state.status is StepStatus.COMPENSATING:
+                if not exhausted:
+                    self._compensation(name, now, attempt=state.attempt + 1)
+                else:
+                    state.status, state.deadline = StepStatus.COMPENSATION_FAILED, None
+                    state.reason = f"compensation unanswered after {state.attempt} attempts"
+                    self._finish_compensation()
+        return self._take()
+
+    # -- transitions ----------------------------------------------------------------------------
+
+    def _take(self) -> list[Action]:
+        actions, self.actions = self.actions, []
+        return actions
+
+    def _command(self, step: str, now: float, *, attempt: int) -> None:
+        state = self.state.steps[step]
+        state.status, state.attempt = StepStatus.RUNNING, attempt
+        state.deadline = self.policy.deadline(now, attempt)
+        self.actions.append(SendCommand(step, attempt))
+
+    def _compensation(self, step: str, now: float, *, attempt: int) -> None:
+        state = self.state.steps[step]
+        state.status, state.attempt = StepStatus.COMPENSATING, attempt
+        state.deadline = self.policy.deadline(now, attempt)
+        self.actions.append(SendCompensation(step, attempt))
+
+    def _advance(self, now: float) -> None:
+        if self.state.status is not SagaStatus.RUNNING:
+            return
+        steps = self.state.steps
+        if all(s.status is StepStatus.SUCCEEDED for s in steps.values()):
+            self._finish(SagaStatus.COMPLETED, None)
+            return
+        if self.policy.execution is Execution.SEQUENTIAL:
+            pending = [n for n, s in steps.items() if s.status is StepStatus.PENDING]
+            if pending and not any(s.status is StepStatus.RUNNING for s in steps.values()):
+                self._command(pending[0], now, attempt=1)
+
+    def _compensate(self, reason: str, now: float) -> None:
+        if self.state.status is not SagaStatus.RUNNING:
+            return
+        self.state.status, self.state.reason = SagaStatus.COMPENSATING, reason
+        for name, state in self.state.steps.items():
+            if state.status in (StepStatus.SUCCEEDED, StepStatus.RUNNING):
+                self._compensation(name, now, attempt=1)
+            elif state.status is StepStatus.PENDING:
+                state.status = StepStatus.SKIPPED
+        self._finish_compensation()
+
+    def _finish_compensation(self) -> None:
+        steps = self.state.steps.values()
+        if self.state.status is not SagaStatus.COMPENSATING:
+            return
+        if any(s.status is StepStatus.COMPENSATING for s in steps):
+            return
+        if any(s.status is StepStatus.COMPENSATION_FAILED for s in steps):
+            failed = [n for n, s in self.state.steps.items() if s.status is StepStatus.COMPENSATION_FAILED]
+            self._finish(
+                SagaStatus.FAILED,
+                f"{self.state.reason}; compensation given up for {', '.join(failed)}",
+            )
+        else:
+            self._finish(SagaStatus.COMPENSATED, self.state.reason)
+
+    def _finish(self, status: SagaStatus, reason: str | None) -> None:
+        self.state.status, self.state.reason = status, reason
+        for state in self.state.steps.values():
+            state.deadline = None
+        self.actions.append(Finish(status, reason))

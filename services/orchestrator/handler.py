@@ -1,0 +1,292 @@
+"""The orchestrator: runs the engine on consumed replies and on the clock.
+
+Every transition happens in one transaction that locks the saga row, saves the engine state,
+records the history and writes the resulting commands to the outbox.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common import outbox
+from services.common.clock import from_epoch, utcnow
+from services.common.consumer import Incoming
+from services.common.db import Database
+from services.common.definition import SagaDefinition
+from services.common.envelope import Envelope, header_value
+from services.common.errors import Unprocessable
+from services.common.messages import (
+    ORCHESTRATOR,
+    ORCHESTRATOR_DLT,
+    ORCHESTRATOR_RESPONSE,
+    SAGA_COMPENSATED,
+    SAGA_COMPLETED,
+    SAGA_FAILED,
+    SAGA_START,
+    StepTopics,
+    StepTypes,
+)
+from services.common.metrics import RESENDS, SAGAS
+from services.orchestrator.engine import (
+    Action,
+    Engine,
+    Finish,
+    Policy,
+    SagaState,
+    SagaStatus,
+    SendCommand,
+    SendCompensation,
+)
+from services.orchestrator.models import Saga, SagaEvent
+
+OUTCOME_TYPES = {
+    SagaStatus.COMPLETED: SAGA_COMPLETED,
+    SagaStatus.COMPENSATED: SAGA_COMPENSATED,
+    SagaStatus.FAILED: SAGA_FAILED,
+}
+_SAGAS = "sagas"
+
+
+class Orchestrator:
+    name = "orchestrator"
+
+    def __init__(self, definition: SagaDefinition) -> None:
+        self.definition = definition
+        self.policy = Policy(
+            execution=definition.spec.execution,
+            step_timeout_s=definition.spec.step_timeout_seconds,
+            max_attempts=definition.spec.max_attempts,
+        )
+        self.steps = {name: StepTopics(name) for name in definition.step_names}
+        self.types = {name: StepTypes(name) for name in definition.step_names}
+        self._step_by_topic: dict[str, str] = {}
+        for name, topics in self.steps.items():
+            self._step_by_topic[topics.success] = name
+            self._step_by_topic[topics.dlt] = name
+        self.topics = [ORCHESTRATOR, *self._step_by_topic]
+
+    # -- Handler protocol -------------------------------------------------------------------------
+
+    def dead_letter_topic(self, source_topic: str) -> str:
+        return ORCHESTRATOR_DLT
+
+    def reads_dead_letters(self, topic: str) -> bool:
+        return topic in self._step_by_topic and topic.endswith(".dlt")
+
+    def check(self, topic: str, envelope: Envelope) -> None:
+        if envelope.saga != self.definition.name:
+            raise Unprocessable(f"unknown saga {envelope.saga!r}")
+        if topic == ORCHESTRATOR:
+            expected = {SAGA_START}
+        else:
+            step = self._step_by_topic[topic]
+            types = self.types[step]
+            expected = {types.done, types.compensated} if topic.endswith(".success") else {types.failed}
+            if envelope.step != step:
+                raise Unprocessable(f"step {envelope.step!r} on {topic}, expected {step!r}")
+        if envelope.type not in expected:
+            raise Unprocessable(f"unexpected type {envelope.type!r} on {topic}")
+
+    async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
+        ids = {saga_id for m in batch if (saga_id := self._saga_id(m)) is not None}
+        if ids:
+            await self.load(session, ids)
+
+    async def load(self, session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, Saga]:
+        """Lock and load sagas into the session's per-transaction cache."""
+        rows = await session.scalars(
+            select(Saga).where(Saga.id.in_(ids)).order_by(Saga.id).with_for_update()  # type: ignore[attr-defined]
+        )
+        known: dict[uuid.UUID, Saga | None] = session.info.setdefault(_SAGAS, {})
+        known.update(dict.fromkeys(ids))
+        found = {saga.id: saga for saga in rows}
+        known.update(found)
+        return found
+
+    async def _saga(self, session: AsyncSession, saga_id: uuid.UUID) -> Saga | None:
+        known: dict[uuid.UUID, Saga | None] = session.info.setdefault(_SAGAS, {})
+        if saga_id not in known:
+            known[saga_id] = await session.get(Saga, saga_id, with_for_update=True)
+        return known[saga_id]
+
+    async def handle(self, session: AsyncSession, message: Incoming) -> None:
+        envelope = message.envelope
+        if envelope is None:
+            await self._on_dead_letter(session, message)
+        elif envelope.type == SAGA_START:
+            await self._on_start(session, envelope)
+        else:
+            await self._on_reply(session, message.topic, envelope)
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    async def _on_start(self, session: AsyncSession, envelope: Envelope) -> None:
+        saga = await self._saga(session, envelope.saga_id)
+        if saga is not None:
+            record(session, saga.id, "received", envelope, detail="repeated start")
+            if saga.response is not None:  # answer a repeated request with the original outcome
+                response = Envelope.model_validate(saga.response)
+                outbox.send(session, ORCHESTRATOR_RESPONSE, [response])
+                record(session, saga.id, "sent", response, detail="re-sent outcome")
+            return
+        state = SagaState.new(self.definition.step_names)
+        saga = Saga(
+            id=envelope.saga_id,
+            name=self.definition.name,
+            status=state.status,
+            execution=self.policy.execution,
+            payload=envelope.payload,
+            state={},
+        )
+        session.add(saga)
+        session.info.setdefault(_SAGAS, {})[saga.id] = saga
+        record(session, saga.id, "received", envelope)
+        engine = Engine(self.policy, state)
+        self._apply(session, saga, engine, engine.start(time.time()))
+
+    async def _on_reply(self, session: AsyncSession, topic: str, envelope: Envelope) -> None:
+        saga = await self._saga(session, envelope.saga_id)
+        if saga is None:
+            raise Unprocessable(f"no saga {envelope.saga_id}")
+        step = self._step_by_topic[topic]
+        types = self.types[step]
+        engine = self._engine(saga)
+        now = time.time()
+        if envelope.type == types.done:
+            actions = engine.succeeded(step, now)
+            detail = None
+        elif envelope.type == types.compensated:
+            actions = engine.compensated(step, now)
+            detail = str(envelope.payload.get("effect", "")) or None
+        else:
+            detail = str(envelope.payload.get("reason", "rejected"))
+            actions = engine.failed(step, detail, now)
+        record(session, saga.id, "received", envelope, detail=detail)
+        self._apply(session, saga, engine, actions)
+
+    async def _on_dead_letter(self, session: AsyncSession, message: Incoming) -> None:
+        """A step could not read a message: its command fails the step if the saga is known."""
+        saga_id = self._saga_id(message)
+        origin = header_value(message.record.headers, "dlt.origin.topic")
+        saga = await self._saga(session, saga_id) if saga_id is not None else None
+        step = self._step_by_topic[message.topic]
+        if saga is None or origin != self.steps[step].command:
+            return  # a lost compensation is re-sent on timeout
+        reason = f"unprocessable by {step}: {message.dead_letter_reason}"
+        engine = self._engine(saga)
+        session.add(
+            SagaEvent(saga_id=saga.id, direction="received", type="dead-letter", step=step, detail=reason[:1000])
+        )
+        self._apply(session, saga, engine, engine.failed(step, reason, time.time()))
+
+    @staticmethod
+    def _saga_id(message: Incoming) -> uuid.UUID | None:
+        if message.envelope is not None:
+            return message.envelope.saga_id
+        try:
+            return uuid.UUID(bytes(message.record.key or b"").decode())
+        except ValueError:
+            return None
+
+    # -- the clock --------------------------------------------------------------------------------
+
+    async def tick(self, db: Database, limit: int = 200) -> int:
+        """Hand timed-out sagas to the engine; returns how many were due."""
+        async with db.transaction() as session:
+            due = (
+                await session.scalars(
+                    select(Saga)
+                    .where(Saga.next_deadline <= utcnow())  # type: ignore[operator]
+                    .order_by(Saga.next_deadline)  # type: ignore[arg-type]
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            now = time.time()
+            for saga in due:
+                engine = self._engine(saga)
+                actions = engine.tick(now)
+                for action in actions:
+                    if isinstance(action, SendCommand | SendCompensation) and action.attempt > 1:
+                        RESENDS.labels(self.name, type(action).__name__).inc()
+                self._apply(session, saga, engine, actions)
+            return len(due)
+
+    # -- outputs ----------------------------------------------------------------------------------
+
+    def _engine(self, saga: Saga) -> Engine:
+        return Engine(self.policy, SagaState.model_validate(saga.state))
+
+    def _apply(self, session: AsyncSession, saga: Saga, engine: Engine, actions: list[Action]) -> None:
+        for action in actions:
+            envelope = self._message(saga, action)
+            topic = self._topic(action)
+            outbox.send(session, topic, [envelope])
+            record(session, saga.id, "sent", envelope, detail=getattr(action, "reason", None))
+            if isinstance(action, Finish):
+                saga.response = envelope.model_dump(mode="json")
+                saga.finished_at = utcnow()
+                SAGAS.labels(action.status).inc()
+        state = engine.state
+        saga.state = state.model_dump(mode="json")
+        saga.status = state.status
+        saga.reason = state.reason[:1000] if state.reason else None
+        saga.next_deadline = from_epoch(state.next_deadline)
+        saga.updated_at = utcnow()
+
+    def _topic(self, action: Action) -> str:
+        if isinstance(action, SendCommand):
+            return self.steps[action.step].command
+        if isinstance(action, SendCompensation):
+            return self.steps[action.step].compensation
+        return ORCHESTRATOR_RESPONSE
+
+    def _message(self, saga: Saga, action: Action) -> Envelope:
+        common: dict[str, Any] = {"saga_id": saga.id, "saga": saga.name}
+        if isinstance(action, SendCommand):
+            return Envelope(
+                type=self.types[action.step].command,
+                step=action.step,
+                attempt=action.attempt,
+                payload=saga.payload,
+                **common,
+            )
+        if isinstance(action, SendCompensation):
+            return Envelope(
+                type=self.types[action.step].compensate,
+                step=action.step,
+                attempt=action.attempt,
+                **common,
+            )
+        return Envelope(
+            type=OUTCOME_TYPES[action.status],
+            payload={"status": action.status, "reason": action.reason},
+            **common,
+        )
+
+
+def record(
+    session: AsyncSession,
+    saga_id: uuid.UUID,
+    direction: str,
+    envelope: Envelope,
+    *,
+    detail: str | None = None,
+) -> None:
+    session.add(
+        SagaEvent(
+            saga_id=saga_id,
+            direction=direction,
+            type=envelope.type,
+            step=envelope.step,
+            attempt=envelope.attempt,
+            message_id=envelope.id,
+            detail=detail[:1000] if detail else None,
+        )
+    )

@@ -1,0 +1,45 @@
+"""Orchestrator tables: one row per saga (its engine state as JSON) and its history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from services.common.clock import utcnow
+
+
+class Saga(SQLModel, table=True):
+    __tablename__ = "saga"
+
+    id: uuid.UUID = Field(primary_key=True)
+    name: str = Field(max_length=63)
+    status: str = Field(max_length=16, index=True)
+    execution: str = Field(max_length=16)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    state: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    reason: str | None = Field(default=None, max_length=1000)
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    next_deadline: datetime | None = Field(default=None, index=True)
+
+
+class SagaEvent(SQLModel, table=True):
+    """What the orchestrator sent and received for a saga, and when."""
+
+    __tablename__ = "saga_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    saga_id: uuid.UUID = Field(index=True)
+    at: datetime = Field(default_factory=utcnow)
+    direction: str = Field(max_length=8)  # sent | received | timeout
+    type: str = Field(max_length=100)
+    step: str | None = Field(default=None, max_length=63)
+    attempt: int = 1
+    message_id: uuid.UUID | None = None
+    detail: str | None = Field(default=None, max_length=1000)

@@ -1,0 +1,130 @@
+"""order-service HTTP API: place an order, read orders."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by
+from services.common.money import PositiveAmount, from_cents, to_cents
+from services.common.service import Runtime, runtime_of
+from services.order.handler import OrderSagaInitiator
+from services.order.models import Order, OrderStatus
+
+MAX_ITEMS = 100
+MAX_QUANTITY = 10_000
+
+router = APIRouter(tags=["orders"])
+RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+
+
+class OrderItemIn(StrictModel):
+    product_id: Identifier
+    quantity: int = Field(gt=0, le=MAX_QUANTITY)
+    unit_price: PositiveAmount
+
+
+class OrderIn(StrictModel):
+    customer_id: Identifier
+    items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class OrderItemOut(BaseModel):
+    product_id: str
+    quantity: int
+    unit_price: Decimal
+
+
+class OrderOut(BaseModel):
+    id: uuid.UUID
+    customer_id: str
+    items: list[OrderItemOut]
+    total: Decimal
+    status: OrderStatus
+    reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, order: Order) -> OrderOut:
+        return cls(
+            id=order.id,
+            customer_id=order.customer_id,
+            items=[
+                OrderItemOut(
+                    product_id=item["product_id"],
+                    quantity=item["quantity"],
+                    unit_price=from_cents(item["unit_price_cents"]),
+                )
+                for item in order.items
+            ],
+            total=from_cents(order.total_cents),
+            status=order.status,
+            reason=order.reason,
+            created_at=order.created_at,
+            decided_at=order.decided_at,
+        )
+
+
+@router.post("/orders", status_code=201, response_model=OrderOut)
+async def place_order(body: OrderIn, runtime: RuntimeDep) -> OrderOut:
+    items = [
+        {
+            "product_id": item.product_id,
+            "quantity": item.quantity,
+            "unit_price_cents": to_cents(item.unit_price),
+        }
+        for item in body.items
+    ]
+    total = sum(item["quantity"] * item["unit_price_cents"] for item in items)
+    order = Order(
+        id=uuid.uuid4(),
+        customer_id=body.customer_id,
+        items=items,
+        total_cents=total,
+        status=OrderStatus.PENDING,
+    )
+    initiator = runtime.handler
+    assert isinstance(initiator, OrderSagaInitiator)
+    async with runtime.db.transaction() as session:
+        initiator.start(session, order)
+    return OrderOut.of(order)
+
+
+@router.get("/orders/summary")
+async def summary(runtime: RuntimeDep) -> dict[str, int]:
+    async with runtime.db.sessions() as session:
+        counts = await count_by(session, Order.status)
+    return {status: counts.get(status, 0) for status in OrderStatus} | {
+        "total": sum(counts.values())
+    }
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut)
+async def get_order(order_id: uuid.UUID, runtime: RuntimeDep) -> OrderOut:
+    async with runtime.db.sessions() as session:
+        order = await session.get(Order, order_id)
+    if order is None:
+        raise HTTPException(404, f"no order {order_id}")
+    return OrderOut.of(order)
+
+
+@router.get("/orders", response_model=list[OrderOut])
+async def list_orders(
+    runtime: RuntimeDep,
+    status: OrderStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[OrderOut]:
+    query = select(Order).order_by(Order.created_at, Order.id)  # type: ignore[arg-type]
+    if status is not None:
+        query = query.where(Order.status == status)  # type: ignore[arg-type]
+    async with runtime.db.sessions() as session:
+        orders = (await session.scalars(query.limit(limit).offset(offset))).all()
+    return [OrderOut.of(order) for order in orders]

@@ -1,0 +1,127 @@
+"""The order service's side of the saga: start it, re-send the start, record the outcome."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common import outbox
+from services.common.clock import seconds_from_now, utcnow
+from services.common.consumer import Incoming
+from services.common.db import Database
+from services.common.definition import SagaDefinition
+from services.common.envelope import Envelope
+from services.common.errors import Unprocessable
+from services.common.messages import (
+    ORCHESTRATOR,
+    ORCHESTRATOR_DLT,
+    ORCHESTRATOR_RESPONSE,
+    SAGA_COMPLETED,
+    SAGA_OUTCOMES,
+    SAGA_START,
+)
+from services.common.metrics import RESENDS
+from services.order.models import Order, OrderStatus
+
+BACKOFF_CAP = 8
+_ORDERS = "orders"
+
+
+class OrderSagaInitiator:
+    def __init__(self, definition: SagaDefinition, start_timeout_s: float | None = None) -> None:
+        self.definition = definition
+        self.name = definition.spec.initiator.name
+        self.topics = [ORCHESTRATOR_RESPONSE]
+        spec = definition.spec
+        self.start_timeout_s = start_timeout_s or spec.step_timeout_seconds * (len(spec.steps) + 1)
+
+    def resend_at(self, attempt: int) -> Any:
+        return seconds_from_now(self.start_timeout_s * min(2 ** (attempt - 1), BACKOFF_CAP))
+
+    def start(self, session: AsyncSession, order: Order) -> None:
+        """Write the order and its saga.start in the caller's transaction."""
+        order.resend_at = self.resend_at(order.start_attempt)
+        session.add(order)
+        outbox.send(session, ORCHESTRATOR, [self._start_message(order)])
+
+    def _start_message(self, order: Order) -> Envelope:
+        return Envelope(
+            type=SAGA_START,
+            saga_id=order.id,
+            saga=self.definition.name,
+            attempt=order.start_attempt,
+            payload={
+                "order_id": str(order.id),
+                "customer_id": order.customer_id,
+                "items": order.items,
+                "total_cents": order.total_cents,
+            },
+        )
+
+    # -- Handler protocol -------------------------------------------------------------------------
+
+    def dead_letter_topic(self, source_topic: str) -> str:
+        return ORCHESTRATOR_DLT
+
+    def reads_dead_letters(self, topic: str) -> bool:
+        return False
+
+    def check(self, topic: str, envelope: Envelope) -> None:
+        if envelope.type not in SAGA_OUTCOMES:
+            raise Unprocessable(f"unexpected type {envelope.type!r} on {topic}")
+        if envelope.saga != self.definition.name:
+            raise Unprocessable(f"unknown saga {envelope.saga!r}")
+
+    async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
+        ids = {m.envelope.saga_id for m in batch if m.envelope is not None}
+        if not ids:
+            return
+        rows = await session.scalars(
+            select(Order).where(Order.id.in_(ids)).order_by(Order.id).with_for_update()  # type: ignore[attr-defined]
+        )
+        known: dict[uuid.UUID, Order | None] = dict.fromkeys(ids)
+        known.update((order.id, order) for order in rows)
+        session.info[_ORDERS] = known
+
+    async def handle(self, session: AsyncSession, message: Incoming) -> None:
+        envelope = message.envelope
+        assert envelope is not None
+        known: dict[uuid.UUID, Order | None] = session.info.get(_ORDERS, {})
+        order = known.get(envelope.saga_id) or await session.get(Order, envelope.saga_id)
+        if order is None:
+            raise Unprocessable(f"no order {envelope.saga_id}")
+        if order.status is not OrderStatus.PENDING:
+            return  # a repeated outcome
+        approved = envelope.type == SAGA_COMPLETED
+        order.status = OrderStatus.APPROVED if approved else OrderStatus.REJECTED
+        order.reason = None if approved else str(envelope.payload.get("reason") or envelope.type)[:1000]
+        order.decided_at = utcnow()
+        order.resend_at = None
+
+    # -- the clock --------------------------------------------------------------------------------
+
+    async def tick(self, db: Database, limit: int = 200) -> int:
+        """Re-send saga.start for orders still pending past their deadline (rule 4)."""
+        async with db.transaction() as session:
+            due = (
+                await session.scalars(
+                    select(Order)
+                    .where(
+                        Order.status == OrderStatus.PENDING,  # type: ignore[arg-type]
+                        Order.resend_at <= utcnow(),  # type: ignore[operator]
+                    )
+                    .order_by(Order.resend_at)  # type: ignore[arg-type]
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for order in due:
+                order.start_attempt += 1
+                order.resend_at = self.resend_at(order.start_attempt)
+                outbox.send(session, ORCHESTRATOR, [self._start_message(order)])
+                RESENDS.labels(self.name, SAGA_START).inc()
+            return len(due)
