@@ -1,0 +1,202 @@
+"""The whole system on one machine: broker, databases, four services and four relays.
+
+Every service and relay is its own OS process started from the same command line a container
+would run (`sagaline serve <service>`, `sagaline relay <service>`), with its settings in the
+environment, its output in `<state dir>/logs/`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from sagaline.broker import EmbeddedBroker
+from sagaline.databases import create_missing, database_urls
+from services.common.definition import default_definition_path
+from services.common.migrate import upgrade
+from services.registry import PORTS, SERVICES, is_participant
+
+Progress = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path = Path(".sagaline")
+    database_url: str | None = None
+    bootstrap_servers: str | None = None
+    saga_file: Path = field(default_factory=default_definition_path)
+    execution: str | None = None
+    step_timeout_s: float | None = None
+    max_attempts: int | None = None
+    ports: dict[str, int] = field(default_factory=lambda: dict(PORTS))
+    database_prefix: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class ManagedProcess:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signum)
+
+    def wait(self, timeout_s: float) -> bool:
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.state_dir = Path(config.state_dir).resolve()
+        self.logs = self.state_dir / "logs"
+        self.urls = database_urls(
+            config.database_url, self.state_dir, prefix=config.database_prefix
+        )
+        self.broker: EmbeddedBroker | None = None
+        self.processes: dict[str, ManagedProcess] = {}
+        self._stopping = False
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self.config.bootstrap_servers:
+            return self.config.bootstrap_servers
+        assert self.broker is not None, "the stack is not started"
+        return self.broker.bootstrap_servers
+
+    def service_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.config.ports[service]}"
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, progress: Progress = lambda _: None, ready_timeout_s: float = 60) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            if not self.config.bootstrap_servers:
+                progress("starting the embedded broker")
+                self.broker = EmbeddedBroker(log_path=self.logs / "broker.log")
+                self.broker.start()
+            if self.config.database_url:
+                progress("creating databases")
+                create_missing(self.urls)
+            for service in SERVICES:
+                progress(f"migrating {service}")
+                upgrade(self.urls[service], service, participant=is_participant(service))
+            for service in SERVICES:
+                progress(f"starting {service} and its relay")
+                self._spawn(service, ["serve", service, "--port", str(self.config.ports[service])])
+                self._spawn(f"{service}-relay", ["relay", service], database=service)
+            progress("waiting until every service is ready")
+            self.wait_ready(ready_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def environment(self, service: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.urls[service],
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
+            SAGA_FILE=str(Path(self.config.saga_file).resolve()),
+            PYTHONUNBUFFERED="1",
+        )
+        overrides = {
+            "SAGALINE_EXECUTION": self.config.execution,
+            "SAGALINE_STEP_TIMEOUT_SECONDS": self.config.step_timeout_s,
+            "SAGALINE_MAX_ATTEMPTS": self.config.max_attempts,
+        }
+        env.update({k: str(v) for k, v in overrides.items() if v is not None})
+        env.update(self.config.extra_env)
+        return env
+
+    def _spawn(self, name: str, arguments: list[str], *, database: str | None = None) -> None:
+        service = database or name
+        argv = [sys.executable, "-m", "sagaline", *arguments]
+        process = ManagedProcess(name, argv, self.environment(service), self.logs / f"{name}.log")
+        process.start()
+        self.processes[name] = process
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        waiting = set(SERVICES)
+        with httpx.Client(timeout=2) as client:
+            while waiting:
+                for service in sorted(waiting):
+                    process = self.processes[service]
+                    if not process.alive():
+                        raise StackError(f"{service} exited:\n{process.log_tail()}")
+                    try:
+                        if client.get(f"{self.service_url(service)}/readyz").status_code == 200:
+                            waiting.discard(service)
+                    except httpx.HTTPError:
+                        pass
+                if waiting and time.monotonic() > deadline:
+                    raise StackError(f"not ready after {timeout_s:.0f}s: {', '.join(sorted(waiting))}")
+                if waiting:
+                    time.sleep(0.1)
+
+    def restart_dead(self) -> list[str]:
+        """Start again every process that died; returns their names."""
+        restarted = []
+        for name, process in self.processes.items():
+            if not self._stopping and not process.alive():
+                process.restarts += 1
+                process.start()
+                restarted.append(name)
+        return restarted
+
+    def stop(self, grace_s: float = 10) -> None:
+        self._stopping = True
+        for process in self.processes.values():
+            process.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in self.processes.values():
+            if not process.wait(max(0.0, deadline - time.monotonic())):
+                process.signal(signal.SIGKILL)
+                process.wait(5)
+        if self.broker is not None:
+            self.broker.stop()
