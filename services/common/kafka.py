@@ -20,8 +20,8 @@ def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         acks="all",
-        linger_ms=2,
-        max_batch_size=256 * 1024,
+        linger_ms=0,
+        max_batch_size=64 * 1024,
         request_timeout_ms=15_000,
         retry_backoff_ms=100,
     )
@@ -38,8 +38,8 @@ def make_consumer(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_wait_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
+        session_timeout_ms=3_000,
+        heartbeat_interval_ms=300,
         retry_backoff_ms=100,
         metadata_max_age_ms=5_000,
     )
