@@ -60,7 +60,9 @@ ServiceArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.
 
 def _check_service(service: str) -> str:
     if service not in SERVICES:
-        raise typer.BadParameter(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+        raise typer.BadParameter(
+            f"unknown service {service!r}; choose one of {', '.join(SERVICES)}"
+        )
     return service
 
 
@@ -189,10 +191,14 @@ def up(
     execution: ExecutionOption = None,
     state_dir: StateDir = Path(".sagaline"),
     saga_file: SagaFile = default_definition_path(),
-    base_port: Annotated[int, typer.Option(help="Port of the orchestrator; the others follow.")] = 8080,
+    base_port: Annotated[
+        int, typer.Option(help="Port of the orchestrator; the others follow.")
+    ] = 8080,
 ) -> None:
     """Run the whole stack in the foreground; Ctrl-C stops every process."""
-    config = _stack_config(state_dir, database_url, bootstrap_servers, saga_file, execution, base_port)
+    config = _stack_config(
+        state_dir, database_url, bootstrap_servers, saga_file, execution, base_port
+    )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
     with console.status("starting") as status:
@@ -230,7 +236,9 @@ def demo(
         Path | None, typer.Option(help="Default: a new temporary directory, removed after.")
     ] = None,
     saga_file: SagaFile = default_definition_path(),
-    base_port: Annotated[int, typer.Option(help="Port of the orchestrator; the others follow.")] = 8080,
+    base_port: Annotated[
+        int, typer.Option(help="Port of the orchestrator; the others follow.")
+    ] = 8080,
 ) -> None:
     """Start the stack, place orders (a known share must fail), check the invariants, stop."""
     from sagaline.demo import DemoOptions, render, run_demo
@@ -238,16 +246,16 @@ def demo(
     temporary = state_dir is None
     directory = Path(tempfile.mkdtemp(prefix="sagaline-demo-")) if temporary else state_dir
     assert directory is not None
-    config = _stack_config(directory, database_url, bootstrap_servers, saga_file, execution, base_port)
+    config = _stack_config(
+        directory, database_url, bootstrap_servers, saga_file, execution, base_port
+    )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
     summary: dict[str, object] = {}
     try:
         with console.status("starting") as status:
             stack.start(progress=lambda message: status.update(message))
-        summary = run_demo(
-            stack, DemoOptions(orders, concurrency, seed), console, show=not as_json
-        )
+        summary = run_demo(stack, DemoOptions(orders, concurrency, seed), console, show=not as_json)
     except StackError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -280,7 +288,9 @@ def verify(
     urls = database_urls(database_url, state_dir)
     missing = [u for u in urls.values() if u.startswith("sqlite") and not Path(u[10:]).exists()]
     if missing:
-        console.print(f"[red]no databases in {state_dir}: run `sagaline up` first or pass --state-dir[/red]")
+        console.print(
+            f"[red]no databases in {state_dir}: run `sagaline up` first or pass --state-dir[/red]"
+        )
         raise typer.Exit(2)
     report = check(urls)
     if as_json:

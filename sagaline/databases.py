@@ -12,9 +12,7 @@ from services.common.db import redact
 from services.registry import DATABASES, SERVICES
 
 
-def database_urls(
-    server_url: str | None, state_dir: Path, *, prefix: str = ""
-) -> dict[str, str]:
+def database_urls(server_url: str | None, state_dir: Path, *, prefix: str = "") -> dict[str, str]:
     """One URL per service: `<server>/<prefix><name>` on PostgreSQL, else a file in state_dir."""
     if server_url:
         base = make_url(_normalise(server_url))
@@ -38,8 +36,10 @@ def _normalise(url: str) -> str:
 
 
 def _admin_conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
+    return (
+        make_url(url)
+        .set(drivername="postgresql", database="postgres")
+        .render_as_string(hide_password=False)
     )
 
 
@@ -49,7 +49,7 @@ def create_missing(urls: dict[str, str]) -> list[str]:
     for url in urls.values():
         if make_url(url).get_backend_name() != "postgresql":
             continue
-        name = make_url(url).database
+        name = str(make_url(url).database)
         with psycopg.connect(_admin_conninfo(url), autocommit=True) as connection:
             exists = connection.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
@@ -64,7 +64,7 @@ def drop(urls: dict[str, str]) -> None:
     for url in urls.values():
         if make_url(url).get_backend_name() != "postgresql":
             continue
-        name = make_url(url).database
+        name = str(make_url(url).database)
         with psycopg.connect(_admin_conninfo(url), autocommit=True) as connection:
             connection.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

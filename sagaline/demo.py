@@ -51,8 +51,11 @@ def run_demo(stack: Stack, options: DemoOptions, console: Console, *, show: bool
             progress.update(decided_bar, completed=decided)
 
         outcome = asyncio.run(
-            run_orders(urls, scenario, concurrency=options.concurrency, deadline_s=deadline, tick=tick)
+            run_orders(
+                urls, scenario, concurrency=options.concurrency, deadline_s=deadline, tick=tick
+            )
         )
+    usage = stack.usage()
     report = verify(stack.urls)
     orders = outcome.orders
     kinds = Counter(classify(o["status"], o["reason"]) for o in orders)
@@ -79,14 +82,13 @@ def run_demo(stack: Stack, options: DemoOptions, console: Console, *, show: bool
         "invariants_ok": report.ok,
         "invariants": report.as_dict(),
         "latency_timeline_ms": _timeline(orders),
+        "processes": usage,
     }
 
 
 def _timeline(orders: list[dict[str, Any]], buckets: int = 40) -> list[float]:
     """p99 latency per slice of the run, in order of creation: latency over time."""
-    ordered = sorted(
-        (o for o in orders if o.get("decided_at")), key=lambda o: str(o["created_at"])
-    )
+    ordered = sorted((o for o in orders if o.get("decided_at")), key=lambda o: str(o["created_at"]))
     if not ordered:
         return []
     size = max(1, len(ordered) // buckets)

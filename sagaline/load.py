@@ -56,7 +56,9 @@ async def run_orders(
     tick: Tick = lambda placed, decided: None,
     headers: dict[str, str] | None = None,
 ) -> Outcome:
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    limits = httpx.Limits(
+        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
+    )
     async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as client:
         await seed(client, urls, scenario)
         order_url = urls["order"]
@@ -96,11 +98,15 @@ async def run_orders(
         return Outcome(expected, orders, wall)
 
 
-async def fetch_orders(client: httpx.AsyncClient, order_url: str, ids: set[str]) -> list[dict[str, Any]]:
+async def fetch_orders(
+    client: httpx.AsyncClient, order_url: str, ids: set[str]
+) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     offset = 0
     while True:
-        page = (await client.get(f"{order_url}/orders", params={"limit": 1000, "offset": offset})).json()
+        page = (
+            await client.get(f"{order_url}/orders", params={"limit": 1000, "offset": offset})
+        ).json()
         found += [o for o in page if o["id"] in ids]
         if len(page) < 1000:
             return found

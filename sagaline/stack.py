@@ -89,6 +89,20 @@ class ManagedProcess:
             return ""
 
 
+def process_usage(pid: int) -> dict[str, float]:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    peak_kb = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
+    return {
+        "cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+    }
+
+
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
@@ -175,9 +189,22 @@ class Stack:
                     except httpx.HTTPError:
                         pass
                 if waiting and time.monotonic() > deadline:
-                    raise StackError(f"not ready after {timeout_s:.0f}s: {', '.join(sorted(waiting))}")
+                    raise StackError(
+                        f"not ready after {timeout_s:.0f}s: {', '.join(sorted(waiting))}"
+                    )
                 if waiting:
                     time.sleep(0.1)
+
+    def usage(self) -> dict[str, dict[str, float]]:
+        """CPU seconds and peak memory of every process so far (Linux /proc)."""
+        pids = {
+            name: process.process.pid
+            for name, process in self.processes.items()
+            if process.alive() and process.process is not None
+        }
+        if self.broker is not None and self.broker.process is not None:
+            pids["broker"] = self.broker.process.pid
+        return {name: process_usage(pid) for name, pid in pids.items()}
 
     def restart_dead(self) -> list[str]:
         """Start again every process that died; returns their names."""

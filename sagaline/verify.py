@@ -29,7 +29,9 @@ class Report:
         return {
             "ok": self.ok,
             "checked": self.checked,
-            "violations": {k: {"count": len(v), "sample": v[:SAMPLE]} for k, v in self.violations.items()},
+            "violations": {
+                k: {"count": len(v), "sample": v[:SAMPLE]} for k, v in self.violations.items()
+            },
         }
 
 
@@ -43,10 +45,17 @@ def _rows(url: str, query: str) -> list[Any]:
 
 
 def verify(urls: dict[str, str]) -> Report:
-    orders = {str(r[0]): (r[1], r[2]) for r in _rows(urls["order"], "SELECT id, status, total_cents FROM orders")}
+    orders = {
+        str(r[0]): (r[1], r[2])
+        for r in _rows(urls["order"], "SELECT id, status, total_cents FROM orders")
+    }
     sagas = {str(r[0]): r[1] for r in _rows(urls["orchestrator"], "SELECT id, status FROM saga")}
-    accounts = _rows(urls["payment"], "SELECT id, balance_cents, initial_balance_cents FROM account")
-    charges = _rows(urls["payment"], "SELECT saga_id, customer_id, amount_cents, status FROM charge")
+    accounts = _rows(
+        urls["payment"], "SELECT id, balance_cents, initial_balance_cents FROM account"
+    )
+    charges = _rows(
+        urls["payment"], "SELECT saga_id, customer_id, amount_cents, status FROM charge"
+    )
     products = _rows(urls["stock"], "SELECT id, quantity, initial_quantity FROM product")
     reservations = _rows(
         urls["stock"], "SELECT saga_id, product_id, quantity, status FROM reservation"
@@ -82,18 +91,29 @@ def verify(urls: dict[str, str]) -> Report:
         sid = str(saga_id)
         if status == "CHARGED":
             if sid not in approved:
-                report.violate("no charge stands without an APPROVED order", f"saga {sid}: {amount} cents charged to {customer}")
+                report.violate(
+                    "no charge stands without an APPROVED order",
+                    f"saga {sid}: {amount} cents charged to {customer}",
+                )
             else:
                 charged[customer] += amount
                 if orders[sid][1] != amount:
-                    report.violate("each approved order is charged its total", f"saga {sid}: charged {amount}, total {orders[sid][1]}")
+                    report.violate(
+                        "each approved order is charged its total",
+                        f"saga {sid}: charged {amount}, total {orders[sid][1]}",
+                    )
     charged_sagas = {str(c[0]) for c in charges if c[3] == "CHARGED"}
     for oid in approved - charged_sagas:
-        report.violate("each approved order is charged its total", f"order {oid} approved without a charge")
+        report.violate(
+            "each approved order is charged its total", f"order {oid} approved without a charge"
+        )
     for account_id, balance, initial in accounts:
         expected = initial - charged.get(account_id, 0)
         if balance != expected:
-            report.violate("balance = initial - approved charges", f"account {account_id}: {balance} != {expected}")
+            report.violate(
+                "balance = initial - approved charges",
+                f"account {account_id}: {balance} != {expected}",
+            )
 
     reserved: dict[str, int] = defaultdict(int)
     reserved_sagas: set[str] = set()
@@ -102,13 +122,22 @@ def verify(urls: dict[str, str]) -> Report:
         if status == "RESERVED":
             reserved_sagas.add(sid)
             if sid not in approved:
-                report.violate("no reservation stands without an APPROVED order", f"saga {sid}: {quantity} x {product} reserved")
+                report.violate(
+                    "no reservation stands without an APPROVED order",
+                    f"saga {sid}: {quantity} x {product} reserved",
+                )
             else:
                 reserved[product] += quantity
     for oid in approved - reserved_sagas:
-        report.violate("each approved order has its stock reserved", f"order {oid} approved without a reservation")
+        report.violate(
+            "each approved order has its stock reserved",
+            f"order {oid} approved without a reservation",
+        )
     for product_id, quantity, initial in products:
         expected = initial - reserved.get(product_id, 0)
         if quantity != expected:
-            report.violate("stock = initial - approved reservations", f"product {product_id}: {quantity} != {expected}")
+            report.violate(
+                "stock = initial - approved reservations",
+                f"product {product_id}: {quantity} != {expected}",
+            )
     return report

@@ -13,10 +13,10 @@ from services.common.definition import SagaDefinition
 from services.common.participant import Participant
 from services.common.service import Job, Runtime, create_app, effective_definition
 from services.common.settings import Settings
-from services.order import api as order_api
-from services.order.handler import OrderSagaInitiator
 from services.orchestrator import api as orchestrator_api
 from services.orchestrator.handler import Orchestrator
+from services.order import api as order_api
+from services.order.handler import OrderSagaInitiator
 from services.payment import api as payment_api
 from services.payment.participant import PaymentParticipant
 from services.stock import api as stock_api

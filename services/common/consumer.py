@@ -10,9 +10,9 @@ retried alone, and a record that still fails is dead-lettered: a partition never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +36,8 @@ DLT_TOPIC = "dlt.origin.topic"
 DLT_PARTITION = "dlt.origin.partition"
 DLT_OFFSET = "dlt.origin.offset"
 MAX_REASON_LENGTH = 1000
+COMMIT_INTERVAL_S = 0.2
+COMMIT_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Handler(Protocol):
     """What a service plugs into the loop."""
 
     name: str
-    topics: Sequence[str]
+    topics: list[str]
 
     def dead_letter_topic(self, source_topic: str) -> str: ...
 
@@ -89,7 +91,6 @@ def dead_letter(session: AsyncSession, topic: str, record: Any, reason: str) -> 
     outbox.send_raw(
         session,
         topic=topic,
-        message_id=uuid.uuid4(),
         key=record.key,
         value=record.value or b"",
         headers=headers,
@@ -147,10 +148,8 @@ class MessageLoop:
                 await self._pause(1.0)
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _consume(self) -> None:
         if self.create_topics:
@@ -161,29 +160,41 @@ class MessageLoop:
                 replicas=self.replicas,
             )
         consumer = make_consumer(
-            self.bootstrap_servers, self.group_id, self.handler.topics, fetch_wait_ms=self.fetch_wait_ms
+            self.bootstrap_servers,
+            self.group_id,
+            self.handler.topics,
+            fetch_wait_ms=self.fetch_wait_ms,
         )
         await consumer.start()
+        loop = asyncio.get_running_loop()
+        handled: dict[TopicPartition, int] = {}
+        next_commit = 0.0
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
                 self.kafka_ok = True
                 records = [record for part in batches.values() for record in part]
-                if not records:
-                    continue
-                if not await self.process(records):
-                    return  # stopping: leave the offsets, the batch will be redelivered
-                offsets = {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
-                await self._commit(consumer, offsets)
+                if records and not await self.process(records):
+                    break  # stopping: the batch was not handled and will be redelivered
+                handled.update((tp, part[-1].offset + 1) for tp, part in batches.items() if part)
+                # Offsets follow the transactions, at most every COMMIT_INTERVAL_S: a message
+                # redelivered after a crash or a rebalance is a duplicate the inbox recognises.
+                if handled and (not records or loop.time() >= next_commit):
+                    await self._commit(consumer, handled)
+                    handled = {}
+                    next_commit = loop.time() + COMMIT_INTERVAL_S
+            if handled:
+                await self._commit(consumer, handled)
         finally:
             await consumer.stop()
 
     async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # A rebalance took the partition: its new owner re-reads, the inbox dedups.
-            log.info("%s: offset commit refused (%s)", self.handler.name, exc)
+            await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT_S)
+        except (CommitFailedError, TimeoutError) as exc:
+            # A rebalance took the partition (its new owner re-reads, the inbox dedups), or the
+            # broker lost the topic: the next commit carries these offsets again.
+            log.info("%s: offset commit not done (%r)", self.handler.name, exc)
 
     async def process(self, records: Sequence[Any]) -> bool:
         """Handle records durably; False only if asked to stop before they were."""
@@ -246,13 +257,14 @@ class MessageLoop:
                     todo.append(message)
                 else:
                     MESSAGES.labels(self.handler.name, message.topic, "duplicate").inc()
-            await self.handler.prepare(session, todo)
-            for message in todo:
-                try:
-                    await self.handler.handle(session, message)
-                    MESSAGES.labels(self.handler.name, message.topic, "handled").inc()
-                except Unprocessable as exc:
-                    poison.append((message.record, exc.reason))
+            with session.no_autoflush:
+                await self.handler.prepare(session, todo)
+                for message in todo:
+                    try:
+                        await self.handler.handle(session, message)
+                        MESSAGES.labels(self.handler.name, message.topic, "handled").inc()
+                    except Unprocessable as exc:
+                        poison.append((message.record, exc.reason))
             for record, reason in poison:
                 self._dead_letter(session, record, reason)
 

@@ -3,6 +3,9 @@
 SQLite allows one writer per file: every transaction begins IMMEDIATE (no lock upgrade that could
 fail mid-transaction) and, inside one process, writers queue on an asyncio lock rather than on
 SQLite's sleeping busy handler. The relay is another process; `busy_timeout` covers it.
+
+Rows that a transaction only appends (outbox messages, history) are collected while it runs and
+written with one multi-row INSERT per table just before it commits: the hot path's fixed cost.
 """
 
 from __future__ import annotations
@@ -12,12 +15,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, insert, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 NOTIFY_CHANNEL = "sagaline_outbox"
 _OUTBOX_DIRTY = "outbox_dirty"
+_APPENDS = "appends"
 
 
 def _parse(url: str) -> URL:
@@ -53,7 +62,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -64,12 +72,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 class Database:
     """An engine, a session factory and the transaction discipline of one service."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {}
         if not self.sqlite:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
         self.engine = create_async_engine(async_url(url), **kwargs)
         if self.sqlite:
             _configure_sqlite(self.engine)
@@ -78,13 +86,14 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One local transaction; commits on success, and wakes the relay if it wrote outbox rows."""
+        """One local transaction: commits on success, wakes the relay if it wrote outbox rows."""
         async with contextlib.AsyncExitStack() as stack:
             if self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
             session = await stack.enter_async_context(self.sessions())
             async with session.begin():
                 yield session
+                await flush_appends(session)
                 if session.info.get(_OUTBOX_DIRTY) and not self.sqlite:
                     await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
@@ -96,5 +105,43 @@ class Database:
         await self.engine.dispose()
 
 
+def append(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Queue rows for one multi-row INSERT at the end of the session's transaction."""
+    appends: dict[Table, list[dict[str, Any]]] = session.info.setdefault(_APPENDS, {})
+    appends.setdefault(table, []).extend(rows)
+
+
+async def flush_appends(session: AsyncSession) -> None:
+    await session.flush()
+    appends: dict[Table, list[dict[str, Any]]] = session.info.pop(_APPENDS, {})
+    for table, rows in appends.items():
+        if rows:
+            await session.execute(insert(table), rows)
+
+
 def mark_outbox_dirty(session: AsyncSession) -> None:
     session.info[_OUTBOX_DIRTY] = True
+
+
+def batch_cache(session: AsyncSession, name: str) -> dict[Any, Any]:
+    """A per-transaction cache of rows loaded (and locked) for the batch being handled.
+
+    Handlers run with autoflush off and change the cached objects in memory; the ORM writes the
+    changes in a few executemany statements when the transaction ends.
+    """
+    caches: dict[str, dict[Any, Any]] = session.info.setdefault("batch_cache", {})
+    return caches.setdefault(name, {})
+
+
+async def load_locked(
+    session: AsyncSession, model: Any, column: Any, keys: set[Any], cache: dict[Any, Any]
+) -> None:
+    """Lock and load the rows whose `column` is in `keys` into `cache` (None where absent)."""
+    missing = {key for key in keys if key not in cache}
+    if not missing:
+        return
+    rows = await session.scalars(
+        select(model).where(column.in_(missing)).order_by(column).with_for_update()
+    )
+    cache.update(dict.fromkeys(missing))
+    cache.update((getattr(row, column.key), row) for row in rows)

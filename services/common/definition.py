@@ -85,9 +85,7 @@ class SagaDefinition(_Spec):
     """A parsed `Saga` resource (`sagaline.io/v1alpha1`)."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
-    api_version: Literal["sagaline.io/v1alpha1"] = Field(
-        "sagaline.io/v1alpha1", alias="apiVersion"
-    )
+    api_version: Literal["sagaline.io/v1alpha1"] = Field("sagaline.io/v1alpha1", alias="apiVersion")
     kind: Literal["Saga"] = "Saga"
     metadata: Metadata
     spec: SagaSpec

@@ -5,33 +5,34 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.tables import InboxMessage
+from services.common.clock import utcnow
+from services.common.tables import InboxMessage, table_of
+
+INBOX: Table = table_of(InboxMessage)
 
 
-async def claim(
-    session: AsyncSession, messages: Sequence[tuple[uuid.UUID, str]]
-) -> set[uuid.UUID]:
+async def claim(session: AsyncSession, messages: Sequence[tuple[uuid.UUID, str]]) -> set[uuid.UUID]:
     """Record (id, topic) pairs not seen before; return the ids that are new.
 
-    Runs in the caller's transaction, so a rolled-back handler also forgets the claim. Two
-    consumers racing on the same id (a rebalance) collide on the primary key: one rolls back.
+    One INSERT ... ON CONFLICT DO NOTHING RETURNING, in the caller's transaction: a rolled-back
+    handler also forgets its claim, and two consumers racing on one id (a rebalance) cannot both
+    win it.
     """
-    ids = {message_id for message_id, _ in messages}
-    if not ids:
+    rows = {message_id: topic for message_id, topic in reversed(messages)}
+    if not rows:
         return set()
-    seen = set(
-        (
-            await session.scalars(
-                select(InboxMessage.message_id).where(InboxMessage.message_id.in_(ids))  # type: ignore[attr-defined]
-            )
-        ).all()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    now = utcnow()
+    statement = (
+        dialect.insert(INBOX)
+        .values(
+            [{"message_id": mid, "topic": topic, "received_at": now} for mid, topic in rows.items()]
+        )
+        .on_conflict_do_nothing()
+        .returning(INBOX.c.message_id)
     )
-    fresh: dict[uuid.UUID, str] = {}
-    for message_id, topic in messages:
-        if message_id not in seen and message_id not in fresh:
-            fresh[message_id] = topic
-    session.add_all(InboxMessage(message_id=mid, topic=topic) for mid, topic in fresh.items())
-    return set(fresh)
+    return set((await session.scalars(statement)).all())

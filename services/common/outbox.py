@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Iterable
+from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.db import mark_outbox_dirty
+from services.common.clock import utcnow
+from services.common.db import append, mark_outbox_dirty
 from services.common.envelope import Envelope, Headers
-from services.common.tables import OutboxMessage
+from services.common.tables import OutboxMessage, table_of
+
+OUTBOX: Table = table_of(OutboxMessage)
 
 
 def encode_headers(headers: Headers) -> list[list[str]]:
@@ -20,36 +26,31 @@ def decode_headers(stored: list[list[str]]) -> Headers:
     return [(name, base64.b64decode(value)) for name, value in stored]
 
 
+def _row(
+    message_id: uuid.UUID, topic: str, key: bytes | None, value: bytes, headers: Headers
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "topic": topic,
+        "key": key,
+        "value": value,
+        "headers": encode_headers(headers),
+        "created_at": utcnow(),
+        "published_at": None,
+    }
+
+
 def send(session: AsyncSession, topic: str, envelopes: Iterable[Envelope]) -> None:
     """Queue envelopes for `topic` in the caller's transaction."""
-    rows = [
-        OutboxMessage(
-            message_id=envelope.id,
-            topic=topic,
-            key=envelope.key,
-            value=envelope.encode(),
-            headers=encode_headers(envelope.headers()),
-        )
-        for envelope in envelopes
-    ]
+    rows = [_row(e.id, topic, e.key, e.encode(), e.headers()) for e in envelopes]
     if rows:
-        session.add_all(rows)
+        append(session, OUTBOX, rows)
         mark_outbox_dirty(session)
 
 
 def send_raw(
-    session: AsyncSession,
-    *,
-    topic: str,
-    message_id: object,
-    key: bytes | None,
-    value: bytes,
-    headers: Headers,
+    session: AsyncSession, *, topic: str, key: bytes | None, value: bytes, headers: Headers
 ) -> None:
     """Queue a message whose bytes are not an envelope (a dead letter keeps the original bytes)."""
-    session.add(
-        OutboxMessage(
-            message_id=message_id, topic=topic, key=key, value=value, headers=encode_headers(headers)
-        )
-    )
+    append(session, OUTBOX, [_row(uuid.uuid4(), topic, key, value, headers)])
     mark_outbox_dirty(session)

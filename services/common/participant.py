@@ -8,6 +8,7 @@ late command is then refused. Every compensation is acknowledged with `<step>.co
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -17,20 +18,19 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import JSON, Column, select
+from sqlalchemy import JSON, Column
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from services.common import outbox
 from services.common.clock import utcnow
-from services.common.tables import status_type
 from services.common.consumer import Incoming, describe
+from services.common.db import batch_cache, load_locked
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
 from services.common.messages import StepTopics, StepTypes
-
-_OUTCOMES = "step_outcomes"
+from services.common.tables import status_type
 
 
 class OutcomeStatus(StrEnum):
@@ -76,14 +76,18 @@ class Participant(ABC):
         self.topics = [self.topic.command, self.topic.compensation]
 
     @abstractmethod
-    async def apply(
-        self, session: AsyncSession, saga_id: uuid.UUID, command: Any
-    ) -> Applied | Rejected:
-        """Apply the effect, or reject it without changing anything."""
+    async def load(
+        self, session: AsyncSession, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
+    ) -> None:
+        """Lock and load the rows this batch's commands and compensations will change."""
 
     @abstractmethod
-    async def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
-        """Undo an applied effect."""
+    def apply(self, session: AsyncSession, saga_id: uuid.UUID, command: Any) -> Applied | Rejected:
+        """Apply the effect to the loaded rows, or reject it without changing anything."""
+
+    @abstractmethod
+    def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
+        """Undo an applied effect on the loaded rows."""
 
     # -- Handler protocol -------------------------------------------------------------------------
 
@@ -96,30 +100,41 @@ class Participant(ABC):
     def check(self, topic: str, envelope: Envelope) -> None:
         expected = self.types.command if topic == self.topic.command else self.types.compensate
         if envelope.type != expected:
-            raise Unprocessable(f"unexpected type {envelope.type!r} on {topic}, expected {expected!r}")
+            raise Unprocessable(
+                f"unexpected type {envelope.type!r} on {topic}, expected {expected!r}"
+            )
         if envelope.saga != self.definition.name:
             raise Unprocessable(f"unknown saga {envelope.saga!r}")
 
     async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
-        ids = {m.envelope.saga_id for m in batch if m.envelope is not None}
-        if not ids:
-            return
-        found = await session.scalars(
-            select(StepOutcome).where(StepOutcome.saga_id.in_(ids))  # type: ignore[attr-defined]
+        commands: dict[uuid.UUID, Any] = {}
+        compensations: set[uuid.UUID] = set()
+        for message in batch:
+            envelope = message.envelope
+            if envelope is None:
+                continue
+            if message.topic == self.topic.command:
+                with contextlib.suppress(ValidationError):
+                    commands[envelope.saga_id] = self.command_payload.model_validate(
+                        envelope.payload
+                    )
+            else:
+                compensations.add(envelope.saga_id)
+        outcomes = batch_cache(session, "outcomes")
+        await load_locked(
+            session, StepOutcome, StepOutcome.saga_id, set(commands) | compensations, outcomes
         )
-        known: dict[uuid.UUID, StepOutcome | None] = dict.fromkeys(ids)
-        known.update((outcome.saga_id, outcome) for outcome in found)
-        session.info[_OUTCOMES] = known
+        await self.load(session, commands, compensations)
 
     async def _outcome(self, session: AsyncSession, saga_id: uuid.UUID) -> StepOutcome | None:
-        known: dict[uuid.UUID, StepOutcome | None] = session.info.setdefault(_OUTCOMES, {})
-        if saga_id not in known:
-            known[saga_id] = await session.get(StepOutcome, saga_id)
-        return known[saga_id]
+        outcomes = batch_cache(session, "outcomes")
+        await load_locked(session, StepOutcome, StepOutcome.saga_id, {saga_id}, outcomes)
+        outcome: StepOutcome | None = outcomes[saga_id]
+        return outcome
 
     def _remember(self, session: AsyncSession, outcome: StepOutcome) -> None:
         session.add(outcome)
-        session.info.setdefault(_OUTCOMES, {})[outcome.saga_id] = outcome
+        batch_cache(session, "outcomes")[outcome.saga_id] = outcome
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
         envelope = message.envelope
@@ -143,7 +158,7 @@ class Participant(ABC):
         if outcome is not None and outcome.reply is not None:
             self._reply(session, Envelope.model_validate(outcome.reply))  # the original outcome
             return
-        result = await self.apply(session, envelope.saga_id, command)
+        result = self.apply(session, envelope.saga_id, command)
         if isinstance(result, Applied):
             reply = self._response(envelope, self.types.done, result.result)
             status, reason = OutcomeStatus.APPLIED, None
@@ -171,7 +186,7 @@ class Participant(ABC):
             self._remember(session, outcome)
             effect = "nothing to undo: the command is refused if it comes"
         elif outcome.status is OutcomeStatus.APPLIED:
-            await self.undo(session, envelope.saga_id)
+            self.undo(session, envelope.saga_id)
             effect = "undone"
         else:
             effect = "nothing to undo: the command was rejected"

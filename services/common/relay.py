@@ -29,10 +29,10 @@ from sqlalchemy.engine import make_url
 from services.common.clock import utcnow
 from services.common.db import NOTIFY_CHANNEL, Database
 from services.common.errors import is_transient
+from services.common.inbox import INBOX
 from services.common.kafka import make_producer
 from services.common.metrics import PUBLISHED, RELAY_LAG
-from services.common.outbox import decode_headers
-from services.common.tables import InboxMessage, OutboxMessage
+from services.common.outbox import OUTBOX, decode_headers
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_ID = 0x5A6A_11E0
@@ -51,6 +51,7 @@ class Relay:
         outbox_retention_s: float = 3600,
         inbox_retention_s: float = 7 * 24 * 3600,
         purge_interval_s: float = 60,
+        linger_s: float = 0.005,
     ) -> None:
         self.db = db
         self.service = service
@@ -61,6 +62,7 @@ class Relay:
         self.outbox_retention = timedelta(seconds=outbox_retention_s)
         self.inbox_retention = timedelta(seconds=inbox_retention_s)
         self.purge_interval_s = purge_interval_s
+        self.linger_s = linger_s
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.is_leader = False
@@ -152,36 +154,34 @@ class Relay:
                 timeout = self.poll_interval_s if self.db.sqlite else self.listen_timeout_s
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                    # Let the commits that arrive together share one read and one batch.
+                    await asyncio.sleep(self.linger_s)
         finally:
             await producer.stop()
 
     async def publish_once(self, producer: AIOKafkaProducer) -> int:
         """Publish one batch; returns how many rows were published."""
-        async with self.db.sessions() as session:
+        async with self.db.engine.connect() as connection:
             rows = (
-                await session.execute(
+                await connection.execute(
                     select(
-                        OutboxMessage.seq,
-                        OutboxMessage.topic,
-                        OutboxMessage.key,
-                        OutboxMessage.value,
-                        OutboxMessage.headers,
+                        OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers
                     )
-                    .where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
-                    .order_by(OutboxMessage.seq)  # type: ignore[arg-type]
+                    .where(OUTBOX.c.published_at.is_(None))
+                    .order_by(OUTBOX.c.seq)
                     .limit(self.batch_size)
                 )
             ).all()
-            await session.rollback()
+            await connection.rollback()
         RELAY_LAG.labels(self.service).set(len(rows))
         if not rows:
             return 0
         acknowledged = await self._produce(producer, rows)
         if acknowledged:
-            async with self.db.transaction() as session:
-                await session.execute(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.seq.in_(acknowledged))  # type: ignore[union-attr]
+            async with self.db.engine.begin() as connection:
+                await connection.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.seq.in_(acknowledged))
                     .values(published_at=utcnow())
                 )
             PUBLISHED.labels(self.service).inc(len(acknowledged))
@@ -211,14 +211,10 @@ class Relay:
 
     async def purge(self) -> None:
         now = utcnow()
-        async with self.db.transaction() as session:
-            await session.execute(
-                delete(OutboxMessage).where(
-                    OutboxMessage.published_at < now - self.outbox_retention  # type: ignore[operator]
-                )
+        async with self.db.engine.begin() as connection:
+            await connection.execute(
+                delete(OUTBOX).where(OUTBOX.c.published_at < now - self.outbox_retention)
             )
-            await session.execute(
-                delete(InboxMessage).where(
-                    InboxMessage.received_at < now - self.inbox_retention  # type: ignore[operator]
-                )
+            await connection.execute(
+                delete(INBOX).where(INBOX.c.received_at < now - self.inbox_retention)
             )

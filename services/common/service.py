@@ -125,7 +125,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["broker"] = "ok" if runtime.loop is not None and runtime.loop.kafka_ok else "unreachable"
+        checks["broker"] = (
+            "ok" if runtime.loop is not None and runtime.loop.kafka_ok else "unreachable"
+        )
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from enum import StrEnum
-
-from sqlalchemy import JSON, BigInteger, Column, Enum, Index, Integer, LargeBinary, text
+from sqlalchemy import JSON, BigInteger, Column, Enum, Index, Integer, LargeBinary, Table, text
 from sqlmodel import Field, SQLModel
 
 from services.common.clock import utcnow
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
 
 
 def status_type(enum: type[StrEnum]) -> Enum:

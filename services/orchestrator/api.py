@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlmodel import col
 
 from services.common.api import PAGE_LIMIT, count_by
 from services.common.service import Runtime, runtime_of
@@ -77,9 +78,9 @@ async def list_sagas(
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[SagaOut]:
-    query = select(Saga).order_by(Saga.created_at, Saga.id)  # type: ignore[arg-type]
+    query = select(Saga).order_by(col(Saga.created_at), col(Saga.id))
     if status is not None:
-        query = query.where(Saga.status == status)  # type: ignore[arg-type]
+        query = query.where(col(Saga.status) == status)
     async with runtime.db.sessions() as session:
         sagas = (await session.scalars(query.limit(limit).offset(offset))).all()
     return [SagaOut(**_saga_out(saga)) for saga in sagas]
@@ -94,8 +95,8 @@ async def get_saga(saga_id: uuid.UUID, runtime: RuntimeDep) -> SagaDetailOut:
         events = (
             await session.scalars(
                 select(SagaEvent)
-                .where(SagaEvent.saga_id == saga_id)  # type: ignore[arg-type]
-                .order_by(SagaEvent.id)  # type: ignore[arg-type]
+                .where(col(SagaEvent.saga_id) == saga_id)
+                .order_by(col(SagaEvent.id))
             )
         ).all()
     history = [SagaEventOut.model_validate(event, from_attributes=True) for event in events]

@@ -209,7 +209,9 @@ class Engine:
         if any(s.status is StepStatus.COMPENSATING for s in steps):
             return
         if any(s.status is StepStatus.COMPENSATION_FAILED for s in steps):
-            failed = [n for n, s in self.state.steps.items() if s.status is StepStatus.COMPENSATION_FAILED]
+            failed = [
+                n for n, s in self.state.steps.items() if s.status is StepStatus.COMPENSATION_FAILED
+            ]
             self._finish(
                 SagaStatus.FAILED,
                 f"{self.state.reason}; compensation given up for {', '.join(failed)}",

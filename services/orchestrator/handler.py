@@ -11,13 +11,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.common import outbox
 from services.common.clock import from_epoch, utcnow
 from services.common.consumer import Incoming
-from services.common.db import Database
+from services.common.db import Database, append, batch_cache, load_locked
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope, header_value
 from services.common.errors import Unprocessable
@@ -33,6 +34,7 @@ from services.common.messages import (
     StepTypes,
 )
 from services.common.metrics import RESENDS, SAGAS
+from services.common.tables import table_of
 from services.orchestrator.engine import (
     Action,
     Engine,
@@ -50,7 +52,7 @@ OUTCOME_TYPES = {
     SagaStatus.COMPENSATED: SAGA_COMPENSATED,
     SagaStatus.FAILED: SAGA_FAILED,
 }
-_SAGAS = "sagas"
+EVENTS: Table = table_of(SagaEvent)
 
 
 class Orchestrator:
@@ -87,7 +89,9 @@ class Orchestrator:
         else:
             step = self._step_by_topic[topic]
             types = self.types[step]
-            expected = {types.done, types.compensated} if topic.endswith(".success") else {types.failed}
+            expected = (
+                {types.done, types.compensated} if topic.endswith(".success") else {types.failed}
+            )
             if envelope.step != step:
                 raise Unprocessable(f"step {envelope.step!r} on {topic}, expected {step!r}")
         if envelope.type not in expected:
@@ -95,25 +99,13 @@ class Orchestrator:
 
     async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
         ids = {saga_id for m in batch if (saga_id := self._saga_id(m)) is not None}
-        if ids:
-            await self.load(session, ids)
-
-    async def load(self, session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, Saga]:
-        """Lock and load sagas into the session's per-transaction cache."""
-        rows = await session.scalars(
-            select(Saga).where(Saga.id.in_(ids)).order_by(Saga.id).with_for_update()  # type: ignore[attr-defined]
-        )
-        known: dict[uuid.UUID, Saga | None] = session.info.setdefault(_SAGAS, {})
-        known.update(dict.fromkeys(ids))
-        found = {saga.id: saga for saga in rows}
-        known.update(found)
-        return found
+        await load_locked(session, Saga, Saga.id, ids, batch_cache(session, "sagas"))
 
     async def _saga(self, session: AsyncSession, saga_id: uuid.UUID) -> Saga | None:
-        known: dict[uuid.UUID, Saga | None] = session.info.setdefault(_SAGAS, {})
-        if saga_id not in known:
-            known[saga_id] = await session.get(Saga, saga_id, with_for_update=True)
-        return known[saga_id]
+        sagas = batch_cache(session, "sagas")
+        await load_locked(session, Saga, Saga.id, {saga_id}, sagas)
+        saga: Saga | None = sagas[saga_id]
+        return saga
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
         envelope = message.envelope
@@ -145,7 +137,7 @@ class Orchestrator:
             state={},
         )
         session.add(saga)
-        session.info.setdefault(_SAGAS, {})[saga.id] = saga
+        batch_cache(session, "sagas")[saga.id] = saga
         record(session, saga.id, "received", envelope)
         engine = Engine(self.policy, state)
         self._apply(session, saga, engine, engine.start(time.time()))
@@ -180,9 +172,7 @@ class Orchestrator:
             return  # a lost compensation is re-sent on timeout
         reason = f"unprocessable by {step}: {message.dead_letter_reason}"
         engine = self._engine(saga)
-        session.add(
-            SagaEvent(saga_id=saga.id, direction="received", type="dead-letter", step=step, detail=reason[:1000])
-        )
+        append(session, EVENTS, [_event(saga.id, "received", "dead-letter", step, 1, None, reason)])
         self._apply(session, saga, engine, engine.failed(step, reason, time.time()))
 
     @staticmethod
@@ -202,8 +192,8 @@ class Orchestrator:
             due = (
                 await session.scalars(
                     select(Saga)
-                    .where(Saga.next_deadline <= utcnow())  # type: ignore[operator]
-                    .order_by(Saga.next_deadline)  # type: ignore[arg-type]
+                    .where(col(Saga.next_deadline) <= utcnow())
+                    .order_by(col(Saga.next_deadline))
                     .limit(limit)
                     .with_for_update(skip_locked=True)
                 )
@@ -223,7 +213,9 @@ class Orchestrator:
     def _engine(self, saga: Saga) -> Engine:
         return Engine(self.policy, SagaState.model_validate(saga.state))
 
-    def _apply(self, session: AsyncSession, saga: Saga, engine: Engine, actions: list[Action]) -> None:
+    def _apply(
+        self, session: AsyncSession, saga: Saga, engine: Engine, actions: list[Action]
+    ) -> None:
         for action in actions:
             envelope = self._message(saga, action)
             topic = self._topic(action)
@@ -279,14 +271,28 @@ def record(
     *,
     detail: str | None = None,
 ) -> None:
-    session.add(
-        SagaEvent(
-            saga_id=saga_id,
-            direction=direction,
-            type=envelope.type,
-            step=envelope.step,
-            attempt=envelope.attempt,
-            message_id=envelope.id,
-            detail=detail[:1000] if detail else None,
-        )
+    row = _event(
+        saga_id, direction, envelope.type, envelope.step, envelope.attempt, envelope.id, detail
     )
+    append(session, EVENTS, [row])
+
+
+def _event(
+    saga_id: uuid.UUID,
+    direction: str,
+    type_: str,
+    step: str | None,
+    attempt: int,
+    message_id: uuid.UUID | None,
+    detail: str | None,
+) -> dict[str, Any]:
+    return {
+        "saga_id": saga_id,
+        "at": utcnow(),
+        "direction": direction,
+        "type": type_,
+        "step": step,
+        "attempt": attempt,
+        "message_id": message_id,
+        "detail": detail[:1000] if detail else None,
+    }

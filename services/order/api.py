@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlmodel import col
 
 from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by
 from services.common.money import PositiveAmount, from_cents, to_cents
@@ -74,7 +75,7 @@ class OrderOut(BaseModel):
 
 @router.post("/orders", status_code=201, response_model=OrderOut)
 async def place_order(body: OrderIn, runtime: RuntimeDep) -> OrderOut:
-    items = [
+    items: list[dict[str, object]] = [
         {
             "product_id": item.product_id,
             "quantity": item.quantity,
@@ -82,7 +83,7 @@ async def place_order(body: OrderIn, runtime: RuntimeDep) -> OrderOut:
         }
         for item in body.items
     ]
-    total = sum(item["quantity"] * item["unit_price_cents"] for item in items)
+    total = sum(item.quantity * to_cents(item.unit_price) for item in body.items)
     order = Order(
         id=uuid.uuid4(),
         customer_id=body.customer_id,
@@ -122,9 +123,9 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[OrderOut]:
-    query = select(Order).order_by(Order.created_at, Order.id)  # type: ignore[arg-type]
+    query = select(Order).order_by(col(Order.created_at), col(Order.id))
     if status is not None:
-        query = query.where(Order.status == status)  # type: ignore[arg-type]
+        query = query.where(col(Order.status) == status)
     async with runtime.db.sessions() as session:
         orders = (await session.scalars(query.limit(limit).offset(offset))).all()
     return [OrderOut.of(order) for order in orders]

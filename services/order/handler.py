@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.common import outbox
 from services.common.clock import seconds_from_now, utcnow
 from services.common.consumer import Incoming
-from services.common.db import Database
+from services.common.db import Database, batch_cache, load_locked
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
@@ -28,7 +28,6 @@ from services.common.metrics import RESENDS
 from services.order.models import Order, OrderStatus
 
 BACKOFF_CAP = 8
-_ORDERS = "orders"
 
 
 class OrderSagaInitiator:
@@ -78,27 +77,22 @@ class OrderSagaInitiator:
 
     async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
         ids = {m.envelope.saga_id for m in batch if m.envelope is not None}
-        if not ids:
-            return
-        rows = await session.scalars(
-            select(Order).where(Order.id.in_(ids)).order_by(Order.id).with_for_update()  # type: ignore[attr-defined]
-        )
-        known: dict[uuid.UUID, Order | None] = dict.fromkeys(ids)
-        known.update((order.id, order) for order in rows)
-        session.info[_ORDERS] = known
+        await load_locked(session, Order, Order.id, ids, batch_cache(session, "orders"))
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
         envelope = message.envelope
         assert envelope is not None
-        known: dict[uuid.UUID, Order | None] = session.info.get(_ORDERS, {})
-        order = known.get(envelope.saga_id) or await session.get(Order, envelope.saga_id)
+        orders = batch_cache(session, "orders")
+        await load_locked(session, Order, Order.id, {envelope.saga_id}, orders)
+        order: Order | None = orders[envelope.saga_id]
         if order is None:
             raise Unprocessable(f"no order {envelope.saga_id}")
         if order.status is not OrderStatus.PENDING:
             return  # a repeated outcome
         approved = envelope.type == SAGA_COMPLETED
         order.status = OrderStatus.APPROVED if approved else OrderStatus.REJECTED
-        order.reason = None if approved else str(envelope.payload.get("reason") or envelope.type)[:1000]
+        reason = None if approved else str(envelope.payload.get("reason") or envelope.type)
+        order.reason = reason[:1000] if reason else None
         order.decided_at = utcnow()
         order.resend_at = None
 
@@ -111,10 +105,10 @@ class OrderSagaInitiator:
                 await session.scalars(
                     select(Order)
                     .where(
-                        Order.status == OrderStatus.PENDING,  # type: ignore[arg-type]
-                        Order.resend_at <= utcnow(),  # type: ignore[operator]
+                        col(Order.status) == OrderStatus.PENDING,
+                        col(Order.resend_at) <= utcnow(),
                     )
-                    .order_by(Order.resend_at)  # type: ignore[arg-type]
+                    .order_by(col(Order.resend_at))
                     .limit(limit)
                     .with_for_update(skip_locked=True)
                 )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import utcnow
+from services.common.db import batch_cache, load_locked
 from services.common.participant import Applied, Participant, Rejected
 from services.payment.models import Account, Charge, ChargeStatus
 
@@ -23,40 +24,40 @@ class PaymentParticipant(Participant):
     step = "payment"
     command_payload = ChargeCommand
 
-    async def apply(
+    async def load(
+        self, session: AsyncSession, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
+    ) -> None:
+        charges = batch_cache(session, "charges")
+        await load_locked(session, Charge, Charge.saga_id, compensations, charges)
+        customers = {command.customer_id for command in commands.values()}
+        customers |= {charge.customer_id for charge in charges.values() if charge is not None}
+        # Locked rows in one order: concurrent batches of other replicas wait, never deadlock.
+        await load_locked(session, Account, Account.id, customers, batch_cache(session, "accounts"))
+
+    def apply(
         self, session: AsyncSession, saga_id: uuid.UUID, command: ChargeCommand
     ) -> Applied | Rejected:
-        # One conditional UPDATE: concurrent sagas of one customer can never overdraw it.
-        result = await session.execute(
-            update(Account)
-            .where(
-                Account.id == command.customer_id,  # type: ignore[arg-type]
-                Account.balance_cents >= command.total_cents,  # type: ignore[arg-type]
-            )
-            .values(balance_cents=Account.balance_cents - command.total_cents)
-        )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            account = await session.get(Account, command.customer_id)
-            if account is None:
-                return Rejected(f"unknown customer {command.customer_id}")
+        account: Account | None = batch_cache(session, "accounts").get(command.customer_id)
+        if account is None:
+            return Rejected(f"unknown customer {command.customer_id}")
+        if account.balance_cents < command.total_cents:
             return Rejected(f"insufficient funds for customer {command.customer_id}")
-        session.add(
-            Charge(
-                saga_id=saga_id,
-                customer_id=command.customer_id,
-                amount_cents=command.total_cents,
-                status=ChargeStatus.CHARGED,
-            )
+        account.balance_cents -= command.total_cents
+        charge = Charge(
+            saga_id=saga_id,
+            customer_id=command.customer_id,
+            amount_cents=command.total_cents,
+            status=ChargeStatus.CHARGED,
+            charged_at=utcnow(),
         )
+        session.add(charge)
+        batch_cache(session, "charges")[saga_id] = charge
         return Applied({"customer_id": command.customer_id, "charged_cents": command.total_cents})
 
-    async def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
-        charge = await session.get(Charge, saga_id)
+    def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
+        charge: Charge | None = batch_cache(session, "charges").get(saga_id)
         if charge is None or charge.status is ChargeStatus.REFUNDED:
             return
+        account: Account = batch_cache(session, "accounts")[charge.customer_id]
         charge.status, charge.refunded_at = ChargeStatus.REFUNDED, utcnow()
-        await session.execute(
-            update(Account)
-            .where(Account.id == charge.customer_id)  # type: ignore[arg-type]
-            .values(balance_cents=Account.balance_cents + charge.amount_cents)
-        )
+        account.balance_cents += charge.amount_cents

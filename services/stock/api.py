@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from services.common.api import Identifier, StrictModel
 from services.common.service import Runtime, runtime_of
@@ -65,7 +66,5 @@ async def get_product(product_id: str, runtime: RuntimeDep) -> Product:
 @router.get("/reservations/{saga_id}", response_model=list[ReservationOut])
 async def get_reservations(saga_id: uuid.UUID, runtime: RuntimeDep) -> list[Reservation]:
     async with runtime.db.sessions() as session:
-        rows = await session.scalars(
-            select(Reservation).where(Reservation.saga_id == saga_id)  # type: ignore[arg-type]
-        )
+        rows = await session.scalars(select(Reservation).where(col(Reservation.saga_id) == saga_id))
         return list(rows.all())

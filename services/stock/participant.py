@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.common.clock import utcnow
+from services.common.db import batch_cache, load_locked
 from services.common.participant import Applied, Participant, Rejected
 from services.stock.models import Product, Reservation, ReservationStatus
 
@@ -24,71 +27,66 @@ class ReserveCommand(BaseModel):
     model_config = ConfigDict(extra="ignore")
     items: list[Item] = Field(min_length=1)
 
+    def wanted(self) -> Counter[str]:
+        wanted: Counter[str] = Counter()
+        for item in self.items:
+            wanted[item.product_id] += item.quantity
+        return wanted
+
 
 class StockParticipant(Participant):
     step = "stock"
     command_payload = ReserveCommand
 
-    async def apply(
+    async def load(
+        self, session: AsyncSession, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
+    ) -> None:
+        reservations = batch_cache(session, "reservations")
+        wanted = compensations - set(reservations)
+        if wanted:
+            rows = await session.scalars(
+                select(Reservation).where(col(Reservation.saga_id).in_(wanted))
+            )
+            reservations.update((saga_id, []) for saga_id in wanted)
+            for row in rows:
+                reservations[row.saga_id].append(row)
+        products = {item.product_id for command in commands.values() for item in command.items}
+        products |= {r.product_id for rows in reservations.values() for r in rows}
+        # Locked rows in one order: concurrent batches of other replicas wait, never deadlock.
+        await load_locked(session, Product, Product.id, products, batch_cache(session, "products"))
+
+    def apply(
         self, session: AsyncSession, saga_id: uuid.UUID, command: ReserveCommand
     ) -> Applied | Rejected:
-        wanted: Counter[str] = Counter()
-        for item in command.items:
-            wanted[item.product_id] += item.quantity
-        products = sorted(wanted)  # one lock order for every saga: no deadlock between them
-        known = set(
-            (
-                await session.scalars(
-                    select(Product.id).where(Product.id.in_(products))  # type: ignore[attr-defined]
-                )
-            ).all()
-        )
-        unknown = [p for p in products if p not in known]
+        products: dict[str, Product | None] = batch_cache(session, "products")
+        wanted = command.wanted()
+        unknown = sorted(p for p in wanted if products.get(p) is None)
         if unknown:
             return Rejected(f"unknown product {', '.join(unknown)}")
-        taken: list[str] = []
-        for product_id in products:
-            result = await session.execute(
-                update(Product)
-                .where(
-                    Product.id == product_id,  # type: ignore[arg-type]
-                    Product.quantity >= wanted[product_id],  # type: ignore[arg-type]
+        short = sorted(p for p, quantity in wanted.items() if products[p].quantity < quantity)  # type: ignore[union-attr]
+        if short:
+            return Rejected(f"out of stock: product {', '.join(short)}")
+        now = utcnow()
+        reservations = []
+        for product_id, quantity in sorted(wanted.items()):
+            products[product_id].quantity -= quantity  # type: ignore[union-attr]
+            reservations.append(
+                Reservation(
+                    saga_id=saga_id,
+                    product_id=product_id,
+                    quantity=quantity,
+                    status=ReservationStatus.RESERVED,
+                    reserved_at=now,
                 )
-                .values(quantity=Product.quantity - wanted[product_id])
             )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                await self._give_back(session, {p: wanted[p] for p in taken})
-                return Rejected(f"out of stock: product {product_id}")
-            taken.append(product_id)
-        session.add_all(
-            Reservation(
-                saga_id=saga_id,
-                product_id=product_id,
-                quantity=wanted[product_id],
-                status=ReservationStatus.RESERVED,
-            )
-            for product_id in products
-        )
+        session.add_all(reservations)
+        batch_cache(session, "reservations")[saga_id] = reservations
         return Applied({"reserved": dict(wanted)})
 
-    async def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
-        reservations = (
-            await session.scalars(
-                select(Reservation).where(
-                    Reservation.saga_id == saga_id,  # type: ignore[arg-type]
-                    Reservation.status == ReservationStatus.RESERVED,  # type: ignore[arg-type]
-                )
-            )
-        ).all()
+    def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
+        products: dict[str, Product] = batch_cache(session, "products")
         now = utcnow()
-        for reservation in reservations:
-            reservation.status, reservation.released_at = ReservationStatus.RELEASED, now
-        await self._give_back(session, {r.product_id: r.quantity for r in reservations})
-
-    async def _give_back(self, session: AsyncSession, quantities: dict[str, int]) -> None:
-        for product_id in sorted(quantities):
-            await session.execute(
-                update(Product)
-                .where(Product.id == product_id)  # type: ignore[arg-type]
-                .values(quantity=Product.quantity + quantities[product_id])
-            )
+        for reservation in batch_cache(session, "reservations").get(saga_id, []):
+            if reservation.status is ReservationStatus.RESERVED:
+                reservation.status, reservation.released_at = ReservationStatus.RELEASED, now
+                products[reservation.product_id].quantity += reservation.quantity
