@@ -1,0 +1,133 @@
+"""End to end through the four services, sequential execution, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from sagaline.cli import app
+from sagaline.stack import Stack
+from sagaline.verify import verify
+from tests.integration.conftest import BACKENDS
+from tests.integration.support import Api, running_stack
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("flows"), request.param) as running:
+        yield running
+
+
+@pytest.fixture
+def api(stack: Stack, client: httpx.AsyncClient) -> Api:
+    return Api(stack, client)
+
+
+def types_of(saga: dict, direction: str) -> list[str]:
+    return [event["type"] for event in saga["history"] if event["direction"] == direction]
+
+
+async def test_approved_order_charges_and_reserves(api: Api) -> None:
+    customer = await api.account("100.00")
+    product = await api.product(10)
+
+    order = await api.order(customer, (product, 2, "10.50"))
+    assert order["status"] == "PENDING"
+    decided = await api.decided(order["id"])
+
+    assert decided["status"] == "APPROVED", decided
+    assert decided["reason"] is None
+    assert await api.balance(customer) == "79.00"
+    assert await api.stock(product) == 8
+    charge = (await api.get("payment", f"/charges/{order['id']}")).json()
+    assert (charge["status"], charge["amount"]) == ("CHARGED", "21.00")
+    saga = await api.saga(order["id"])
+    assert saga["status"] == "COMPLETED"
+    assert types_of(saga, "sent") == ["payment.charge", "stock.reserve", "saga.completed"]
+    assert types_of(saga, "received") == ["saga.start", "payment.charged", "stock.reserved"]
+
+
+async def test_payment_rejected_leaves_stock_untouched(api: Api) -> None:
+    customer = await api.account("5.00")
+    product = await api.product(10)
+
+    order = await api.order(customer, (product, 1, "10.00"))
+    decided = await api.decided(order["id"])
+
+    assert decided["status"] == "REJECTED"
+    assert "insufficient funds" in decided["reason"]
+    assert await api.balance(customer) == "5.00"
+    assert await api.stock(product) == 10
+    assert (await api.get("payment", f"/charges/{order['id']}")).status_code == 404
+    saga = await api.saga(order["id"])
+    assert saga["status"] == "COMPENSATED"
+    assert "stock.reserve" not in types_of(saga, "sent")
+
+
+async def test_stock_rejected_after_payment_refunds_exactly_once(api: Api) -> None:
+    customer = await api.account("100.00")
+    product = await api.product(1)
+
+    order = await api.order(customer, (product, 2, "10.00"))
+    decided = await api.decided(order["id"])
+
+    assert decided["status"] == "REJECTED"
+    assert "out of stock" in decided["reason"]
+    saga = await api.saga_status(order["id"], "COMPENSATED")
+    assert types_of(saga, "received").count("payment.compensated") == 1
+    charge = (await api.get("payment", f"/charges/{order['id']}")).json()
+    assert charge["status"] == "REFUNDED"
+    assert await api.balance(customer) == "100.00"  # a second refund would show here
+    assert await api.stock(product) == 1
+
+
+async def test_unknown_product_is_rejected_and_refunded(api: Api) -> None:
+    customer = await api.account("50.00")
+
+    order = await api.order(customer, ("no-such-product", 1, "10.00"))
+    decided = await api.decided(order["id"])
+
+    assert decided["status"] == "REJECTED"
+    assert "unknown product no-such-product" in decided["reason"]
+    assert await api.balance(customer) == "50.00"
+
+
+async def test_orders_list_and_filter(api: Api) -> None:
+    customer = await api.account("10.00")
+    product = await api.product(1)
+    order = await api.order(customer, (product, 1, "1.00"))
+    await api.decided(order["id"])
+
+    approved = (await api.get("order", "/orders?status=APPROVED&limit=1000")).json()
+    assert order["id"] in {o["id"] for o in approved}
+    assert all(o["status"] == "APPROVED" for o in approved)
+    sagas = (await api.get("orchestrator", "/sagas?status=COMPLETED&limit=1000")).json()
+    assert order["id"] in {s["id"] for s in sagas}
+    assert (await api.get("order", "/orders/00000000-0000-0000-0000-000000000000")).status_code == 404
+
+
+async def test_invariants_hold_after_the_flows(stack: Stack) -> None:
+    report = verify(stack.urls)
+    assert report.ok, report.violations
+    assert report.checked["orders"] >= 5
+
+
+def test_verify_command_names_a_broken_invariant(stack: Stack) -> None:
+    if stack.config.database_url:
+        pytest.skip("the command reads SQLite files of a state directory here")
+    runner = CliRunner()
+    result = runner.invoke(app, ["verify", "--state-dir", str(stack.state_dir)])
+    assert result.exit_code == 0, result.output
+
+    import sqlite3
+
+    with sqlite3.connect(stack.urls["payment"].removeprefix("sqlite:///")) as connection:
+        connection.execute("UPDATE account SET balance_cents = balance_cents - 1 WHERE rowid = 1")
+    result = runner.invoke(app, ["verify", "--state-dir", str(stack.state_dir)])
+    assert result.exit_code == 1
+    assert "balance = initial - approved charges" in result.output
+    with sqlite3.connect(stack.urls["payment"].removeprefix("sqlite:///")) as connection:
+        connection.execute("UPDATE account SET balance_cents = balance_cents + 1 WHERE rowid = 1")
