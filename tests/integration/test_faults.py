@@ -1,0 +1,119 @@
+"""Races and timeouts, made to happen by pausing a service (SIGSTOP) rather than by luck."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from sagaline.stack import Stack
+from sagaline.verify import verify
+from services.common.definition import Execution
+from tests.integration.conftest import BACKENDS
+from tests.integration.support import Api, running_stack
+
+
+@contextlib.contextmanager
+def paused(stack: Stack, service: str) -> Iterator[None]:
+    """The service's process is frozen (SIGSTOP) inside the block, and thawed after it."""
+    process = stack.processes[service]
+    process.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.signal(signal.SIGCONT)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def parallel_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with running_stack(
+        tmp_path_factory.mktemp("parallel"), request.param, execution=Execution.PARALLEL.value
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def impatient_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Sequential, a one-second step timeout and three attempts."""
+    with running_stack(
+        tmp_path_factory.mktemp("impatient"), request.param, step_timeout_s=1.0, max_attempts=3
+    ) as running:
+        yield running
+
+
+async def test_parallel_order_is_approved(parallel_stack: Stack, client: httpx.AsyncClient) -> None:
+    api = Api(parallel_stack, client)
+    customer = await api.account("30.00")
+    product = await api.product(3)
+
+    order = await api.order(customer, (product, 3, "10.00"))
+
+    assert (await api.decided(order["id"]))["status"] == "APPROVED"
+    assert await api.balance(customer) == "0.00"
+    assert await api.stock(product) == 0
+    saga = await api.saga(order["id"])
+    sent = [e["type"] for e in saga["history"] if e["direction"] == "sent"]
+    assert sorted(sent[:2]) == ["payment.charge", "stock.reserve"]  # both at once
+
+
+async def test_stock_fails_before_payment_succeeds(
+    parallel_stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """Parallel mode: the payment must still be compensated, exactly once."""
+    api = Api(parallel_stack, client)
+    customer = await api.account("40.00")
+
+    with paused(parallel_stack, "payment"):
+        order = await api.order(customer, ("no-such-product", 1, "25.00"))
+        saga = await api.saga_status(order["id"], "COMPENSATING")
+        assert saga["steps"]["stock"]["status"] == "FAILED"
+        assert saga["steps"]["payment"]["status"] == "COMPENSATING"
+
+    decided = await api.decided(order["id"])
+    assert decided["status"] == "REJECTED"
+    saga = await api.saga_status(order["id"], "COMPENSATED")
+    received = [e["type"] for e in saga["history"] if e["direction"] == "received"]
+    assert received.count("payment.compensated") == 1
+    assert await api.balance(customer) == "40.00"
+    charge = await api.get("payment", f"/charges/{order['id']}")
+    # Either the charge came first and was refunded, or the tombstone refused it.
+    assert charge.status_code == 404 or charge.json()["status"] == "REFUNDED"
+    report = verify(parallel_stack.urls)
+    assert report.ok, report.violations
+
+
+async def test_timed_out_step_is_resent_then_compensated(
+    impatient_stack: Stack, client: httpx.AsyncClient
+) -> None:
+    api = Api(impatient_stack, client)
+    customer = await api.account("60.00")
+    product = await api.product(5)
+
+    with paused(impatient_stack, "stock"):
+        order = await api.order(customer, (product, 2, "10.00"))
+        saga = await api.saga_status(order["id"], "COMPENSATING", timeout=30)
+        commands = [
+            (e["type"], e["attempt"]) for e in saga["history"] if e["direction"] == "sent"
+        ]
+        assert ("stock.reserve", 1) in commands
+        assert ("stock.reserve", 2) in commands  # re-sent after the first timeout
+        assert "timed out" in saga["reason"]
+        # The timed-out step may have taken effect: it is compensated too.
+        assert saga["steps"]["stock"]["status"] == "COMPENSATING"
+        assert saga["steps"]["payment"]["status"] in ("COMPENSATING", "COMPENSATED")
+
+    decided = await api.decided(order["id"])
+    assert decided["status"] == "REJECTED"
+    assert "timed out" in decided["reason"]
+    await api.saga_status(order["id"], "COMPENSATED", timeout=30)
+    assert await api.balance(customer) == "60.00"
+    assert await api.stock(product) == 5
+    report = verify(impatient_stack.urls)
+    assert report.ok, report.violations
