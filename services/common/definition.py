@@ -103,15 +103,17 @@ class SagaDefinition(_Spec):
         step_topics = [f"{s}{suffix}" for s in self.step_names for suffix in STEP_TOPIC_SUFFIXES]
         return [*ORCHESTRATOR_TOPICS, *step_topics]
 
+    def with_spec(self, **changes: object) -> SagaDefinition:
+        """A copy with spec fields changed (by alias), validated like the file was."""
+        document = self.model_dump(by_alias=True)
+        document["spec"].update(changes)
+        return SagaDefinition.model_validate(document)
+
     def with_execution(self, execution: Execution | str) -> SagaDefinition:
-        spec = self.spec.model_copy(update={"execution": Execution(execution)})
-        return self.model_copy(update={"spec": spec})
+        return self.with_spec(execution=str(Execution(execution)))
 
     def with_timing(self, step_timeout_seconds: float, max_attempts: int) -> SagaDefinition:
-        spec = self.spec.model_copy(
-            update={"step_timeout_seconds": step_timeout_seconds, "max_attempts": max_attempts}
-        )
-        return self.model_copy(update={"spec": spec})
+        return self.with_spec(stepTimeoutSeconds=step_timeout_seconds, maxAttempts=max_attempts)
 
 
 def load_definition(path: str | Path) -> SagaDefinition:
@@ -121,6 +123,8 @@ def load_definition(path: str | Path) -> SagaDefinition:
         document = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ValueError(f"cannot read saga definition {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"saga definition {path} is not valid YAML: {exc}") from exc
     try:
         return SagaDefinition.model_validate(document)
     except ValueError as exc:

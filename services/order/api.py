@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by
@@ -93,8 +94,11 @@ async def place_order(body: OrderIn, runtime: RuntimeDep) -> OrderOut:
     )
     initiator = runtime.handler
     assert isinstance(initiator, OrderSagaInitiator)
-    async with runtime.db.transaction() as session:
+
+    async def write(session: AsyncSession) -> None:
         initiator.start(session, order)
+
+    await initiator.committer(runtime.db).run(write)
     return OrderOut.of(order)
 
 

@@ -16,6 +16,7 @@ from services.common.db import Database, batch_cache, load_locked
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
+from services.common.group_commit import GroupCommitter
 from services.common.messages import (
     ORCHESTRATOR,
     ORCHESTRATOR_DLT,
@@ -37,6 +38,13 @@ class OrderSagaInitiator:
         self.topics = [ORCHESTRATOR_RESPONSE]
         spec = definition.spec
         self.start_timeout_s = start_timeout_s or spec.step_timeout_seconds * (len(spec.steps) + 1)
+        self._committer: GroupCommitter | None = None
+
+    def committer(self, db: Database) -> GroupCommitter:
+        """Orders placed concurrently commit together (each still with its own saga.start)."""
+        if self._committer is None:
+            self._committer = GroupCommitter(db)
+        return self._committer
 
     def resend_at(self, attempt: int) -> Any:
         return seconds_from_now(self.start_timeout_s * min(2 ** (attempt - 1), BACKOFF_CAP))

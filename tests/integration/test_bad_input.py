@@ -1,0 +1,201 @@
+"""Bad input gets a clear error and loses nothing; poison messages go to a dead-letter topic."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from sagaline.stack import Stack
+from services.common.envelope import Envelope, header_value
+from tests.integration.conftest import BACKENDS
+from tests.integration.support import Api, Kafka, of_saga, running_stack
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("bad-input"), request.param) as running:
+        yield running
+
+
+@pytest.fixture
+def api(stack: Stack, client: httpx.AsyncClient) -> Api:
+    return Api(stack, client)
+
+
+@pytest.fixture
+async def kafka(stack: Stack) -> AsyncIterator[Kafka]:
+    async with Kafka(stack.bootstrap_servers) as bystander:
+        yield bystander
+
+
+GOOD_ITEM = {"product_id": "p-1", "quantity": 1, "unit_price": "1.00"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"items": [GOOD_ITEM]}, "customer_id"),
+        ({"customer_id": "c-1"}, "items"),
+        ({"customer_id": "c-1", "items": []}, "items"),
+        ({"customer_id": "", "items": [GOOD_ITEM]}, "customer_id"),
+        ({"customer_id": "c-1", "items": [{**GOOD_ITEM, "quantity": 0}]}, "quantity"),
+        ({"customer_id": "c-1", "items": [{**GOOD_ITEM, "quantity": "many"}]}, "quantity"),
+        ({"customer_id": "c-1", "items": [{**GOOD_ITEM, "unit_price": "-1"}]}, "unit_price"),
+        ({"customer_id": "c-1", "items": [{**GOOD_ITEM, "unit_price": "0.001"}]}, "unit_price"),
+        ({"customer_id": "c-1", "items": [{"quantity": 1, "unit_price": "1"}]}, "product_id"),
+        ({"customer_id": "c-1", "items": [GOOD_ITEM], "discount": 5}, "discount"),
+        ({"customer_id": "c-1", "items": [GOOD_ITEM] * 101}, "items"),
+    ],
+)
+async def test_invalid_order_is_422_naming_the_field(
+    api: Api, body: dict[str, Any], field: str
+) -> None:
+    before = (await api.get("order", "/orders/summary")).json()["total"]
+
+    response = await api.client.post(api.url("order", "/orders"), json=body)
+
+    assert response.status_code == 422
+    locations = [".".join(map(str, error["loc"])) for error in response.json()["detail"]]
+    assert any(field in location for location in locations), locations
+    assert (await api.get("order", "/orders/summary")).json()["total"] == before
+
+
+async def test_malformed_json_is_422(api: Api) -> None:
+    response = await api.client.post(
+        api.url("order", "/orders"),
+        content=b'{"customer_id": "c-1", "items": [',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("service", "path", "body", "field"),
+    [
+        ("payment", "/accounts", {"id": "a-1", "balance": "-5"}, "balance"),
+        ("payment", "/accounts", {"id": "a b", "balance": "5"}, "id"),
+        ("stock", "/products", {"id": "p-1", "quantity": -1}, "quantity"),
+        ("stock", "/products", {"id": "p-1", "quantity": 1, "colour": "red"}, "colour"),
+    ],
+)
+async def test_invalid_account_or_product_is_422(
+    api: Api, service: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    response = await api.client.post(api.url(service, path), json=body)
+    assert response.status_code == 422
+    assert field in str(response.json()["detail"])
+
+
+async def test_duplicate_account_is_409(api: Api) -> None:
+    customer = await api.account("1.00")
+    response = await api.client.post(
+        api.url("payment", "/accounts"), json={"id": customer, "balance": "2.00"}
+    )
+    assert response.status_code == 409
+    assert await api.balance(customer) == "1.00"
+
+
+POISON = [
+    (b"not json at all", "invalid envelope"),
+    (b'{"id": "x"}', "invalid envelope"),
+    (b"\xff\xfe\x00garbage", "invalid envelope"),
+]
+# (topic the garbage is sent to, dead-letter topic of the service that reads it)
+OWNERS = [
+    ("payment", "payment.dlt"),
+    ("payment.compensation", "payment.dlt"),
+    ("stock", "stock.dlt"),
+    ("stock.compensation", "stock.dlt"),
+    ("orchestrator", "orchestrator.dlt"),
+    ("payment.success", "orchestrator.dlt"),
+    ("stock.success", "orchestrator.dlt"),
+    ("payment.dlt", "orchestrator.dlt"),
+    ("orchestrator.response", "orchestrator.dlt"),
+]
+
+
+def dead_letters_of(key: bytes, source: str) -> Any:
+    def match(record: Any) -> bool:
+        return record.key == key and header_value(record.headers, "dlt.origin.topic") == source
+
+    return match
+
+
+@pytest.mark.parametrize(("topic", "dead_letter_topic"), OWNERS)
+async def test_poison_goes_to_the_owners_dead_letter_topic_and_the_partition_moves_on(
+    kafka: Kafka, topic: str, dead_letter_topic: str
+) -> None:
+    key = str(uuid.uuid4()).encode()
+    for value, _ in POISON:
+        await kafka.send(topic, value, key)
+
+    dead = await kafka.read(dead_letter_topic, dead_letters_of(key, topic), count=len(POISON))
+
+    assert [d.value for d in dead] == [value for value, _ in POISON]  # original bytes, in order
+    for record in dead:
+        assert "invalid envelope" in header_value(record.headers, "dlt.reason")
+        assert header_value(record.headers, "dlt.origin.partition") is not None
+        assert header_value(record.headers, "dlt.origin.offset") is not None
+
+
+@pytest.mark.parametrize(
+    ("mutation", "reason"),
+    [
+        ({"type": "payment.refund-everything"}, "unexpected type"),
+        ({"saga": "someone-elses-saga"}, "unknown saga"),
+        ({"payload": {"customer_id": "c-1", "total_cents": "lots"}}, "invalid payment.charge payload"),
+    ],
+)
+async def test_wrong_but_well_formed_command_is_dead_lettered_with_the_reason(
+    api: Api, kafka: Kafka, mutation: dict[str, Any], reason: str
+) -> None:
+    saga_id = uuid.uuid4()
+    customer = await api.account("10.00")
+    good = Envelope(
+        type="payment.charge",
+        saga_id=saga_id,
+        saga="order",
+        step="payment",
+        payload={"customer_id": customer, "total_cents": 100},
+    )
+    bad = good.model_copy(update={"id": uuid.uuid4(), **mutation})
+    await kafka.send_envelope("payment", bad)
+    await kafka.send_envelope("payment", good)  # same key, same partition, right behind it
+
+    dead = await kafka.read("payment.dlt", dead_letters_of(good.key, "payment"))
+    assert reason in header_value(dead[0].headers, "dlt.reason")
+    charged = await kafka.read("payment.success", of_saga(saga_id, "payment.charged"))
+    assert len(charged) == 1, "the message behind the poison is handled"
+    assert await api.balance(customer) == "9.00"
+
+
+async def test_key_that_is_not_the_saga_id_is_dead_lettered(kafka: Kafka) -> None:
+    envelope = Envelope(type="saga.start", saga_id=uuid.uuid4(), saga="order", payload={})
+    wrong_key = str(uuid.uuid4()).encode()
+    await kafka.send("orchestrator", envelope.encode(), wrong_key, envelope.headers())
+
+    dead = await kafka.read("orchestrator.dlt", dead_letters_of(wrong_key, "orchestrator"))
+    assert "does not match saga_id" in header_value(dead[0].headers, "dlt.reason")
+
+
+async def test_unreadable_command_fails_the_step_of_a_known_saga(
+    api: Api, kafka: Kafka
+) -> None:
+    """The payment service dead-letters a command it cannot read; the orchestrator reads that
+    dead letter as the step's failure and ends the saga at once, without waiting for timeouts."""
+    saga_id = uuid.uuid4()
+    start = Envelope(  # a start whose payload no payment command can be made of
+        type="saga.start", saga_id=saga_id, saga="order", payload={"items": "none"}
+    )
+    await kafka.send_envelope("orchestrator", start)
+
+    dead = await kafka.read("payment.dlt", dead_letters_of(start.key, "payment"))
+    assert "invalid payment.charge payload" in header_value(dead[0].headers, "dlt.reason")
+    saga = await api.saga_status(str(saga_id), "COMPENSATED", timeout=5)
+    assert saga["steps"]["payment"]["status"] == "FAILED"
+    assert "unprocessable by payment" in saga["reason"]
+    assert saga["steps"]["payment"]["attempt"] == 1, "failed by the dead letter, not a timeout"
