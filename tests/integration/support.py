@@ -53,16 +53,16 @@ def running_stack(state_dir: Path, backend: str, **overrides: Any) -> Iterator[S
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30, what: str = "condition"
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 30, what: str = "condition"
 ) -> T:
     """Poll until `probe` returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = await probe()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.05)
 
 
@@ -113,12 +113,12 @@ class Api:
     async def get(self, service: str, path: str) -> httpx.Response:
         return await self.client.get(self.url(service, path))
 
-    async def decided(self, order_id: str, timeout: float = 30) -> dict[str, Any]:
+    async def decided(self, order_id: str, within: float = 30) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             order: dict[str, Any] = (await self.get("order", f"/orders/{order_id}")).json()
             return order if order["status"] != "PENDING" else None
 
-        return await eventually(probe, timeout=timeout, what=f"order {order_id} to be decided")
+        return await eventually(probe, within=within, what=f"order {order_id} to be decided")
 
     async def saga(self, saga_id: str) -> dict[str, Any]:
         response = await self.get("orchestrator", f"/sagas/{saga_id}")
@@ -126,13 +126,13 @@ class Api:
         saga: dict[str, Any] = response.json()
         return saga
 
-    async def saga_status(self, saga_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
+    async def saga_status(self, saga_id: str, status: str, within: float = 30) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             response = await self.get("orchestrator", f"/sagas/{saga_id}")
             saga: dict[str, Any] = response.json() if response.status_code == 200 else {}
             return saga if saga.get("status") == status else None
 
-        return await eventually(probe, timeout=timeout, what=f"saga {saga_id} to be {status}")
+        return await eventually(probe, within=within, what=f"saga {saga_id} to be {status}")
 
 
 class Kafka:
@@ -158,7 +158,7 @@ class Kafka:
         await self.send(topic, envelope.encode(), envelope.key, envelope.headers())
 
     async def read(
-        self, topic: str, match: Callable[[Any], bool], *, count: int = 1, timeout: float = 30
+        self, topic: str, match: Callable[[Any], bool], *, count: int = 1, within: float = 30
     ) -> list[Any]:
         """Wait until `count` records of `topic` satisfy `match`; return all that do."""
         consumer = AIOKafkaConsumer(
@@ -167,12 +167,12 @@ class Kafka:
         await consumer.start()
         try:
             partitions = await eventually(
-                lambda: _partitions(consumer, topic), timeout=timeout, what=f"topic {topic}"
+                lambda: _partitions(consumer, topic), within=within, what=f"topic {topic}"
             )
             consumer.assign([TopicPartition(topic, p) for p in partitions])
             await consumer.seek_to_beginning()
             found: list[Any] = []
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + within
             while len(found) < count and time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=200)
                 found += [r for part in batches.values() for r in part if match(r)]
@@ -197,6 +197,8 @@ def of_saga(saga_id: uuid.UUID | str, type_: str | None = None) -> Callable[[Any
     key = str(saga_id).encode()
 
     def match(record: Any) -> bool:
-        return record.key == key and (type_ is None or header_value(record.headers, "type") == type_)
+        if record.key != key:
+            return False
+        return type_ is None or header_value(record.headers, "type") == type_
 
     return match

@@ -21,7 +21,9 @@ from tests.integration.support import Api, Kafka, eventually, of_saga, running_s
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("delivery"), request.param) as running:
         yield running
 
@@ -125,7 +127,7 @@ async def test_compensation_before_command_leaves_a_tombstone(
     refused = await kafka.read(topics.dlt, of_saga(saga_id, types.failed))
     assert "refused" in Envelope.decode(refused[0].value).payload["reason"]
     assert await effect() == before, "the late command is refused: nothing applied"
-    assert not await kafka.read(topics.success, of_saga(saga_id, types.done), timeout=1)
+    assert not await kafka.read(topics.success, of_saga(saga_id, types.done), within=1)
 
 
 async def test_repeated_start_re_emits_the_outcome(api: Api, kafka: Kafka) -> None:

@@ -98,10 +98,8 @@ async def test_timed_out_step_is_resent_then_compensated(
 
     with paused(impatient_stack, "stock"):
         order = await api.order(customer, (product, 2, "10.00"))
-        saga = await api.saga_status(order["id"], "COMPENSATING", timeout=30)
-        commands = [
-            (e["type"], e["attempt"]) for e in saga["history"] if e["direction"] == "sent"
-        ]
+        saga = await api.saga_status(order["id"], "COMPENSATING", within=30)
+        commands = [(e["type"], e["attempt"]) for e in saga["history"] if e["direction"] == "sent"]
         assert ("stock.reserve", 1) in commands
         assert ("stock.reserve", 2) in commands  # re-sent after the first timeout
         assert "timed out" in saga["reason"]
@@ -112,7 +110,7 @@ async def test_timed_out_step_is_resent_then_compensated(
     decided = await api.decided(order["id"])
     assert decided["status"] == "REJECTED"
     assert "timed out" in decided["reason"]
-    await api.saga_status(order["id"], "COMPENSATED", timeout=30)
+    await api.saga_status(order["id"], "COMPENSATED", within=30)
     assert await api.balance(customer) == "60.00"
     assert await api.stock(product) == 5
     report = verify(impatient_stack.urls)

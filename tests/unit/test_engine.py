@@ -384,7 +384,9 @@ def test_backoff_is_capped():
     now = 0.0
     waits = []
     for attempt in range(2, 7):
-        now = engine.state.steps["payment"].deadline
+        deadline = engine.state.steps["payment"].deadline
+        assert deadline is not None
+        now = deadline
         assert engine.tick(now) == [SendCommand("payment", attempt)]
         waits.append(engine.state.steps["payment"].deadline - now)
     assert waits == [20.0, 40.0, 80.0, 80.0, 80.0]
@@ -404,7 +406,9 @@ def exhaust_commands(engine: Engine, now: float = 0.0) -> tuple[float, list]:
     for _ in range(engine.policy.max_attempts + 1):
         if engine.state.status is not SagaStatus.RUNNING:
             break
-        now = engine.state.next_deadline
+        deadline = engine.state.next_deadline
+        assert deadline is not None
+        now = deadline
         actions = engine.tick(now)
     return now, actions
 
