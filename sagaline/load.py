@@ -1,4 +1,8 @@
-"""Driving the running stack over HTTP: seed, place orders, wait until every order has ended."""
+"""Driving the running stack over HTTP: seed, place orders, wait until every order has ended.
+
+The load generator shares the machine with the system it measures, so it uses aiohttp, the
+lighter of the async HTTP clients, to leave the CPU to the services.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
+import aiohttp
 
 from sagaline.scenario import Scenario
 
@@ -27,23 +31,30 @@ class LoadError(RuntimeError):
     pass
 
 
-async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(url, json=body)
-    if response.status_code not in (200, 201):
-        raise LoadError(f"POST {url} answered {response.status_code}: {response.text[:300]}")
-    result: dict[str, Any] = response.json()
-    return result
+async def _post(client: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with client.post(url, json=body) as response:
+        if response.status not in (200, 201):
+            text = await response.text()
+            raise LoadError(f"POST {url} answered {response.status}: {text[:300]}")
+        result: dict[str, Any] = await response.json()
+        return result
 
 
-async def seed(client: httpx.AsyncClient, urls: dict[str, str], scenario: Scenario) -> None:
+async def _get(client: aiohttp.ClientSession, url: str, **params: Any) -> Any:
+    async with client.get(url, params=params) as response:
+        response.raise_for_status()
+        return await response.json()
+
+
+async def seed(client: aiohttp.ClientSession, urls: dict[str, str], scenario: Scenario) -> None:
     await asyncio.gather(
         *(_post(client, f"{urls['payment']}/accounts", a) for a in scenario.accounts),
         *(_post(client, f"{urls['stock']}/products", p) for p in scenario.products),
     )
 
 
-async def _decided(client: httpx.AsyncClient, order_url: str) -> int:
-    summary = (await client.get(f"{order_url}/orders/summary")).json()
+async def _decided(client: aiohttp.ClientSession, order_url: str) -> int:
+    summary = await _get(client, f"{order_url}/orders/summary")
     return int(summary["APPROVED"]) + int(summary["REJECTED"])
 
 
@@ -56,10 +67,11 @@ async def run_orders(
     tick: Tick = lambda placed, decided: None,
     headers: dict[str, str] | None = None,
 ) -> Outcome:
-    limits = httpx.Limits(
-        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
-    )
-    async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers
+    ) as client:
         await seed(client, urls, scenario)
         order_url = urls["order"]
         baseline = await _decided(client, order_url)
@@ -99,14 +111,12 @@ async def run_orders(
 
 
 async def fetch_orders(
-    client: httpx.AsyncClient, order_url: str, ids: set[str]
+    client: aiohttp.ClientSession, order_url: str, ids: set[str]
 ) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     offset = 0
     while True:
-        page = (
-            await client.get(f"{order_url}/orders", params={"limit": 1000, "offset": offset})
-        ).json()
+        page = await _get(client, f"{order_url}/orders", limit=1000, offset=offset)
         found += [o for o in page if o["id"] in ids]
         if len(page) < 1000:
             return found
