@@ -18,6 +18,7 @@ import aiohttp
 from sagaline.scenario import Scenario
 
 Tick = Callable[[int, int], None]  # (placed, decided)
+LONG_POLL_S = 10.0
 
 
 @dataclass
@@ -53,11 +54,6 @@ async def seed(client: aiohttp.ClientSession, urls: dict[str, str], scenario: Sc
     )
 
 
-async def _decided(client: aiohttp.ClientSession, order_url: str) -> int:
-    summary = await _get(client, f"{order_url}/orders/summary")
-    return int(summary["APPROVED"]) + int(summary["REJECTED"])
-
-
 async def run_orders(
     urls: dict[str, str],
     scenario: Scenario,
@@ -67,60 +63,50 @@ async def run_orders(
     tick: Tick = lambda placed, decided: None,
     headers: dict[str, str] | None = None,
 ) -> Outcome:
+    """Keep `concurrency` orders in flight: each worker places an order, waits for its decision
+    (a long-polling GET), then places the next; what is still pending at the deadline is read
+    as it stands."""
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
-    timeout = aiohttp.ClientTimeout(total=30)
+    timeout = aiohttp.ClientTimeout(total=LONG_POLL_S + 30)
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers
     ) as client:
         await seed(client, urls, scenario)
-        order_url = urls["order"]
-        baseline = await _decided(client, order_url)
+        order_url = f"{urls['order']}/orders"
         queue: asyncio.Queue[tuple[dict[str, Any], str]] = asyncio.Queue()
         for planned in scenario.orders:
             queue.put_nowait((planned.body, planned.expect))
         expected: dict[str, str] = {}
+        final: dict[str, dict[str, Any]] = {}
         started = time.perf_counter()
+        deadline = started + deadline_s
 
         async def worker() -> None:
-            while not queue.empty():
+            while not queue.empty() and time.perf_counter() < deadline:
                 body, expect = queue.get_nowait()
-                order = await _post(client, f"{order_url}/orders", body)
+                order = await _post(client, order_url, body)
                 expected[order["id"]] = expect
+                while order["status"] == "PENDING" and time.perf_counter() < deadline:
+                    wait = min(LONG_POLL_S, max(0.0, deadline - time.perf_counter()))
+                    order = await _get(client, f"{order_url}/{order['id']}", wait=round(wait, 3))
+                final[order["id"]] = order
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        total = len(scenario.orders)
-        decided = 0
         try:
-            while decided < total:
-                done = all(w.done() for w in workers)
-                for w in workers:
-                    if w.done() and w.exception():
-                        raise LoadError(str(w.exception()))
-                decided = await _decided(client, order_url) - baseline
-                tick(len(expected), decided)
-                if time.perf_counter() - started > deadline_s:
-                    break
-                if not (done and decided >= total):
-                    await asyncio.sleep(0.2)
+            while not all(w.done() for w in workers):
+                tick(len(expected), sum(1 for o in final.values() if o["status"] != "PENDING"))
+                await asyncio.wait(workers, timeout=0.2)
+            for w in workers:
+                if w.exception():
+                    raise LoadError(str(w.exception()))
         finally:
             for w in workers:
                 w.cancel()
         wall = time.perf_counter() - started
-        orders = await fetch_orders(client, order_url, set(expected))
-        return Outcome(expected, orders, wall)
-
-
-async def fetch_orders(
-    client: aiohttp.ClientSession, order_url: str, ids: set[str]
-) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        page = await _get(client, f"{order_url}/orders", limit=1000, offset=offset)
-        found += [o for o in page if o["id"] in ids]
-        if len(page) < 1000:
-            return found
-        offset += 1000
+        tick(len(expected), sum(1 for o in final.values() if o["status"] != "PENDING"))
+        for order_id in set(expected) - set(final):
+            final[order_id] = await _get(client, f"{order_url}/{order_id}")
+        return Outcome(expected, list(final.values()), wall)
 
 
 def latencies_ms(orders: list[dict[str, Any]]) -> list[float]:

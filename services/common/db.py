@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy import Table, event, insert, select, text
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 NOTIFY_CHANNEL = "sagaline_outbox"
 _OUTBOX_DIRTY = "outbox_dirty"
 _APPENDS = "appends"
+_AFTER_COMMIT = "after_commit"
 
 
 def _parse(url: str) -> URL:
@@ -96,6 +97,8 @@ class Database:
                 await flush_appends(session)
                 if session.info.get(_OUTBOX_DIRTY) and not self.sqlite:
                     await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+            for callback in session.info.pop(_AFTER_COMMIT, []):
+                callback()
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
@@ -117,6 +120,11 @@ async def flush_appends(session: AsyncSession) -> None:
     for table, rows in appends.items():
         if rows:
             await session.execute(insert(table), rows)
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` once the session's transaction has committed (never if it rolls back)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 def mark_outbox_dirty(session: AsyncSession) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -21,6 +22,7 @@ from services.order.models import Order, OrderStatus
 
 MAX_ITEMS = 100
 MAX_QUANTITY = 10_000
+MAX_WAIT_S = 30
 
 router = APIRouter(tags=["orders"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
@@ -112,12 +114,26 @@ async def summary(runtime: RuntimeDep) -> dict[str, int]:
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
-async def get_order(order_id: uuid.UUID, runtime: RuntimeDep) -> OrderOut:
-    async with runtime.db.sessions() as session:
-        order = await session.get(Order, order_id)
-    if order is None:
-        raise HTTPException(404, f"no order {order_id}")
-    return OrderOut.of(order)
+async def get_order(
+    order_id: uuid.UUID,
+    runtime: RuntimeDep,
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to wait for a decision")
+    ] = 0,
+) -> OrderOut:
+    """The order; with `wait`, answered as soon as it is decided (or when `wait` runs out)."""
+    initiator = runtime.handler
+    assert isinstance(initiator, OrderSagaInitiator)
+    deadline = time.monotonic() + wait
+    while True:
+        async with runtime.db.sessions() as session:
+            order = await session.get(Order, order_id)
+        if order is None:
+            raise HTTPException(404, f"no order {order_id}")
+        remaining = deadline - time.monotonic()
+        if order.status is not OrderStatus.PENDING or remaining <= 0:
+            return OrderOut.of(order)
+        await initiator.waiters.wait(order_id, remaining)
 
 
 @router.get("/orders", response_model=list[OrderOut])

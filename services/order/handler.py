@@ -12,7 +12,7 @@ from sqlmodel import col
 from services.common import outbox
 from services.common.clock import seconds_from_now, utcnow
 from services.common.consumer import Incoming
-from services.common.db import Database, batch_cache, load_locked
+from services.common.db import Database, after_commit, batch_cache, load_locked
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
@@ -27,6 +27,7 @@ from services.common.messages import (
 )
 from services.common.metrics import RESENDS
 from services.order.models import Order, OrderStatus
+from services.order.waiters import DecisionWaiters
 
 BACKOFF_CAP = 8
 
@@ -39,6 +40,7 @@ class OrderSagaInitiator:
         spec = definition.spec
         self.start_timeout_s = start_timeout_s or spec.step_timeout_seconds * (len(spec.steps) + 1)
         self._committer: GroupCommitter | None = None
+        self.waiters = DecisionWaiters()
 
     def committer(self, db: Database) -> GroupCommitter:
         """Orders placed concurrently commit together (each still with its own saga.start)."""
@@ -103,6 +105,7 @@ class OrderSagaInitiator:
         order.reason = reason[:1000] if reason else None
         order.decided_at = utcnow()
         order.resend_at = None
+        after_commit(session, lambda: self.waiters.decided(order.id))
 
     # -- the clock --------------------------------------------------------------------------------
 
