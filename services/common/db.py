@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
-from sqlalchemy import Table, event, insert, select, text
+from sqlalchemy import ARRAY, ColumnElement, Table, any_, bindparam, event, insert, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,8 +24,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-NOTIFY_CHANNEL = "sagaline_outbox"
-_OUTBOX_DIRTY = "outbox_dirty"
+NOTIFY_CHANNEL = "sagaline_outbox"  # the outbox trigger's (migration common_0002)
 _APPENDS = "appends"
 _AFTER_COMMIT = "after_commit"
 
@@ -87,7 +86,7 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One local transaction: commits on success, wakes the relay if it wrote outbox rows."""
+        """One local transaction, committed on success (outbox inserts wake the relay)."""
         async with contextlib.AsyncExitStack() as stack:
             if self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
@@ -95,8 +94,6 @@ class Database:
             async with session.begin():
                 yield session
                 await flush_appends(session)
-                if session.info.get(_OUTBOX_DIRTY) and not self.sqlite:
-                    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
             for callback in session.info.pop(_AFTER_COMMIT, []):
                 callback()
 
@@ -127,10 +124,6 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
-def mark_outbox_dirty(session: AsyncSession) -> None:
-    session.info[_OUTBOX_DIRTY] = True
-
-
 def batch_cache(session: AsyncSession, name: str) -> dict[Any, Any]:
     """A per-transaction cache of rows loaded (and locked) for the batch being handled.
 
@@ -141,6 +134,15 @@ def batch_cache(session: AsyncSession, name: str) -> dict[Any, Any]:
     return caches.setdefault(name, {})
 
 
+def among(column: Any, values: Collection[Any], dialect: str) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL `column = ANY(:array)`, one statement text (and one
+    prepared statement) whatever the number of values."""
+    if dialect == "postgresql":
+        array = bindparam(f"{column.key}_values", list(values), type_=ARRAY(column.type))
+        return column == any_(array)
+    return column.in_(list(values))
+
+
 async def load_locked(
     session: AsyncSession, model: Any, column: Any, keys: set[Any], cache: dict[Any, Any]
 ) -> None:
@@ -148,8 +150,9 @@ async def load_locked(
     missing = {key for key in keys if key not in cache}
     if not missing:
         return
+    dialect = session.get_bind().dialect.name
     rows = await session.scalars(
-        select(model).where(column.in_(missing)).order_by(column).with_for_update()
+        select(model).where(among(column, missing, dialect)).order_by(column).with_for_update()
     )
     cache.update(dict.fromkeys(missing))
     cache.update((getattr(row, column.key), row) for row in rows)

@@ -11,7 +11,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import utcnow
-from services.common.db import append, mark_outbox_dirty
+from services.common.db import append
 from services.common.envelope import Envelope, Headers
 from services.common.tables import OutboxMessage, table_of
 
@@ -45,7 +45,6 @@ def send(session: AsyncSession, topic: str, envelopes: Iterable[Envelope]) -> No
     rows = [_row(e.id, topic, e.key, e.encode(), e.headers()) for e in envelopes]
     if rows:
         append(session, OUTBOX, rows)
-        mark_outbox_dirty(session)
 
 
 def send_raw(
@@ -53,4 +52,3 @@ def send_raw(
 ) -> None:
     """Queue a message whose bytes are not an envelope (a dead letter keeps the original bytes)."""
     append(session, OUTBOX, [_row(uuid.uuid4(), topic, key, value, headers)])
-    mark_outbox_dirty(session)

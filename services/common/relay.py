@@ -25,9 +25,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.clock import utcnow
-from services.common.db import NOTIFY_CHANNEL, Database
+from services.common.db import NOTIFY_CHANNEL, Database, among
 from services.common.errors import is_transient
 from services.common.inbox import INBOX
 from services.common.kafka import make_producer
@@ -141,49 +142,52 @@ class Relay:
         producer = make_producer(self.bootstrap_servers)
         await producer.start()
         try:
-            next_purge = 0.0
-            loop = asyncio.get_running_loop()
-            while not self._stopping.is_set() and self.is_leader:
-                self._wake.clear()
-                published = await self.publish_once(producer)
-                if loop.time() >= next_purge:
-                    await self.purge()
-                    next_purge = loop.time() + self.purge_interval_s
-                if published >= self.batch_size:
-                    continue
-                timeout = self.poll_interval_s if self.db.sqlite else self.listen_timeout_s
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-                    # Let the commits that arrive together share one read and one batch.
-                    await asyncio.sleep(self.linger_s)
+            async with self.db.engine.connect() as connection:
+                if not self.db.sqlite:  # each statement its own transaction: no BEGIN/COMMIT trips
+                    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await self._publish_loop(producer, connection)
         finally:
             await producer.stop()
 
-    async def publish_once(self, producer: AIOKafkaProducer) -> int:
+    async def _publish_loop(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> None:
+        next_purge = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set() and self.is_leader:
+            self._wake.clear()
+            published = await self.publish_once(producer, connection)
+            if loop.time() >= next_purge:
+                await self.purge(connection)
+                next_purge = loop.time() + self.purge_interval_s
+            if published >= self.batch_size:
+                continue
+            timeout = self.poll_interval_s if self.db.sqlite else self.listen_timeout_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                # Let the commits that arrive together share one read and one batch.
+                await asyncio.sleep(self.linger_s)
+
+    async def publish_once(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> int:
         """Publish one batch; returns how many rows were published."""
-        async with self.db.engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(
-                        OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers
-                    )
-                    .where(OUTBOX.c.published_at.is_(None))
-                    .order_by(OUTBOX.c.seq)
-                    .limit(self.batch_size)
-                )
-            ).all()
-            await connection.rollback()
+        rows = (
+            await connection.execute(
+                select(OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers)
+                .where(OUTBOX.c.published_at.is_(None))
+                .order_by(OUTBOX.c.seq)
+                .limit(self.batch_size)
+            )
+        ).all()
+        await connection.rollback()
         RELAY_LAG.labels(self.service).set(len(rows))
         if not rows:
             return 0
         acknowledged = await self._produce(producer, rows)
         if acknowledged:
-            async with self.db.engine.begin() as connection:
-                await connection.execute(
-                    update(OUTBOX)
-                    .where(OUTBOX.c.seq.in_(acknowledged))
-                    .values(published_at=utcnow())
-                )
+            await connection.execute(
+                update(OUTBOX)
+                .where(among(OUTBOX.c.seq, acknowledged, connection.dialect.name))
+                .values(published_at=utcnow())
+            )
+            await connection.commit()
             PUBLISHED.labels(self.service).inc(len(acknowledged))
         if len(acknowledged) < len(rows):
             raise KafkaError(f"{len(rows) - len(acknowledged)} messages not acknowledged")
@@ -209,12 +213,12 @@ class Relay:
                 log.warning("relay %s: message %s not acknowledged: %s", self.service, seq, exc)
         return acknowledged
 
-    async def purge(self) -> None:
+    async def purge(self, connection: AsyncConnection) -> None:
         now = utcnow()
-        async with self.db.engine.begin() as connection:
-            await connection.execute(
-                delete(OUTBOX).where(OUTBOX.c.published_at < now - self.outbox_retention)
-            )
-            await connection.execute(
-                delete(INBOX).where(INBOX.c.received_at < now - self.inbox_retention)
-            )
+        await connection.execute(
+            delete(OUTBOX).where(OUTBOX.c.published_at < now - self.outbox_retention)
+        )
+        await connection.execute(
+            delete(INBOX).where(INBOX.c.received_at < now - self.inbox_retention)
+        )
+        await connection.commit()
