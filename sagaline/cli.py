@@ -121,11 +121,14 @@ def relay(service: ServiceArg) -> None:
     """Run the outbox relay of one service's database."""
     from services.common.db import Database
     from services.common.relay import Relay
+    from services.common.service import effective_definition, topic_layout
     from services.common.settings import Settings
 
     _check_service(service)
     settings = Settings()
     _logging(settings.log_level, f"{service}-relay")
+    definition = effective_definition(settings)
+    partitions, replicas = topic_layout(settings, definition)
 
     async def main() -> None:
         db = Database(settings.database_url, pool_size=2)
@@ -139,6 +142,9 @@ def relay(service: ServiceArg) -> None:
             outbox_retention_s=settings.outbox_retention_s,
             inbox_retention_s=settings.inbox_retention_s,
             purge_interval_s=settings.purge_interval_s,
+            create_topics=definition.topics() if settings.create_topics else (),
+            partitions=partitions,
+            replicas=replicas,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -86,58 +86,71 @@ def verify(urls: dict[str, str]) -> Report:
         if sid not in orders:
             report.violate("every saga has its order", f"saga {sid} has no order")
 
-    charged: dict[str, int] = defaultdict(int)
-    for saga_id, customer, amount, status in charges:
+    totals = {oid: total for oid, (_, total) in orders.items()}
+    _check_ledger(
+        report,
+        approved,
+        charges,
+        accounts,
+        effect="charge",
+        standing="CHARGED",
+        holder="account",
+        measure="balance",
+    )
+    for saga_id, _, amount, status in charges:
         sid = str(saga_id)
-        if status == "CHARGED":
-            if sid not in approved:
-                report.violate(
-                    "no charge stands without an APPROVED order",
-                    f"saga {sid}: {amount} cents charged to {customer}",
-                )
-            else:
-                charged[customer] += amount
-                if orders[sid][1] != amount:
-                    report.violate(
-                        "each approved order is charged its total",
-                        f"saga {sid}: charged {amount}, total {orders[sid][1]}",
-                    )
-    charged_sagas = {str(c[0]) for c in charges if c[3] == "CHARGED"}
-    for oid in approved - charged_sagas:
-        report.violate(
-            "each approved order is charged its total", f"order {oid} approved without a charge"
-        )
-    for account_id, balance, initial in accounts:
-        expected = initial - charged.get(account_id, 0)
-        if balance != expected:
+        if status == "CHARGED" and sid in approved and totals[sid] != amount:
             report.violate(
-                "balance = initial - approved charges",
-                f"account {account_id}: {balance} != {expected}",
+                "each approved order is charged its total",
+                f"saga {sid}: charged {amount}, total {totals[sid]}",
             )
-
-    reserved: dict[str, int] = defaultdict(int)
-    reserved_sagas: set[str] = set()
-    for saga_id, product, quantity, status in reservations:
-        sid = str(saga_id)
-        if status == "RESERVED":
-            reserved_sagas.add(sid)
-            if sid not in approved:
-                report.violate(
-                    "no reservation stands without an APPROVED order",
-                    f"saga {sid}: {quantity} x {product} reserved",
-                )
-            else:
-                reserved[product] += quantity
-    for oid in approved - reserved_sagas:
-        report.violate(
-            "each approved order has its stock reserved",
-            f"order {oid} approved without a reservation",
-        )
-    for product_id, quantity, initial in products:
-        expected = initial - reserved.get(product_id, 0)
-        if quantity != expected:
-            report.violate(
-                "stock = initial - approved reservations",
-                f"product {product_id}: {quantity} != {expected}",
-            )
+    _check_ledger(
+        report,
+        approved,
+        reservations,
+        products,
+        effect="reservation",
+        standing="RESERVED",
+        holder="product",
+        measure="stock",
+    )
     return report
+
+
+def _check_ledger(
+    report: Report,
+    approved: set[str],
+    effects: list[Any],
+    holders: list[Any],
+    *,
+    effect: str,
+    standing: str,
+    holder: str,
+    measure: str,
+) -> None:
+    """One participant's books: every standing effect belongs to an APPROVED order, every
+    APPROVED order has one, and each holder's amount is its initial minus the approved effects
+    (an effect applied twice, or never undone, breaks that equation)."""
+    taken: dict[str, int] = defaultdict(int)
+    with_effect: set[str] = set()
+    for saga_id, holder_id, amount, status in effects:
+        sid = str(saga_id)
+        if status != standing:
+            continue
+        with_effect.add(sid)
+        if sid in approved:
+            taken[holder_id] += amount
+        else:
+            report.violate(
+                f"no {effect} stands without an APPROVED order",
+                f"saga {sid}: {amount} of {holder} {holder_id}",
+            )
+    for oid in sorted(approved - with_effect):
+        report.violate(f"each approved order has its {effect}", f"order {oid} has none")
+    for holder_id, now, initial in holders:
+        expected = initial - taken.get(holder_id, 0)
+        if now != expected:
+            report.violate(
+                f"{measure} = initial - approved {effect}s",
+                f"{holder} {holder_id}: {now} != {expected}",
+            )

@@ -31,7 +31,7 @@ from services.common.clock import utcnow
 from services.common.db import NOTIFY_CHANNEL, Database, among
 from services.common.errors import is_transient
 from services.common.inbox import INBOX
-from services.common.kafka import make_producer
+from services.common.kafka import ensure_topics, make_producer
 from services.common.metrics import PUBLISHED, RELAY_LAG
 from services.common.outbox import OUTBOX, decode_headers
 
@@ -53,6 +53,9 @@ class Relay:
         inbox_retention_s: float = 7 * 24 * 3600,
         purge_interval_s: float = 60,
         linger_s: float = 0.005,
+        create_topics: Sequence[str] = (),
+        partitions: int = 6,
+        replicas: int = 1,
     ) -> None:
         self.db = db
         self.service = service
@@ -64,6 +67,9 @@ class Relay:
         self.inbox_retention = timedelta(seconds=inbox_retention_s)
         self.purge_interval_s = purge_interval_s
         self.linger_s = linger_s
+        self.create_topics = list(create_topics)
+        self.partitions = partitions
+        self.replicas = replicas
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.is_leader = False
@@ -139,6 +145,13 @@ class Relay:
         self._wake.set()
 
     async def _publish_while_leader(self) -> None:
+        if self.create_topics:  # a producer would otherwise auto-create them with other settings
+            await ensure_topics(
+                self.bootstrap_servers,
+                self.create_topics,
+                partitions=self.partitions,
+                replicas=self.replicas,
+            )
         producer = make_producer(self.bootstrap_servers)
         await producer.start()
         try:

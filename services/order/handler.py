@@ -30,6 +30,7 @@ from services.order.models import Order, OrderStatus
 from services.order.waiters import DecisionWaiters
 
 BACKOFF_CAP = 8
+MAX_ATTEMPT = 1000  # the envelope's bound; re-sends go on, numbered no higher
 
 
 class OrderSagaInitiator:
@@ -62,7 +63,7 @@ class OrderSagaInitiator:
             type=SAGA_START,
             saga_id=order.id,
             saga=self.definition.name,
-            attempt=order.start_attempt,
+            attempt=min(order.start_attempt, MAX_ATTEMPT),
             payload={
                 "order_id": str(order.id),
                 "customer_id": order.customer_id,

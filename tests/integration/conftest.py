@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
-from tests.integration.support import postgres_reachable
+from sagaline.stack import Stack
+from tests.integration.support import Api, Kafka, postgres_reachable, running_stack
 
 BACKENDS = [
     "sqlite",
@@ -22,3 +23,24 @@ BACKENDS = [
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=30) as http:
         yield http
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A stack of the saga as defined (sequential), one per test module and backend."""
+    state_dir = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    with running_stack(state_dir, request.param) as running:
+        yield running
+
+
+@pytest.fixture
+def api(stack: Stack, client: httpx.AsyncClient) -> Api:
+    return Api(stack, client)
+
+
+@pytest.fixture
+async def kafka(stack: Stack) -> AsyncIterator[Kafka]:
+    async with Kafka(stack.bootstrap_servers) as bystander:
+        yield bystander

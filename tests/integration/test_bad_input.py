@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from sagaline.stack import Stack
 from services.common.envelope import Envelope, header_value
-from tests.integration.conftest import BACKENDS
-from tests.integration.support import Api, Kafka, of_saga, running_stack
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("bad-input"), request.param) as running:
-        yield running
-
-
-@pytest.fixture
-def api(stack: Stack, client: httpx.AsyncClient) -> Api:
-    return Api(stack, client)
-
-
-@pytest.fixture
-async def kafka(stack: Stack) -> AsyncIterator[Kafka]:
-    async with Kafka(stack.bootstrap_servers) as bystander:
-        yield bystander
-
+from tests.integration.support import Api, Kafka, of_saga
 
 GOOD_ITEM = {"product_id": "p-1", "quantity": 1, "unit_price": "1.00"}
 
@@ -116,6 +92,7 @@ OWNERS = [
     ("payment.success", "orchestrator.dlt"),
     ("stock.success", "orchestrator.dlt"),
     ("payment.dlt", "orchestrator.dlt"),
+    ("stock.dlt", "orchestrator.dlt"),
     ("orchestrator.response", "orchestrator.dlt"),
 ]
 

@@ -7,36 +7,13 @@ deliver them, and the replies are read back from the reply topics.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from sagaline.stack import Stack
 from services.common.envelope import Envelope, header_value
 from services.common.messages import StepTopics, StepTypes
-from tests.integration.conftest import BACKENDS
-from tests.integration.support import Api, Kafka, eventually, of_saga, running_stack
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("delivery"), request.param) as running:
-        yield running
-
-
-@pytest.fixture
-def api(stack: Stack, client: httpx.AsyncClient) -> Api:
-    return Api(stack, client)
-
-
-@pytest.fixture
-async def kafka(stack: Stack) -> AsyncIterator[Kafka]:
-    async with Kafka(stack.bootstrap_servers) as bystander:
-        yield bystander
+from tests.integration.support import Api, Kafka, eventually, of_saga
 
 
 async def step_command(api: Api, step: str, saga_id: uuid.UUID) -> tuple[Envelope, Any]:
@@ -58,6 +35,15 @@ async def step_command(api: Api, step: str, saga_id: uuid.UUID) -> tuple[Envelop
         type=StepTypes(step).command, saga_id=saga_id, saga="order", step=step, payload=payload
     )
     return command, effect
+
+
+async def replay(kafka: Kafka, saga_id: str, messages: list[tuple[str, str]]) -> None:
+    """Deliver each (topic, type) message of the saga again: once as a duplicate (same id), once
+    as a re-send (new id)."""
+    for topic, type_ in messages:
+        original = Envelope.decode((await kafka.read(topic, of_saga(saga_id, type_)))[0].value)
+        await kafka.send_envelope(topic, original)
+        await kafka.send_envelope(topic, original.model_copy(update={"id": uuid.uuid4()}))
 
 
 def ids(records: list[Any]) -> list[str]:
@@ -152,6 +138,41 @@ async def test_repeated_start_re_emits_the_outcome(api: Api, kafka: Kafka) -> No
     assert await api.balance(customer) == "15.00"
 
 
+async def test_repeated_replies_of_a_compensated_saga_change_nothing(
+    api: Api, kafka: Kafka
+) -> None:
+    customer = await api.account("20.00")
+    product = await api.product(1)
+    order = await api.order(customer, (product, 2, "5.00"))  # charged, then out of stock
+    decided = await api.decided(order["id"])
+    assert decided["status"] == "REJECTED"
+    saga_before = await api.saga_status(order["id"], "COMPENSATED")
+
+    await replay(
+        kafka,
+        order["id"],
+        [
+            ("stock.dlt", "stock.failed"),
+            ("payment.success", "payment.compensated"),
+            ("orchestrator.response", "saga.compensated"),
+        ],
+    )
+
+    async def recorded() -> dict[str, Any] | None:
+        saga = await api.saga(order["id"])
+        received = [e["type"] for e in saga["history"] if e["direction"] == "received"]
+        done = received.count("stock.failed") == 2 and received.count("payment.compensated") == 2
+        return saga if done else None
+
+    saga_after = await eventually(recorded, what="the repeated replies to be recorded")
+    sent = [e["type"] for e in saga_after["history"] if e["direction"] == "sent"]
+    assert sent == [e["type"] for e in saga_before["history"] if e["direction"] == "sent"]
+    assert sent.count("payment.compensate") == 1
+    assert saga_after["status"] == "COMPENSATED"
+    assert (await api.get("order", f"/orders/{order['id']}")).json() == decided
+    assert await api.balance(customer) == "20.00"
+
+
 async def test_repeated_replies_to_the_orchestrator_and_order_change_nothing(
     api: Api, kafka: Kafka
 ) -> None:
@@ -161,14 +182,15 @@ async def test_repeated_replies_to_the_orchestrator_and_order_change_nothing(
     decided = await api.decided(order["id"])
     saga_before = await api.saga(order["id"])
 
-    for topic, type_ in [
-        ("payment.success", "payment.charged"),
-        ("stock.success", "stock.reserved"),
-        ("orchestrator.response", "saga.completed"),
-    ]:
-        original = Envelope.decode((await kafka.read(topic, of_saga(order["id"], type_)))[0].value)
-        await kafka.send_envelope(topic, original)  # duplicate
-        await kafka.send_envelope(topic, original.model_copy(update={"id": uuid.uuid4()}))
+    await replay(
+        kafka,
+        order["id"],
+        [
+            ("payment.success", "payment.charged"),
+            ("stock.success", "stock.reserved"),
+            ("orchestrator.response", "saga.completed"),
+        ],
+    )
 
     async def both_received() -> dict[str, Any] | None:
         saga = await api.saga(order["id"])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -12,21 +13,7 @@ from typer.testing import CliRunner
 from sagaline.cli import app
 from sagaline.stack import Stack
 from sagaline.verify import verify
-from tests.integration.conftest import BACKENDS
-from tests.integration.support import Api, running_stack
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("flows"), request.param) as running:
-        yield running
-
-
-@pytest.fixture
-def api(stack: Stack, client: httpx.AsyncClient) -> Api:
-    return Api(stack, client)
+from tests.integration.support import Api
 
 
 def types_of(saga: dict, direction: str) -> list[str]:
@@ -121,17 +108,30 @@ async def test_invariants_hold_after_the_flows(stack: Stack) -> None:
 
 def test_verify_command_names_a_broken_invariant(stack: Stack) -> None:
     if stack.config.database_url:
-        pytest.skip("the command reads SQLite files of a state directory here")
+        pytest.skip("the command reads the SQLite files of a state directory here")
+    account = f"c-{uuid.uuid4().hex[:12]}"
+    created = httpx.post(
+        f"{stack.service_url('payment')}/accounts", json={"id": account, "balance": "3.00"}
+    )
+    assert created.status_code == 201
     runner = CliRunner()
     result = runner.invoke(app, ["verify", "--state-dir", str(stack.state_dir)])
     assert result.exit_code == 0, result.output
 
-    import sqlite3
+    database = stack.urls["payment"].removeprefix("sqlite:///")
 
-    with sqlite3.connect(stack.urls["payment"].removeprefix("sqlite:///")) as connection:
-        connection.execute("UPDATE account SET balance_cents = balance_cents - 1 WHERE rowid = 1")
-    result = runner.invoke(app, ["verify", "--state-dir", str(stack.state_dir)])
-    assert result.exit_code == 1
-    assert "balance = initial - approved charges" in result.output
-    with sqlite3.connect(stack.urls["payment"].removeprefix("sqlite:///")) as connection:
-        connection.execute("UPDATE account SET balance_cents = balance_cents + 1 WHERE rowid = 1")
+    def shift_balance(cents: int) -> None:
+        with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+            connection.execute(
+                "UPDATE account SET balance_cents = balance_cents + ? WHERE id = ?",
+                (cents, account),
+            )
+
+    shift_balance(-1)  # money vanishes outside any saga
+    try:
+        result = runner.invoke(app, ["verify", "--state-dir", str(stack.state_dir)])
+        assert result.exit_code == 1
+        assert "balance = initial - approved charges" in result.output
+        assert account in result.output
+    finally:
+        shift_balance(+1)
