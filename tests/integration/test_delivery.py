@@ -138,72 +138,65 @@ async def test_repeated_start_re_emits_the_outcome(api: Api, kafka: Kafka) -> No
     assert await api.balance(customer) == "15.00"
 
 
-async def test_repeated_replies_of_a_compensated_saga_change_nothing(
-    api: Api, kafka: Kafka
-) -> None:
-    customer = await api.account("20.00")
-    product = await api.product(1)
-    order = await api.order(customer, (product, 2, "5.00"))  # charged, then out of stock
-    decided = await api.decided(order["id"])
-    assert decided["status"] == "REJECTED"
-    saga_before = await api.saga_status(order["id"], "COMPENSATED")
-
-    await replay(
-        kafka,
-        order["id"],
-        [
-            ("stock.dlt", "stock.failed"),
-            ("payment.success", "payment.compensated"),
-            ("orchestrator.response", "saga.compensated"),
-        ],
-    )
-
-    async def recorded() -> dict[str, Any] | None:
-        saga = await api.saga(order["id"])
-        received = [e["type"] for e in saga["history"] if e["direction"] == "received"]
-        done = received.count("stock.failed") == 2 and received.count("payment.compensated") == 2
-        return saga if done else None
-
-    saga_after = await eventually(recorded, what="the repeated replies to be recorded")
-    sent = [e["type"] for e in saga_after["history"] if e["direction"] == "sent"]
-    assert sent == [e["type"] for e in saga_before["history"] if e["direction"] == "sent"]
-    assert sent.count("payment.compensate") == 1
-    assert saga_after["status"] == "COMPENSATED"
-    assert (await api.get("order", f"/orders/{order['id']}")).json() == decided
-    assert await api.balance(customer) == "20.00"
-
-
-async def test_repeated_replies_to_the_orchestrator_and_order_change_nothing(
-    api: Api, kafka: Kafka
-) -> None:
-    customer = await api.account("20.00")
-    product = await api.product(2)
-    order = await api.order(customer, (product, 1, "5.00"))
-    decided = await api.decided(order["id"])
-    saga_before = await api.saga(order["id"])
-
-    await replay(
-        kafka,
-        order["id"],
+REPLAYS = {
+    # stock on hand, the saga's end, the replies delivered again, the balance left of 20.00
+    "completed": (
+        2,
+        "COMPLETED",
         [
             ("payment.success", "payment.charged"),
             ("stock.success", "stock.reserved"),
             ("orchestrator.response", "saga.completed"),
         ],
-    )
+        "10.00",
+    ),
+    "compensated": (
+        1,
+        "COMPENSATED",
+        [
+            ("stock.dlt", "stock.failed"),
+            ("payment.success", "payment.compensated"),
+            ("orchestrator.response", "saga.compensated"),
+        ],
+        "20.00",
+    ),
+}
 
-    async def both_received() -> dict[str, Any] | None:
+
+@pytest.mark.parametrize("ending", list(REPLAYS))
+async def test_repeated_replies_to_the_orchestrator_and_the_order_change_nothing(
+    api: Api, kafka: Kafka, ending: str
+) -> None:
+    on_hand, saga_status, replies, balance = REPLAYS[ending]
+    customer = await api.account("20.00")
+    product = await api.product(on_hand)
+    order = await api.order(customer, (product, 2, "5.00"))
+    decided = await api.decided(order["id"])
+    saga_before = await api.saga_status(order["id"], saga_status)
+
+    await replay(kafka, order["id"], replies)
+
+    async def recorded() -> dict[str, Any] | None:
         saga = await api.saga(order["id"])
         received = [e["type"] for e in saga["history"] if e["direction"] == "received"]
-        done = received.count("payment.charged") == 2 and received.count("stock.reserved") == 2
+        done = all(received.count(type_) == 2 for topic, type_ in replies[:2])
         return saga if done else None
 
-    saga_after = await eventually(both_received, what="the repeated replies to be recorded")
-    sent = [e for e in saga_after["history"] if e["direction"] == "sent"]
-    assert len(sent) == len([e for e in saga_before["history"] if e["direction"] == "sent"])
-    assert saga_after["status"] == "COMPLETED"
+    saga_after = await eventually(recorded, what="the repeated replies to be recorded")
+    sent = [e["type"] for e in saga_after["history"] if e["direction"] == "sent"]
+    assert sent == [e["type"] for e in saga_before["history"] if e["direction"] == "sent"]
+    assert saga_after["status"] == saga_status
     assert (await api.get("order", f"/orders/{order['id']}")).json() == decided
-    assert await api.balance(customer) == "15.00"
-    assert header_value(
-        (await kafka.read("orchestrator", of_saga(order["id"])))[0].headers, "traceparent"
-    ).startswith(f"00-{uuid.UUID(order['id']).hex}-")
+    assert await api.balance(customer) == balance
+
+
+async def test_every_message_of_a_saga_carries_its_trace(api: Api, kafka: Kafka) -> None:
+    customer = await api.account("20.00")
+    product = await api.product(2)
+    order = await api.order(customer, (product, 1, "5.00"))
+    await api.decided(order["id"])
+
+    for topic in ("orchestrator", "payment", "payment.success", "orchestrator.response"):
+        record = (await kafka.read(topic, of_saga(order["id"])))[0]
+        trace = header_value(record.headers, "traceparent")
+        assert trace.startswith(f"00-{uuid.UUID(order['id']).hex}-"), (topic, trace)
