@@ -59,7 +59,8 @@ def topic_layout(settings: Settings, definition: SagaDefinition) -> tuple[int, i
     return partitions, settings.topic_replicas or 1
 
 
-def runtime_of(request: Request) -> Runtime:
+async def runtime_of(request: Request) -> Runtime:
+    """A coroutine, so FastAPI resolves it on the event loop rather than in a worker thread."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
