@@ -282,6 +282,55 @@ def demo(
 
 
 @app.command()
+def bench(
+    orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="Orders per run.")] = 2000,
+    concurrency: Annotated[
+        str, typer.Option(help="Comma-separated orders in flight, one run each.")
+    ] = "16,64,256",
+    execution: ExecutionOption = None,
+    database_url: DatabaseUrl = None,
+    bootstrap_servers: BootstrapServers = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    saga_file: SagaFile = default_definition_path(),
+    base_port: Annotated[
+        int, typer.Option(help="Port of the orchestrator; the others follow.")
+    ] = 8080,
+) -> None:
+    """Measure sagas/s, latency, CPU per saga and memory at several loads on one stack."""
+    from sagaline.bench import render_bench, run_bench
+
+    try:
+        loads = [int(part) for part in concurrency.split(",") if part.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter("--concurrency takes whole numbers separated by commas") from exc
+    if not loads or min(loads) < 1:
+        raise typer.BadParameter("--concurrency takes whole numbers of at least 1")
+    directory = Path(tempfile.mkdtemp(prefix="sagaline-bench-"))
+    config = _stack_config(
+        directory, database_url, bootstrap_servers, saga_file, execution, base_port
+    )
+    _ensure_ports_free(config.ports)
+    stack = Stack(config)
+    try:
+        with console.status("starting") as status:
+            stack.start(progress=lambda message: status.update(message))
+        result = run_bench(stack, orders, loads, console, show=not as_json)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        stack.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    result["database"] = "postgresql" if database_url else "sqlite"
+    if as_json:
+        print(json.dumps(result))
+    else:
+        render_bench(result, Console(), title=f"sagaline bench ({result['database']})")
+    if not result["invariants_ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def verify(
     database_url: DatabaseUrl = None,
     state_dir: StateDir = Path(".sagaline"),
