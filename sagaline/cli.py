@@ -14,10 +14,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from sagaline.ports import wait_for_port
 from sagaline.stack import Stack, StackConfig, StackError
-from services.common.db import redact
+from services.common.db import redact, redact_text
 from services.common.definition import Execution, default_definition_path
 from services.registry import PORTS, SERVICES
 
@@ -25,13 +27,30 @@ app = typer.Typer(
     help="Orchestrated sagas over Kafka with a transactional outbox in every service.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold passwords
 )
 console = Console(stderr=True)
+
+
+def _postgres_server(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise typer.BadParameter(f"not a database URL: {redact_text(url)}") from exc
+    if parsed.get_backend_name() != "postgresql":
+        raise typer.BadParameter(
+            f"expected postgresql://user@host:port, got a {parsed.get_backend_name()} URL"
+        )
+    return url
+
 
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         "--database-url",
+        callback=_postgres_server,
         envvar="SAGALINE_DATABASE_URL",
         help="PostgreSQL server (postgresql://user@host:port); each service gets its own "
         "database there. Default: SQLite files in the state directory.",

@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
+from sqlalchemy.exc import OperationalError
 
 from sagaline.broker import EmbeddedBroker
 from sagaline.databases import create_missing, database_urls
+from sagaline.ports import wait_for_port
+from services.common.db import redact_text
 from services.common.definition import default_definition_path
 from services.common.migrate import upgrade
 from services.registry import PORTS, SERVICES, is_participant
@@ -130,25 +134,41 @@ class Stack:
     def start(self, progress: Progress = lambda _: None, ready_timeout_s: float = 60) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
-            if not self.config.bootstrap_servers:
-                progress("starting the embedded broker")
-                self.broker = EmbeddedBroker(log_path=self.logs / "broker.log")
-                self.broker.start()
-            if self.config.database_url:
-                progress("creating databases")
-                create_missing(self.urls)
-            for service in SERVICES:
-                progress(f"migrating {service}")
-                upgrade(self.urls[service], service, participant=is_participant(service))
-            for service in SERVICES:
-                progress(f"starting {service} and its relay")
-                self._spawn(service, ["serve", service, "--port", str(self.config.ports[service])])
-                self._spawn(f"{service}-relay", ["relay", service], database=service)
-            progress("waiting until every service is ready")
-            self.wait_ready(ready_timeout_s)
+            self._start(progress, ready_timeout_s)
+        except (OperationalError, psycopg.OperationalError) as exc:
+            self.stop()
+            raise StackError(f"cannot reach the database: {redact_text(str(exc))}") from exc
         except BaseException:
             self.stop()
             raise
+
+    def _start(self, progress: Progress, ready_timeout_s: float) -> None:
+        if self.config.bootstrap_servers:
+            self._check_bootstrap(self.config.bootstrap_servers)
+        else:
+            progress("starting the embedded broker")
+            self.broker = EmbeddedBroker(log_path=self.logs / "broker.log")
+            self.broker.start()
+        if self.config.database_url:
+            progress("creating databases")
+            create_missing(self.urls)
+        for service in SERVICES:
+            progress(f"migrating {service}")
+            upgrade(self.urls[service], service, participant=is_participant(service))
+        for service in SERVICES:
+            progress(f"starting {service} and its relay")
+            self._spawn(service, ["serve", service, "--port", str(self.config.ports[service])])
+            self._spawn(f"{service}-relay", ["relay", service], database=service)
+        progress("waiting until every service is ready")
+        self.wait_ready(ready_timeout_s)
+
+    @staticmethod
+    def _check_bootstrap(servers: str) -> None:
+        for server in servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if host and port.isdigit() and wait_for_port(host, int(port), 5):
+                return
+        raise StackError(f"no Kafka broker answers at {servers}")
 
     def environment(self, service: str) -> dict[str, str]:
         env = dict(os.environ)

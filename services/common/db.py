@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
@@ -52,6 +53,11 @@ def sync_url(url: str) -> URL:
 def redact(url: str) -> str:
     """The URL with its password hidden, for logs and error messages."""
     return _parse(url).render_as_string(hide_password=True)
+
+
+def redact_text(text: str) -> str:
+    """Hide anything that looks like a URL's password in free text."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
