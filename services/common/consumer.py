@@ -245,6 +245,7 @@ class MessageLoop:
         return messages, poison
 
     async def _transaction(self, messages: list[Incoming], poison: list[tuple[Any, str]]) -> None:
+        poison = list(poison)  # a retried transaction starts again from what did not decode
         async with self.db.transaction() as session:
             claims = [(m.envelope.id, m.topic) for m in messages if m.envelope is not None]
             fresh = await inbox.claim(session, claims)
