@@ -12,11 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Table, any_, bindparam, event, insert, select, text
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Insert,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    event,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -122,7 +135,7 @@ async def flush_appends(session: AsyncSession) -> None:
     appends: dict[Table, list[dict[str, Any]]] = session.info.pop(_APPENDS, {})
     for table, rows in appends.items():
         if rows:
-            await session.execute(insert(table), rows)
+            await session.execute(_insert(table), rows)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
@@ -140,13 +153,24 @@ def batch_cache(session: AsyncSession, name: str) -> dict[Any, Any]:
     return caches.setdefault(name, {})
 
 
-def among(column: Any, values: Collection[Any], dialect: str) -> ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL `column = ANY(:array)`, one statement text (and one
+def among(column: Any, dialect: str) -> ColumnElement[bool]:
+    """`column IN :values`; on PostgreSQL `column = ANY(:values)`, one statement text (and one
     prepared statement) whatever the number of values."""
     if dialect == "postgresql":
-        array = bindparam(f"{column.key}_values", list(values), type_=ARRAY(column.type))
-        return column == any_(array)
-    return column.in_(list(values))
+        return column == any_(bindparam("values", type_=ARRAY(column.type)))
+    return column.in_(bindparam("values", expanding=True))
+
+
+@functools.cache
+def _locked_rows(model: Any, column: Any, dialect: str) -> Select[Any]:
+    """Built once per (model, column, dialect): building it per call costs more Python than the
+    round trip it makes."""
+    return select(model).where(among(column, dialect)).order_by(column).with_for_update()
+
+
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return insert(table)
 
 
 async def load_locked(
@@ -156,9 +180,7 @@ async def load_locked(
     missing = {key for key in keys if key not in cache}
     if not missing:
         return
-    dialect = session.get_bind().dialect.name
-    rows = await session.scalars(
-        select(model).where(among(column, missing, dialect)).order_by(column).with_for_update()
-    )
+    statement = _locked_rows(model, column, session.get_bind().dialect.name)
+    rows = await session.scalars(statement, {"values": list(missing)})
     cache.update(dict.fromkeys(missing))
     cache.update((getattr(row, column.key), row) for row in rows)

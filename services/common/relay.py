@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import delete, select, update
+from sqlalchemy import Update, bindparam, delete, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,6 +38,21 @@ from services.common.outbox import OUTBOX, decode_headers
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_ID = 0x5A6A_11E0
+_UNPUBLISHED = (
+    select(OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers)
+    .where(OUTBOX.c.published_at.is_(None))
+    .order_by(OUTBOX.c.seq)
+    .limit(bindparam("limit"))
+)
+
+
+@functools.cache
+def _mark_published(dialect: str) -> Update:
+    return (
+        update(OUTBOX)
+        .where(among(OUTBOX.c.seq, dialect))
+        .values(published_at=bindparam("published_at"))
+    )
 
 
 class Relay:
@@ -181,14 +197,7 @@ class Relay:
 
     async def publish_once(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> int:
         """Publish one batch; returns how many rows were published."""
-        rows = (
-            await connection.execute(
-                select(OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers)
-                .where(OUTBOX.c.published_at.is_(None))
-                .order_by(OUTBOX.c.seq)
-                .limit(self.batch_size)
-            )
-        ).all()
+        rows = (await connection.execute(_UNPUBLISHED, {"limit": self.batch_size})).all()
         await connection.rollback()
         RELAY_LAG.labels(self.service).set(len(rows))
         if not rows:
@@ -196,9 +205,8 @@ class Relay:
         acknowledged = await self._produce(producer, rows)
         if acknowledged:
             await connection.execute(
-                update(OUTBOX)
-                .where(among(OUTBOX.c.seq, acknowledged, connection.dialect.name))
-                .values(published_at=utcnow())
+                _mark_published(connection.dialect.name),
+                {"values": acknowledged, "published_at": utcnow()},
             )
             await connection.commit()
             PUBLISHED.labels(self.service).inc(len(acknowledged))
