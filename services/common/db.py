@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import (
 NOTIFY_CHANNEL = "sagaline_outbox"  # the outbox trigger's (migration common_0002)
 _APPENDS = "appends"
 _AFTER_COMMIT = "after_commit"
+_READ_ONLY = "sagaline_read_only"
 
 
 def _parse(url: str) -> URL:
@@ -85,7 +86,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers take no write lock (WAL lets them run beside the writer); writers take it first.
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -101,6 +104,12 @@ class Database:
         if self.sqlite:
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads need no transaction of their own: on PostgreSQL each statement autocommits (no
+        # BEGIN/ROLLBACK round trips), on SQLite they begin deferred (no write lock).
+        reading = {_READ_ONLY: True} if self.sqlite else {"isolation_level": "AUTOCOMMIT"}
+        self.reads = async_sessionmaker(
+            self.engine.execution_options(**reading), expire_on_commit=False
+        )
         self._write_lock = asyncio.Lock() if self.sqlite else None
 
     @contextlib.asynccontextmanager

@@ -64,7 +64,7 @@ def _saga_out(saga: Saga) -> dict[str, Any]:
 
 @router.get("/sagas/summary")
 async def summary(runtime: RuntimeDep) -> dict[str, int]:
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         counts = await count_by(session, Saga.status)
     return {status: counts.get(status, 0) for status in SagaStatus} | {
         "total": sum(counts.values())
@@ -81,14 +81,14 @@ async def list_sagas(
     query = select(Saga).order_by(col(Saga.created_at), col(Saga.id))
     if status is not None:
         query = query.where(col(Saga.status) == status)
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         sagas = (await session.scalars(query.limit(limit).offset(offset))).all()
     return [SagaOut(**_saga_out(saga)) for saga in sagas]
 
 
 @router.get("/sagas/{saga_id}", response_model=SagaDetailOut)
 async def get_saga(saga_id: uuid.UUID, runtime: RuntimeDep) -> SagaDetailOut:
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         saga = await session.get(Saga, saga_id)
         if saga is None:
             raise HTTPException(404, f"no saga {saga_id}")

@@ -106,7 +106,7 @@ async def place_order(body: OrderIn, runtime: RuntimeDep) -> OrderOut:
 
 @router.get("/orders/summary")
 async def summary(runtime: RuntimeDep) -> dict[str, int]:
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         counts = await count_by(session, Order.status)
     return {status: counts.get(status, 0) for status in OrderStatus} | {
         "total": sum(counts.values())
@@ -126,7 +126,7 @@ async def get_order(
     assert isinstance(initiator, OrderSagaInitiator)
     deadline = time.monotonic() + wait
     while True:
-        async with runtime.db.sessions() as session:
+        async with runtime.db.reads() as session:
             order = await session.get(Order, order_id)
         if order is None:
             raise HTTPException(404, f"no order {order_id}")
@@ -146,6 +146,6 @@ async def list_orders(
     query = select(Order).order_by(col(Order.created_at), col(Order.id))
     if status is not None:
         query = query.where(col(Order.status) == status)
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         orders = (await session.scalars(query.limit(limit).offset(offset))).all()
     return [OrderOut.of(order) for order in orders]

@@ -64,7 +64,7 @@ async def create_account(body: AccountIn, runtime: RuntimeDep) -> AccountOut:
 
 @router.get("/accounts/{account_id}", response_model=AccountOut)
 async def get_account(account_id: str, runtime: RuntimeDep) -> AccountOut:
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         account = await session.get(Account, account_id)
     if account is None:
         raise HTTPException(404, f"no account {account_id}")
@@ -73,7 +73,7 @@ async def get_account(account_id: str, runtime: RuntimeDep) -> AccountOut:
 
 @router.get("/charges/{saga_id}", response_model=ChargeOut)
 async def get_charge(saga_id: uuid.UUID, runtime: RuntimeDep) -> ChargeOut:
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         charge = await session.get(Charge, saga_id)
     if charge is None:
         raise HTTPException(404, f"no charge for saga {saga_id}")

@@ -56,7 +56,7 @@ async def create_product(body: ProductIn, runtime: RuntimeDep) -> Product:
 
 @router.get("/products/{product_id}", response_model=ProductOut)
 async def get_product(product_id: str, runtime: RuntimeDep) -> Product:
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         product = await session.get(Product, product_id)
     if product is None:
         raise HTTPException(404, f"no product {product_id}")
@@ -65,6 +65,6 @@ async def get_product(product_id: str, runtime: RuntimeDep) -> Product:
 
 @router.get("/reservations/{saga_id}", response_model=list[ReservationOut])
 async def get_reservations(saga_id: uuid.UUID, runtime: RuntimeDep) -> list[Reservation]:
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         rows = await session.scalars(select(Reservation).where(col(Reservation.saga_id) == saga_id))
         return list(rows.all())
