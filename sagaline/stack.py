@@ -7,6 +7,7 @@ environment, its output in `<state dir>/logs/`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -24,8 +25,11 @@ from sagaline.broker import EmbeddedBroker
 from sagaline.databases import create_missing, database_urls
 from sagaline.ports import wait_for_port
 from services.common.db import redact_text
-from services.common.definition import default_definition_path
+from services.common.definition import default_definition_path, load_definition
+from services.common.kafka import ensure_topics
 from services.common.migrate import upgrade
+from services.common.service import topic_layout
+from services.common.settings import Settings
 from services.registry import PORTS, SERVICES, is_participant
 
 Progress = Callable[[str], None]
@@ -149,6 +153,8 @@ class Stack:
             progress("starting the embedded broker")
             self.broker = EmbeddedBroker(log_path=self.logs / "broker.log")
             self.broker.start()
+        progress("creating topics")
+        self._create_topics()
         if self.config.database_url:
             progress("creating databases")
             create_missing(self.urls)
@@ -161,6 +167,20 @@ class Stack:
             self._spawn(f"{service}-relay", ["relay", service], database=service)
         progress("waiting until every service is ready")
         self.wait_ready(ready_timeout_s)
+
+    def _create_topics(self) -> None:
+        """Once, before the processes start: each would otherwise race the others to create them
+        (every process still creates what is missing, e.g. after a broker restart)."""
+        definition = load_definition(self.config.saga_file)
+        partitions, replicas = topic_layout(Settings(), definition)
+        asyncio.run(
+            ensure_topics(
+                self.bootstrap_servers,
+                definition.topics(),
+                partitions=partitions,
+                replicas=replicas,
+            )
+        )
 
     @staticmethod
     def _check_bootstrap(servers: str) -> None:
@@ -197,6 +217,7 @@ class Stack:
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         waiting = set(SERVICES)
+        last: dict[str, str] = {}
         with httpx.Client(timeout=2) as client:
             while waiting:
                 for service in sorted(waiting):
@@ -204,14 +225,16 @@ class Stack:
                     if not process.alive():
                         raise StackError(f"{service} exited:\n{process.log_tail()}")
                     try:
-                        if client.get(f"{self.service_url(service)}/readyz").status_code == 200:
+                        response = client.get(f"{self.service_url(service)}/readyz")
+                        last[service] = response.text
+                        # The only replica of each service: wait until it holds its partitions.
+                        if response.status_code == 200 and response.json()["partitions"] > 0:
                             waiting.discard(service)
-                    except httpx.HTTPError:
-                        pass
+                    except httpx.HTTPError as exc:
+                        last[service] = repr(exc)
                 if waiting and time.monotonic() > deadline:
-                    raise StackError(
-                        f"not ready after {timeout_s:.0f}s: {', '.join(sorted(waiting))}"
-                    )
+                    states = "; ".join(f"{s}: {last.get(s, 'no answer')}" for s in sorted(waiting))
+                    raise StackError(f"not ready after {timeout_s:.0f}s: {states}")
                 if waiting:
                     time.sleep(0.1)
 

@@ -133,6 +133,7 @@ class MessageLoop:
         self.partitions = partitions
         self.replicas = replicas
         self.kafka_ok = False
+        self.partitions = 0  # assigned to this member of the consumer group
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -143,7 +144,7 @@ class MessageLoop:
             try:
                 await self._consume()
             except (KafkaError, OSError) as exc:
-                self.kafka_ok = False
+                self.kafka_ok, self.partitions = False, 0
                 log.warning("%s: broker unavailable (%s); reconnecting", self.handler.name, exc)
                 await self._pause(1.0)
 
@@ -173,6 +174,7 @@ class MessageLoop:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
                 self.kafka_ok = True
+                self.partitions = len(consumer.assignment())
                 records = [record for part in batches.values() for record in part]
                 if records and not await self.process(records):
                     break  # stopping: the batch was not handled and will be redelivered

@@ -126,11 +126,13 @@ def create_app(runtime: Runtime) -> FastAPI:
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["broker"] = (
-            "ok" if runtime.loop is not None and runtime.loop.kafka_ok else "unreachable"
-        )
+        loop = runtime.loop
+        checks["broker"] = "ok" if loop is not None and loop.kafka_ok else "unreachable"
         ready = all(value == "ok" for value in checks.values())
-        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+        # Informational: a replica without partitions (more replicas than partitions) is ready.
+        partitions = loop.partitions if loop is not None else 0
+        body = {"ready": ready, **checks, "partitions": partitions}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     for router in runtime.routers:
         app.include_router(router)
