@@ -8,13 +8,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by
+from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by, get_or_404
 from services.common.money import PositiveAmount, from_cents, to_cents
 from services.common.service import Runtime, runtime_of
 from services.order.handler import OrderSagaInitiator
@@ -126,10 +126,7 @@ async def get_order(
     assert isinstance(initiator, OrderSagaInitiator)
     deadline = time.monotonic() + wait
     while True:
-        async with runtime.db.reads() as session:
-            order = await session.get(Order, order_id)
-        if order is None:
-            raise HTTPException(404, f"no order {order_id}")
+        order = await get_or_404(runtime.db, Order, order_id, "order")
         remaining = deadline - time.monotonic()
         if order.status is not OrderStatus.PENDING or remaining <= 0:
             return OrderOut.of(order)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
-from services.common.api import Identifier, StrictModel
+from services.common.api import Identifier, StrictModel, get_or_404
 from services.common.money import Amount, from_cents, to_cents
 from services.common.service import Runtime, runtime_of
 from services.payment.models import Account, Charge, ChargeStatus
@@ -64,19 +64,13 @@ async def create_account(body: AccountIn, runtime: RuntimeDep) -> AccountOut:
 
 @router.get("/accounts/{account_id}", response_model=AccountOut)
 async def get_account(account_id: str, runtime: RuntimeDep) -> AccountOut:
-    async with runtime.db.reads() as session:
-        account = await session.get(Account, account_id)
-    if account is None:
-        raise HTTPException(404, f"no account {account_id}")
+    account = await get_or_404(runtime.db, Account, account_id, "account")
     return _account_out(account)
 
 
 @router.get("/charges/{saga_id}", response_model=ChargeOut)
 async def get_charge(saga_id: uuid.UUID, runtime: RuntimeDep) -> ChargeOut:
-    async with runtime.db.reads() as session:
-        charge = await session.get(Charge, saga_id)
-    if charge is None:
-        raise HTTPException(404, f"no charge for saga {saga_id}")
+    charge = await get_or_404(runtime.db, Charge, saga_id, "charge for saga")
     return ChargeOut(
         saga_id=charge.saga_id,
         customer_id=charge.customer_id,

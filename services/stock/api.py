@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from services.common.api import Identifier, StrictModel
+from services.common.api import Identifier, StrictModel, get_or_404
 from services.common.service import Runtime, runtime_of
 from services.stock.models import Product, Reservation, ReservationStatus
 
@@ -56,11 +56,7 @@ async def create_product(body: ProductIn, runtime: RuntimeDep) -> Product:
 
 @router.get("/products/{product_id}", response_model=ProductOut)
 async def get_product(product_id: str, runtime: RuntimeDep) -> Product:
-    async with runtime.db.reads() as session:
-        product = await session.get(Product, product_id)
-    if product is None:
-        raise HTTPException(404, f"no product {product_id}")
-    return product
+    return await get_or_404(runtime.db, Product, product_id, "product")
 
 
 @router.get("/reservations/{saga_id}", response_model=list[ReservationOut])
