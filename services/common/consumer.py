@@ -37,6 +37,7 @@ DLT_PARTITION = "dlt.origin.partition"
 DLT_OFFSET = "dlt.origin.offset"
 MAX_REASON_LENGTH = 1000
 COMMIT_INTERVAL_S = 0.2
+JOIN_PATIENCE_S = 20  # a member with no partitions this long after starting joins again, once
 COMMIT_TIMEOUT_S = 10
 
 
@@ -133,7 +134,8 @@ class MessageLoop:
         self.partitions = partitions
         self.replicas = replicas
         self.kafka_ok = False
-        self.partitions = 0  # assigned to this member of the consumer group
+        self.assigned = 0  # partitions held by this member of the consumer group
+        self._rejoined = False
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -144,7 +146,7 @@ class MessageLoop:
             try:
                 await self._consume()
             except (KafkaError, OSError) as exc:
-                self.kafka_ok, self.partitions = False, 0
+                self.kafka_ok, self.assigned = False, 0
                 log.warning("%s: broker unavailable (%s); reconnecting", self.handler.name, exc)
                 await self._pause(1.0)
 
@@ -170,11 +172,14 @@ class MessageLoop:
         loop = asyncio.get_running_loop()
         handled: dict[TopicPartition, int] = {}
         next_commit = 0.0
+        join_deadline = loop.time() + JOIN_PATIENCE_S
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
                 self.kafka_ok = True
-                self.partitions = len(consumer.assignment())
+                self.assigned = len(consumer.assignment())
+                if self._stuck_joining(loop.time(), join_deadline):
+                    break
                 records = [record for part in batches.values() for record in part]
                 if records and not await self.process(records):
                     break  # stopping: the batch was not handled and will be redelivered
@@ -189,6 +194,22 @@ class MessageLoop:
                 await self._commit(consumer, handled)
         finally:
             await consumer.stop()
+
+    def _stuck_joining(self, now: float, deadline: float) -> bool:
+        """True once, if this member never got partitions: a fresh member (new id) joins again.
+
+        Only once per process, because a member of a group with more members than partitions
+        legitimately holds none and must not keep the group rebalancing.
+        """
+        if self.assigned or self._rejoined or now < deadline:
+            return False
+        self._rejoined = True
+        log.warning(
+            "%s: no partitions after %ss; joining the group again",
+            self.handler.name,
+            JOIN_PATIENCE_S,
+        )
+        return True
 
     async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
         try:

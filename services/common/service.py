@@ -130,7 +130,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         checks["broker"] = "ok" if loop is not None and loop.kafka_ok else "unreachable"
         ready = all(value == "ok" for value in checks.values())
         # Informational: a replica without partitions (more replicas than partitions) is ready.
-        partitions = loop.partitions if loop is not None else 0
+        partitions = loop.assigned if loop is not None else 0
         body = {"ready": ready, **checks, "partitions": partitions}
         return JSONResponse(body, status_code=200 if ready else 503)
 
