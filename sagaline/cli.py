@@ -293,8 +293,6 @@ def demo(
     if as_json:
         print(json.dumps(summary))
     else:
-        from sagaline.demo import render
-
         render(summary, Console(), title=f"sagaline demo ({summary['database']})")
     if not summary["invariants_ok"] or summary["pending"]:
         raise typer.Exit(1)

@@ -35,30 +35,30 @@ class Report:
         }
 
 
-def _rows(url: str, query: str) -> list[Any]:
+def _rows(url: str, *queries: str) -> list[list[Any]]:
+    """The rows of each query, read from one database over one connection."""
     engine = create_engine(sync_url(url))
     try:
         with engine.connect() as connection:
-            return list(connection.execute(text(query)).all())
+            return [list(connection.execute(text(query)).all()) for query in queries]
     finally:
         engine.dispose()
 
 
 def verify(urls: dict[str, str]) -> Report:
-    orders = {
-        str(r[0]): (r[1], r[2])
-        for r in _rows(urls["order"], "SELECT id, status, total_cents FROM orders")
-    }
-    sagas = {str(r[0]): r[1] for r in _rows(urls["orchestrator"], "SELECT id, status FROM saga")}
-    accounts = _rows(
-        urls["payment"], "SELECT id, balance_cents, initial_balance_cents FROM account"
+    [order_rows] = _rows(urls["order"], "SELECT id, status, total_cents FROM orders")
+    orders = {str(r[0]): (r[1], r[2]) for r in order_rows}
+    [saga_rows] = _rows(urls["orchestrator"], "SELECT id, status FROM saga")
+    sagas = {str(r[0]): r[1] for r in saga_rows}
+    accounts, charges = _rows(
+        urls["payment"],
+        "SELECT id, balance_cents, initial_balance_cents FROM account",
+        "SELECT saga_id, customer_id, amount_cents, status FROM charge",
     )
-    charges = _rows(
-        urls["payment"], "SELECT saga_id, customer_id, amount_cents, status FROM charge"
-    )
-    products = _rows(urls["stock"], "SELECT id, quantity, initial_quantity FROM product")
-    reservations = _rows(
-        urls["stock"], "SELECT saga_id, product_id, quantity, status FROM reservation"
+    products, reservations = _rows(
+        urls["stock"],
+        "SELECT id, quantity, initial_quantity FROM product",
+        "SELECT saga_id, product_id, quantity, status FROM reservation",
     )
     report = Report(
         checked={

@@ -109,15 +109,15 @@ class Participant(ABC):
     async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
         commands: dict[uuid.UUID, Any] = {}
         compensations: set[uuid.UUID] = set()
+        parsed = batch_cache(session, "commands")  # by message id, read again by _on_command
         for message in batch:
             envelope = message.envelope
             if envelope is None:
                 continue
             if message.topic == self.topic.command:
                 with contextlib.suppress(ValidationError):
-                    commands[envelope.saga_id] = self.command_payload.model_validate(
-                        envelope.payload
-                    )
+                    command = self.command_payload.model_validate(envelope.payload)
+                    parsed[envelope.id] = commands[envelope.saga_id] = command
             else:
                 compensations.add(envelope.saga_id)
         outcomes = batch_cache(session, "outcomes")
@@ -147,10 +147,12 @@ class Participant(ABC):
     # -- the protocol -----------------------------------------------------------------------------
 
     async def _on_command(self, session: AsyncSession, envelope: Envelope) -> None:
-        try:
-            command = self.command_payload.model_validate(envelope.payload)
-        except ValidationError as exc:
-            raise Unprocessable(f"invalid {envelope.type} payload: {describe(exc)}") from exc
+        command = batch_cache(session, "commands").get(envelope.id)
+        if command is None:  # prepare could not read it either: say why
+            try:
+                command = self.command_payload.model_validate(envelope.payload)
+            except ValidationError as exc:
+                raise Unprocessable(f"invalid {envelope.type} payload: {describe(exc)}") from exc
         outcome = await self._outcome(session, envelope.saga_id)
         if outcome is not None and outcome.status is OutcomeStatus.TOMBSTONE:
             self._reply(session, self._failure(envelope, "refused: compensated before the command"))
