@@ -21,7 +21,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy services sagaline tests
+	$(BIN)/mypy services sagaline tests operator/sagaline_operator
 
 test: lint typecheck
 	$(BIN)/pytest

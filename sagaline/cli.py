@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import shutil
 import signal
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +24,10 @@ from sagaline.stack import Stack, StackConfig, StackError
 from services.common.db import redact, redact_text
 from services.common.definition import Execution, default_definition_path
 from services.registry import PORTS, SERVICES
+
+if TYPE_CHECKING:
+    from services.common.definition import SagaDefinition
+    from services.common.settings import Settings
 
 app = typer.Typer(
     help="Orchestrated sagas over Kafka with a transactional outbox in every service.",
@@ -74,7 +80,22 @@ ExecutionOption = Annotated[
 SagaFile = Annotated[
     Path, typer.Option("--saga-file", help="The Saga resource to run.", exists=True, dir_okay=False)
 ]
+BasePort = Annotated[int, typer.Option(help="Port of the orchestrator; the others follow.")]
+TemporaryStateDir = Annotated[
+    Path | None, typer.Option(help="Default: a new temporary directory, removed after.")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 ServiceArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]
+ApiToken = Annotated[
+    str | None,
+    typer.Option(
+        "--api-token",
+        envvar="SAGALINE_API_TOKEN",
+        show_default=False,
+        help="Bearer token every mutating request must carry. Default: a new random one per run.",
+    ),
+]
+TOKEN_FILE = "api-token"
 
 
 def _check_service(service: str) -> str:
@@ -93,6 +114,16 @@ def _logging(level: str, name: str) -> None:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
 
+def _database_names(urls: dict[str, str]) -> list[str]:
+    return [str(make_url(url).database) for url in urls.values()]
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: the stack's processes are stopped too,
+    rather than left running without their parent."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def _ports(base_port: int) -> dict[str, int]:
     return {service: base_port + (port - PORTS["orchestrator"]) for service, port in PORTS.items()}
 
@@ -103,6 +134,35 @@ def _ensure_ports_free(ports: dict[str, int]) -> None:
         raise typer.BadParameter(
             f"ports in use: {', '.join(busy)}; stop what listens there or pass --base-port"
         )
+
+
+def _settings() -> Settings:
+    """The process's settings from its environment; a bad one is named, and the process exits."""
+    from pydantic import ValidationError
+
+    from services.common.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        prefix = Settings.model_config.get("env_prefix", "")
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            field = Settings.model_fields.get(name)
+            variable = f"{prefix}{name}" if field and field.validation_alias is None else name
+            console.print(f"[red]{variable.upper()}: {error['msg']}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _definition(settings: Settings) -> SagaDefinition:
+    """The saga this process runs; a definition or retention it cannot run with is named."""
+    from services.common.service import effective_definition
+
+    try:
+        return effective_definition(settings)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -116,14 +176,14 @@ def serve(
     import uvicorn
 
     from services.common.migrate import upgrade
-    from services.common.settings import Settings
     from services.registry import build_app, is_participant
 
     _check_service(service)
-    settings = Settings()
+    settings = _settings()
+    _definition(settings)
     _logging(settings.log_level, service)
     if migrate:
-        upgrade(settings.database_url, service, participant=is_participant(service))
+        upgrade(settings.database, service, participant=is_participant(service))
     uvicorn.run(
         build_app(service, settings),
         host=host,
@@ -140,17 +200,16 @@ def relay(service: ServiceArg) -> None:
     """Run the outbox relay of one service's database."""
     from services.common.db import Database
     from services.common.relay import Relay
-    from services.common.service import effective_definition, topic_layout
-    from services.common.settings import Settings
+    from services.common.service import topic_layout
 
     _check_service(service)
-    settings = Settings()
+    settings = _settings()
     _logging(settings.log_level, f"{service}-relay")
-    definition = effective_definition(settings)
+    definition = _definition(settings)
     partitions, replicas = topic_layout(settings, definition)
 
     async def main() -> None:
-        db = Database(settings.database_url, pool_size=2)
+        db = Database(settings.database, pool_size=2)
         worker = Relay(
             db,
             service=service,
@@ -164,6 +223,7 @@ def relay(service: ServiceArg) -> None:
             create_topics=definition.topics() if settings.create_topics else (),
             partitions=partitions,
             replicas=replicas,
+            security=settings.kafka_security(),
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -182,13 +242,12 @@ def relay(service: ServiceArg) -> None:
 def migrate(service: ServiceArg) -> None:
     """Apply the Alembic migrations of one service's database (DATABASE_URL)."""
     from services.common.migrate import upgrade
-    from services.common.settings import Settings
     from services.registry import is_participant
 
     _check_service(service)
-    settings = Settings()
-    upgrade(settings.database_url, service, participant=is_participant(service))
-    console.print(f"{service}: {redact(settings.database_url)} is up to date")
+    settings = _settings()
+    upgrade(settings.database, service, participant=is_participant(service))
+    console.print(f"{service}: {redact(settings.database)} is up to date")
 
 
 def _stack_config(
@@ -198,6 +257,7 @@ def _stack_config(
     saga_file: Path,
     execution: Execution | None,
     base_port: int,
+    api_token: str | None,
 ) -> StackConfig:
     return StackConfig(
         state_dir=state_dir,
@@ -206,7 +266,18 @@ def _stack_config(
         saga_file=saga_file,
         execution=execution.value if execution else None,
         ports=_ports(base_port),
+        api_token=api_token or secrets.token_urlsafe(32),
     )
+
+
+def _token_file(state_dir: Path, token: str) -> Path:
+    """Where `sagaline up` leaves a generated token for its user: readable by them only."""
+    path = state_dir.resolve() / TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(token + "\n")
+    return path
 
 
 @app.command()
@@ -216,16 +287,16 @@ def up(
     execution: ExecutionOption = None,
     state_dir: StateDir = Path(".sagaline"),
     saga_file: SagaFile = default_definition_path(),
-    base_port: Annotated[
-        int, typer.Option(help="Port of the orchestrator; the others follow.")
-    ] = 8080,
+    base_port: BasePort = 8080,
+    api_token: ApiToken = None,
 ) -> None:
     """Run the whole stack in the foreground; Ctrl-C stops every process."""
     config = _stack_config(
-        state_dir, database_url, bootstrap_servers, saga_file, execution, base_port
+        state_dir, database_url, bootstrap_servers, saga_file, execution, base_port, api_token
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
+    _stop_on_sigterm()
     with console.status("starting") as status:
         try:
             stack.start(progress=lambda message: status.update(message))
@@ -236,7 +307,13 @@ def up(
         console.print(f"[green]{service:<13}[/green] {stack.service_url(service)}")
     console.print(f"broker        {stack.bootstrap_servers}")
     console.print(f"logs          {stack.logs}")
-    console.print("Ctrl-C stops everything.")
+    if api_token:
+        console.print("api token     the one given (--api-token or SAGALINE_API_TOKEN)")
+    else:
+        assert config.api_token is not None
+        token_path = _token_file(state_dir, config.api_token)
+        console.print(f"api token     in {token_path} (send Authorization: Bearer <token>)")
+    console.print("Ctrl-C (or SIGTERM) stops everything.")
     try:
         while True:
             time.sleep(0.5)
@@ -255,15 +332,12 @@ def demo(
     execution: ExecutionOption = None,
     database_url: DatabaseUrl = None,
     bootstrap_servers: BootstrapServers = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonFlag = False,
     seed: Annotated[int, typer.Option(help="Seed of the order mix.")] = 1,
-    state_dir: Annotated[
-        Path | None, typer.Option(help="Default: a new temporary directory, removed after.")
-    ] = None,
+    state_dir: TemporaryStateDir = None,
     saga_file: SagaFile = default_definition_path(),
-    base_port: Annotated[
-        int, typer.Option(help="Port of the orchestrator; the others follow.")
-    ] = 8080,
+    base_port: BasePort = 8080,
+    api_token: ApiToken = None,
 ) -> None:
     """Start the stack, place orders (a known share must fail), check the invariants, stop."""
     from sagaline.demo import DemoOptions, render, run_demo
@@ -272,10 +346,11 @@ def demo(
     directory = Path(tempfile.mkdtemp(prefix="sagaline-demo-")) if temporary else state_dir
     assert directory is not None
     config = _stack_config(
-        directory, database_url, bootstrap_servers, saga_file, execution, base_port
+        directory, database_url, bootstrap_servers, saga_file, execution, base_port, api_token
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
+    _stop_on_sigterm()
     summary: dict[str, object] = {}
     try:
         with console.status("starting") as status:
@@ -298,6 +373,115 @@ def demo(
         raise typer.Exit(1)
 
 
+def _targets(value: str) -> tuple[str, ...]:
+    from sagaline.chaos import TARGETS
+
+    chosen = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [part for part in chosen if part not in TARGETS]
+    if unknown or not chosen:
+        raise typer.BadParameter(
+            f"unknown target {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}"
+        )
+    return chosen
+
+
+@app.command()
+def chaos(
+    duration: Annotated[
+        float, typer.Option(min=1, max=86_400, help="Seconds of faults and orders.")
+    ] = 60,
+    rate: Annotated[
+        float, typer.Option(min=0.1, max=10_000, help="Orders placed per second.")
+    ] = 20,
+    targets: Annotated[
+        str,
+        typer.Option(
+            help="What to hit, comma-separated: services, relays, broker, database "
+            "(database: cut a service's connections; PostgreSQL only). Default: all that apply."
+        ),
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed of the faults and of the order mix.")] = 7,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Mean seconds between faults (random, exponential).")
+    ] = 5,
+    step_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Seconds before a step is re-sent. Default 2 (the saga's own 10 would make "
+            "every lost message cost 10 s); pass the saga's value to run it as defined.",
+        ),
+    ] = 2,
+    quiesce_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for every order to be decided.")
+    ] = 180,
+    database_url: DatabaseUrl = None,
+    execution: ExecutionOption = None,
+    as_json: JsonFlag = False,
+    state_dir: TemporaryStateDir = None,
+    saga_file: SagaFile = default_definition_path(),
+    base_port: BasePort = 8080,
+    api_token: ApiToken = None,
+    keep: Annotated[
+        bool,
+        typer.Option(help="Keep the logs and databases (they are always kept when a check fails)."),
+    ] = False,
+) -> None:
+    """Kill services, relays and the broker at random under load; check nothing was lost."""
+    from sagaline.chaos import TARGETS, ChaosOptions, render, run_chaos
+    from sagaline.databases import drop
+
+    chosen = (
+        _targets(targets)
+        if targets
+        else tuple(t for t in TARGETS if t != "database" or database_url)
+    )
+    if "database" in chosen and not database_url:
+        raise typer.BadParameter("the database target needs --database-url (PostgreSQL)")
+    temporary = state_dir is None
+    directory = Path(tempfile.mkdtemp(prefix="sagaline-chaos-")) if temporary else state_dir
+    assert directory is not None
+    config = _stack_config(
+        directory, database_url, None, saga_file, execution, base_port, api_token
+    )
+    config.step_timeout_s = step_timeout
+    if database_url:  # a run of its own: fresh databases, dropped after
+        config.database_prefix = f"chaos_{uuid.uuid4().hex[:8]}_"
+    _ensure_ports_free(config.ports)
+    stack = Stack(config)
+    _stop_on_sigterm()
+    options = ChaosOptions(
+        duration, rate, chosen, seed, interval, quiesce_timeout_s=quiesce_timeout
+    )
+    summary: dict[str, Any] = {}
+    try:
+        with console.status("starting") as status:
+            stack.start(progress=lambda message: status.update(message))
+        summary = run_chaos(stack, options, console, show=not as_json)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        stack.stop()
+        failed = not summary or not summary["invariants_ok"] or summary["pending"]
+        if keep or failed:  # what went wrong can be read in the logs and the databases
+            console.print(f"kept: logs and SQLite files in {directory}")
+            if database_url:
+                console.print(f"kept: databases {', '.join(_database_names(stack.urls))}")
+        else:
+            if database_url:
+                drop(stack.urls)
+            if temporary:
+                shutil.rmtree(directory, ignore_errors=True)
+    summary["database"] = "postgresql" if database_url else "sqlite"
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        render(summary, Console(), title=f"sagaline chaos ({summary['database']}, seed {seed})")
+    if not summary["invariants_ok"] or summary["pending"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def bench(
     orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="Orders per run.")] = 2000,
@@ -307,11 +491,10 @@ def bench(
     execution: ExecutionOption = None,
     database_url: DatabaseUrl = None,
     bootstrap_servers: BootstrapServers = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonFlag = False,
     saga_file: SagaFile = default_definition_path(),
-    base_port: Annotated[
-        int, typer.Option(help="Port of the orchestrator; the others follow.")
-    ] = 8080,
+    base_port: BasePort = 8080,
+    api_token: ApiToken = None,
 ) -> None:
     """Measure sagas/s, latency, CPU per saga and memory at several loads on one stack."""
     from sagaline.bench import render_bench, run_bench
@@ -324,10 +507,11 @@ def bench(
         raise typer.BadParameter("--concurrency takes whole numbers of at least 1")
     directory = Path(tempfile.mkdtemp(prefix="sagaline-bench-"))
     config = _stack_config(
-        directory, database_url, bootstrap_servers, saga_file, execution, base_port
+        directory, database_url, bootstrap_servers, saga_file, execution, base_port, api_token
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
+    _stop_on_sigterm()
     try:
         with console.status("starting") as status:
             stack.start(progress=lambda message: status.update(message))
@@ -351,7 +535,7 @@ def bench(
 def verify(
     database_url: DatabaseUrl = None,
     state_dir: StateDir = Path(".sagaline"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Check the invariants across the four databases; exit 1 naming any violation."""
     from sagaline.databases import database_urls

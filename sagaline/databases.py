@@ -60,6 +60,17 @@ def create_missing(urls: dict[str, str]) -> list[str]:
     return created
 
 
+def terminate_connections(url: str) -> int:
+    """Cut every connection to the database `url` names (a fault, as a failover would cause)."""
+    with psycopg.connect(_admin_conninfo(url), autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (make_url(url).database,),
+        ).fetchall()
+    return sum(1 for (terminated,) in rows if terminated)
+
+
 def drop(urls: dict[str, str]) -> None:
     for url in urls.values():
         if make_url(url).get_backend_name() != "postgresql":

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sagaline.load import latencies_ms, percentile, run_orders, throughput
+from sagaline.load import bearer, latencies_ms, percentile, run_orders, throughput
 from sagaline.scenario import APPROVED, classify, plan
 from sagaline.stack import Stack
 from sagaline.verify import verify
@@ -52,7 +52,12 @@ def run_demo(stack: Stack, options: DemoOptions, console: Console, *, show: bool
 
         outcome = asyncio.run(
             run_orders(
-                urls, scenario, concurrency=options.concurrency, deadline_s=deadline, tick=tick
+                urls,
+                scenario,
+                concurrency=options.concurrency,
+                deadline_s=deadline,
+                tick=tick,
+                headers=bearer(stack.config.api_token),
             )
         )
     usage = stack.usage()

@@ -32,6 +32,11 @@ class LoadError(RuntimeError):
     pass
 
 
+def bearer(token: str | None) -> dict[str, str] | None:
+    """The Authorization header that mutating requests need when the stack has an API token."""
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
 async def _post(client: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
     async with client.post(url, json=body) as response:
         if response.status not in (200, 201):

@@ -22,7 +22,7 @@ import psycopg
 from sqlalchemy.exc import OperationalError
 
 from sagaline.broker import EmbeddedBroker
-from sagaline.databases import create_missing, database_urls
+from sagaline.databases import create_missing, database_urls, terminate_connections
 from sagaline.ports import wait_for_port
 from services.common.db import redact_text
 from services.common.definition import default_definition_path, load_definition
@@ -51,6 +51,7 @@ class StackConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(PORTS))
     database_prefix: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    api_token: str | None = None  # every service then requires it on mutating requests
 
 
 class ManagedProcess:
@@ -172,13 +173,15 @@ class Stack:
         """Once, before the processes start: each would otherwise race the others to create them
         (every process still creates what is missing, e.g. after a broker restart)."""
         definition = load_definition(self.config.saga_file)
-        partitions, replicas = topic_layout(Settings(), definition)
+        settings = Settings()
+        partitions, replicas = topic_layout(settings, definition)
         asyncio.run(
             ensure_topics(
                 self.bootstrap_servers,
                 definition.topics(),
                 partitions=partitions,
                 replicas=replicas,
+                security=settings.kafka_security(),
             )
         )
 
@@ -202,6 +205,7 @@ class Stack:
             "SAGALINE_EXECUTION": self.config.execution,
             "SAGALINE_STEP_TIMEOUT_SECONDS": self.config.step_timeout_s,
             "SAGALINE_MAX_ATTEMPTS": self.config.max_attempts,
+            "SAGALINE_API_TOKEN": self.config.api_token,
         }
         env.update({k: str(v) for k, v in overrides.items() if v is not None})
         env.update(self.config.extra_env)
@@ -248,6 +252,36 @@ class Stack:
         if self.broker is not None and self.broker.process is not None:
             pids["broker"] = self.broker.process.pid
         return {name: process_usage(pid) for name, pid in pids.items()}
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (a service or a relay) and reap it; `restart_dead` brings it back."""
+        process = self.processes[name]
+        process.signal(signal.SIGKILL)
+        process.wait(10)
+
+    def kill_broker(self) -> None:
+        """SIGKILL the embedded broker: its topics, messages and committed offsets are gone."""
+        if self.broker is None:
+            raise StackError("the broker is external; only the embedded broker can be killed")
+        self.broker.kill()
+
+    def restart_broker(self) -> bool:
+        """Start the embedded broker again on its port, if it is down, and re-create the topics
+        at once, before a producer's first send auto-creates them with the broker's default
+        layout. True if it was restarted."""
+        if self.broker is None or self.broker.alive():
+            return False
+        self.broker.start()
+        self._create_topics()
+        return True
+
+    def terminate_connections(self, service: str) -> int:
+        """Cut every PostgreSQL connection to one service's database; returns how many."""
+        if not self.config.database_url:
+            raise StackError("database connections can only be cut on PostgreSQL")
+        return terminate_connections(self.urls[service])
 
     def restart_dead(self) -> list[str]:
         """Start again every process that died; returns their names."""

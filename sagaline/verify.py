@@ -35,7 +35,7 @@ class Report:
         }
 
 
-def _rows(url: str, *queries: str) -> list[list[Any]]:
+def rows(url: str, *queries: str) -> list[list[Any]]:
     """The rows of each query, read from one database over one connection."""
     engine = create_engine(sync_url(url))
     try:
@@ -46,16 +46,16 @@ def _rows(url: str, *queries: str) -> list[list[Any]]:
 
 
 def verify(urls: dict[str, str]) -> Report:
-    [order_rows] = _rows(urls["order"], "SELECT id, status, total_cents FROM orders")
+    [order_rows] = rows(urls["order"], "SELECT id, status, total_cents FROM orders")
     orders = {str(r[0]): (r[1], r[2]) for r in order_rows}
-    [saga_rows] = _rows(urls["orchestrator"], "SELECT id, status FROM saga")
+    [saga_rows] = rows(urls["orchestrator"], "SELECT id, status FROM saga")
     sagas = {str(r[0]): r[1] for r in saga_rows}
-    accounts, charges = _rows(
+    accounts, charges = rows(
         urls["payment"],
         "SELECT id, balance_cents, initial_balance_cents FROM account",
         "SELECT saga_id, customer_id, amount_cents, status FROM charge",
     )
-    products, reservations = _rows(
+    products, reservations = rows(
         urls["stock"],
         "SELECT id, quantity, initial_quantity FROM product",
         "SELECT saga_id, product_id, quantity, status FROM reservation",

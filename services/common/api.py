@@ -10,11 +10,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db import Database
+from services.common.limits import IDENTIFIER_LENGTH
 
 T = TypeVar("T")
 
 Identifier = Annotated[
-    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    str,
+    Field(min_length=1, max_length=IDENTIFIER_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"),
 ]
 PAGE_LIMIT = 1000
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -26,7 +26,8 @@ from services.common import inbox, outbox
 from services.common.db import Database
 from services.common.envelope import Envelope, Headers, header_value
 from services.common.errors import Unprocessable, is_transient
-from services.common.kafka import ensure_topics, make_consumer
+from services.common.kafka import ensure_topics, make_consumer, start
+from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 from services.common.metrics import BATCH_SECONDS, MESSAGES
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,15 @@ DLT_REASON = "dlt.reason"
 DLT_TOPIC = "dlt.origin.topic"
 DLT_PARTITION = "dlt.origin.partition"
 DLT_OFFSET = "dlt.origin.offset"
+DLT_TRUNCATED = "dlt.truncated"  # the original size, when the copy had to be cut
 MAX_REASON_LENGTH = 1000
+MAX_COPIED_HEADERS = 32
 COMMIT_INTERVAL_S = 0.2
-JOIN_PATIENCE_S = 20  # a member with no partitions this long after starting joins again, once
+JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
+JOIN_PATIENCE_MAX_S = 320
 COMMIT_TIMEOUT_S = 10
+POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
+STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,15 @@ class Incoming:
     @property
     def dead_letter_reason(self) -> str | None:
         return header_value(self.record.headers, DLT_REASON)
+
+
+@dataclass
+class Progress:
+    """What the position check remembers from one check to the next."""
+
+    answered_at: float  # when the broker last told the partitions' ends
+    positions: dict[TopicPartition, tuple[int, float]] = field(default_factory=dict)  # since when
+    short: dict[TopicPartition, int] = field(default_factory=dict)  # position past the end, once
 
 
 class Handler(Protocol):
@@ -80,22 +95,26 @@ class Handler(Protocol):
     async def handle(self, session: AsyncSession, message: Incoming) -> None: ...
 
 
-def dead_letter(session: AsyncSession, topic: str, record: Any, reason: str) -> None:
-    """Forward the original bytes with why and where they came from; the partition moves on."""
+def dead_letter(
+    session: AsyncSession, topic: str, record: Any, reason: str, *, max_bytes: int
+) -> None:
+    """Forward the original bytes with why and where they came from; the partition moves on.
+
+    A copy over `max_bytes` is cut (and says so), or its relay could never publish it.
+    """
+    value: bytes = record.value or b""
     headers: Headers = [(k, bytes(v)) for k, v in (record.headers or ()) if v is not None]
+    headers = headers[:MAX_COPIED_HEADERS]
     headers += [
         (DLT_REASON, reason[:MAX_REASON_LENGTH].encode()),
         (DLT_TOPIC, str(record.topic).encode()),
         (DLT_PARTITION, str(record.partition).encode()),
         (DLT_OFFSET, str(record.offset).encode()),
     ]
-    outbox.send_raw(
-        session,
-        topic=topic,
-        key=record.key,
-        value=record.value or b"",
-        headers=headers,
-    )
+    if len(value) > max_bytes:
+        headers.append((DLT_TRUNCATED, str(len(value)).encode()))
+        value = value[:max_bytes]
+    outbox.send_raw(session, topic=topic, key=record.key, value=value, headers=headers)
 
 
 def describe(exc: Exception) -> str:
@@ -119,23 +138,27 @@ class MessageLoop:
         bootstrap_servers: str,
         group_id: str,
         batch_size: int = 200,
+        max_message_bytes: int = 256 * 1024,
         fetch_wait_ms: int = 20,
         create_topics: Sequence[str] = (),
         partitions: int = 6,
         replicas: int = 1,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.db = db
         self.handler = handler
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.group_id = group_id
         self.batch_size = batch_size
+        self.max_message_bytes = max_message_bytes
         self.fetch_wait_ms = fetch_wait_ms
         self.create_topics = list(create_topics)
         self.partitions = partitions
         self.replicas = replicas
         self.kafka_ok = False
         self.assigned = 0  # partitions held by this member of the consumer group
-        self._rejoined = False
+        self._join_patience = JOIN_PATIENCE_S
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -149,6 +172,10 @@ class MessageLoop:
                 self.kafka_ok, self.assigned = False, 0
                 log.warning("%s: broker unavailable (%s); reconnecting", self.handler.name, exc)
                 await self._pause(1.0)
+            except Exception:  # e.g. aiokafka's RuntimeError on a closed transport
+                self.kafka_ok, self.assigned = False, 0
+                log.exception("%s: Kafka client failed; starting a new one", self.handler.name)
+                await self._pause(1.0)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -161,25 +188,35 @@ class MessageLoop:
                 self.create_topics,
                 partitions=self.partitions,
                 replicas=self.replicas,
+                security=self.security,
             )
         consumer = make_consumer(
             self.bootstrap_servers,
             self.group_id,
             self.handler.topics,
             fetch_wait_ms=self.fetch_wait_ms,
+            security=self.security,
         )
-        await consumer.start()
+        await start(consumer, self.security, self.bootstrap_servers)
         loop = asyncio.get_running_loop()
         handled: dict[TopicPartition, int] = {}
         next_commit = 0.0
-        join_deadline = loop.time() + JOIN_PATIENCE_S
+        join_deadline = loop.time() + self._join_patience
+        next_check = 0.0
+        progress = Progress(answered_at=loop.time())
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
                 self.kafka_ok = True
                 self.assigned = len(consumer.assignment())
+                if self.assigned:
+                    join_deadline = loop.time() + self._join_patience
                 if self._stuck_joining(loop.time(), join_deadline):
                     break
+                if loop.time() >= next_check:
+                    if not await self._check_positions(consumer, progress):
+                        break  # handled offsets are not committed: their records come again
+                    next_check = loop.time() + POSITION_CHECK_S
                 records = [record for part in batches.values() for record in part]
                 if records and not await self.process(records):
                     break  # stopping: the batch was not handled and will be redelivered
@@ -195,20 +232,93 @@ class MessageLoop:
         finally:
             await consumer.stop()
 
-    def _stuck_joining(self, now: float, deadline: float) -> bool:
-        """True once, if this member never got partitions: a fresh member (new id) joins again.
+    async def _check_positions(self, consumer: Any, progress: Progress) -> bool:
+        """Compare each held partition's position with its end; False if the consumer is stuck.
 
-        Only once per process, because a member of a group with more members than partitions
-        legitimately holds none and must not keep the group rebalancing.
+        A position past the end means the topic was deleted and created again (an in-memory
+        broker that restarted): Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the
+        consumer resets, but a broker that answers with nothing would leave the partition unread
+        until the new log grew past the old offset, so it is read again from its beginning (the
+        inbox drops what was handled). A position that stays behind the end for STALL_S means
+        the client stopped fetching (seen after a broker restart), and so does a broker that
+        gives no ends for STALL_S: the client is replaced by a new one.
         """
-        if self.assigned or self._rejoined or now < deadline:
+        partitions = list(consumer.assignment())
+        if not partitions:
+            return True
+        now = asyncio.get_running_loop().time()
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(partitions), timeout=5)
+        except (KafkaError, TimeoutError):
+            # The broker is away, or this client no longer gets answers (seen after a broker
+            # restart, with every offset commit timing out): a new client after STALL_S.
+            if now - progress.answered_at < STALL_S:
+                return True
+            log.warning("%s: no partition ends for %.0fs; reconnecting", self.handler.name, STALL_S)
             return False
-        self._rejoined = True
+        progress.answered_at = now
+        for partition in partitions:
+            end = ends.get(partition)
+            try:  # unknown while the position is being reset after a rebalance
+                position = await asyncio.wait_for(consumer.position(partition), timeout=1)
+            except (KafkaError, TimeoutError):
+                continue
+            if end is None:
+                continue
+            # The log end our own fetches saw (ListOffsets answers were seen to lag behind).
+            fetched_end = consumer.highwater(partition)
+            short = fetched_end is not None and position > fetched_end
+            if short and progress.short.get(partition) != position:
+                progress.short[partition] = position  # believed when the next check agrees
+                continue
+            progress.short.pop(partition, None)
+            if short:
+                log.warning(
+                    "%s: %s[%s] ends at %s, before our position %s (re-created); reading it "
+                    "from the start",
+                    self.handler.name,
+                    partition.topic,
+                    partition.partition,
+                    fetched_end,
+                    position,
+                )
+                await consumer.seek_to_beginning(partition)
+                progress.positions.pop(partition, None)
+                continue
+            last_position, since = progress.positions.setdefault(partition, (position, now))
+            if position != last_position or position >= end or short:
+                progress.positions[partition] = (position, now)
+            elif now - since >= STALL_S:
+                log.warning(
+                    "%s: no progress on %s[%s] for %.0fs with %s records to read; reconnecting",
+                    self.handler.name,
+                    partition.topic,
+                    partition.partition,
+                    now - since,
+                    end - position,
+                )
+                return False
+        return True
+
+    def _stuck_joining(self, now: float, deadline: float) -> bool:
+        """True if this member has held no partitions since `deadline`: a fresh member (new id)
+        joins again (seen at start and after a broker restart, when a join never completes).
+
+        Each time it waits twice as long (up to JOIN_PATIENCE_MAX_S), and back to
+        JOIN_PATIENCE_S once it holds partitions: a member of a group with more members than
+        partitions legitimately holds none, and must not keep the group rebalancing.
+        """
+        if self.assigned:
+            self._join_patience = JOIN_PATIENCE_S
+            return False
+        if now < deadline:
+            return False
         log.warning(
-            "%s: no partitions after %ss; joining the group again",
+            "%s: no partitions for %ss; joining the group again",
             self.handler.name,
-            JOIN_PATIENCE_S,
+            self._join_patience,
         )
+        self._join_patience = min(self._join_patience * 2, JOIN_PATIENCE_MAX_S)
         return True
 
     async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
@@ -254,6 +364,15 @@ class MessageLoop:
                     messages.append(Incoming(record, None))
                 else:
                     MESSAGES.labels(self.handler.name, record.topic, "ignored_dead_letter").inc()
+                continue
+            size = len(record.value or b"")
+            if size > self.max_message_bytes:
+                poison.append(
+                    (
+                        record,
+                        f"message of {size} bytes over the limit of {self.max_message_bytes} bytes",
+                    )
+                )
                 continue
             try:
                 envelope = Envelope.decode(record.value)
@@ -301,7 +420,8 @@ class MessageLoop:
             record.offset,
             reason,
         )
-        dead_letter(session, self.handler.dead_letter_topic(record.topic), record, reason)
+        topic = self.handler.dead_letter_topic(record.topic)
+        dead_letter(session, topic, record, reason, max_bytes=self.max_message_bytes)
         MESSAGES.labels(self.handler.name, record.topic, "dead_lettered").inc()
 
     async def _dead_letter_alone(self, record: Any, exc: Exception) -> None:

@@ -13,9 +13,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.common.backoff import resend_horizon_s
+
 ORCHESTRATOR_TOPICS = ("orchestrator", "orchestrator.response", "orchestrator.dlt")
 STEP_TOPIC_SUFFIXES = ("", ".success", ".dlt", ".compensation")
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+DNS_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 class Execution(StrEnum):
@@ -28,14 +34,35 @@ class _Spec(BaseModel):
 
 
 class DatabaseRef(_Spec):
-    secret_name: str = Field(alias="secretName")
+    """The Secret holding a service's database URL (on Kubernetes; `sagaline up` ignores it)."""
+
+    secret_name: str = Field(alias="secretName", pattern=DNS_NAME_PATTERN, max_length=253)
+    secret_key: str = Field("uri", alias="secretKey", pattern=SECRET_KEY_PATTERN, max_length=253)
 
 
 class KafkaSpec(_Spec):
-    cluster: str = "sagaline"
+    cluster: str = Field("sagaline", pattern=DNS_LABEL_PATTERN, max_length=63)
     bootstrap_servers: str = Field("sagaline-kafka-bootstrap:9092", alias="bootstrapServers")
     partitions: int = Field(6, ge=1, le=1000)
     replicas: int = Field(3, ge=1, le=10)
+    min_insync_replicas: int | None = Field(None, ge=1, le=10, alias="minInsyncReplicas")
+    retention_ms: int = Field(WEEK_MS, ge=60_000, alias="retentionMs")
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> KafkaSpec:
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replicas:
+            raise ValueError(
+                f"minInsyncReplicas ({self.min_insync_replicas}) cannot exceed replicas "
+                f"({self.replicas}): no write could ever be acknowledged"
+            )
+        return self
+
+    @property
+    def effective_min_insync_replicas(self) -> int:
+        """`min.insync.replicas`: as set, else one less than the replicas, at most 2, at least 1."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return max(1, min(2, self.replicas - 1))
 
 
 class ServiceSpec(_Spec):
@@ -55,8 +82,11 @@ class SagaSpec(_Spec):
     execution: Execution = Execution.SEQUENTIAL
     step_timeout_seconds: float = Field(10, gt=0, le=3600, alias="stepTimeoutSeconds")
     max_attempts: int = Field(5, ge=1, le=100, alias="maxAttempts")
+    # Undoing must outlast faults far longer than trying: a compensation given up leaves an
+    # effect standing (the saga ends FAILED), so by default it is re-sent for much longer.
+    compensation_max_attempts: int = Field(20, ge=1, le=1000, alias="compensationMaxAttempts")
     kafka: KafkaSpec = KafkaSpec()
-    image: str = "sagaline:dev"
+    image: str = Field("sagaline:dev", min_length=1)
     topic_deletion_policy: Literal["retain", "delete"] = Field(
         "retain", alias="topicDeletionPolicy"
     )
@@ -93,6 +123,12 @@ class SagaDefinition(_Spec):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+    def resend_horizon_s(self) -> float:
+        """The longest a command or compensation of this saga is re-sent for."""
+        spec = self.spec
+        attempts = max(spec.max_attempts, spec.compensation_max_attempts)
+        return resend_horizon_s(spec.step_timeout_seconds, attempts)
 
     @property
     def step_names(self) -> list[str]:

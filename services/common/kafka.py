@@ -2,23 +2,91 @@
 
 Plain `acks=all` producers only: the embedded broker refuses idempotent and transactional
 producers, and the delivery rules do not need them (the inbox dedups, re-sends cover loss).
+Every client carries the process's security settings (TLS, SASL) and is started with `start`,
+which turns a refused login into a `KafkaAuthError` that says who was refused.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+)
+
+from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
 
-def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
+class KafkaAuthError(KafkaError):
+    """The broker refused this process's credentials (a KafkaError: loops retry it)."""
+
+
+class _Startable(Protocol):
+    async def start(self) -> None: ...
+
+
+async def start(client: _Startable, security: KafkaSecurity, bootstrap_servers: str) -> None:
+    """Start a client; a failed SASL exchange becomes one clear error.
+
+    aiokafka's SCRAM client raises a bare KeyError('v') when the broker's final message carries
+    an error (`e=...`) instead of its signature: that is a refused login, not a bug to retry
+    silently.
+    """
+    try:
+        await client.start()
+    except SaslAuthenticationFailed as exc:
+        raise KafkaAuthError(_refused(security, bootstrap_servers, str(exc))) from exc
+    except (KeyError, ValueError) as exc:
+        if not security.sasl:
+            raise
+        raise KafkaAuthError(_refused(security, bootstrap_servers, UNCONFIRMED)) from exc
+    except KafkaConnectionError as exc:
+        # aiokafka's bootstrap logs a refused login (SASL_AUTHENTICATION_FAILED, as a real Kafka
+        # answers) and raises "Unable to bootstrap": log in once more to tell the two apart.
+        reason = await _login_refusal(security, bootstrap_servers) if security.sasl else None
+        if reason is None:
+            raise
+        raise KafkaAuthError(_refused(security, bootstrap_servers, reason)) from exc
+
+
+UNCONFIRMED = "the broker did not confirm the credentials (unknown user or wrong password)"
+
+
+async def _login_refusal(security: KafkaSecurity, bootstrap_servers: str) -> str | None:
+    """Why the first broker that answers refuses these credentials; None if none refuses."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            connection = await create_conn(host, int(port), **security.client_options())
+        except SaslAuthenticationFailed as exc:
+            return str(exc)
+        except (KeyError, ValueError):
+            return UNCONFIRMED
+        except (KafkaError, OSError, TimeoutError):
+            continue
+        connection.close()
+        return None
+    return None
+
+
+def _refused(security: KafkaSecurity, bootstrap_servers: str, reason: str) -> str:
+    return f"Kafka login refused at {bootstrap_servers} ({security.describe()}): {reason}"
+
+
+def make_producer(bootstrap_servers: str, security: KafkaSecurity = PLAINTEXT) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
+        **security.client_options(),
         acks="all",
         linger_ms=0,
         max_batch_size=64 * 1024,
@@ -28,11 +96,17 @@ def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
 
 
 def make_consumer(
-    bootstrap_servers: str, group_id: str, topics: Iterable[str], *, fetch_wait_ms: int
+    bootstrap_servers: str,
+    group_id: str,
+    topics: Iterable[str],
+    *,
+    fetch_wait_ms: int,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap_servers,
+        **security.client_options(),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -46,11 +120,18 @@ def make_consumer(
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Iterable[str], *, partitions: int, replicas: int
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    *,
+    partitions: int,
+    replicas: int,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[str]:
     """Create the topics that are missing; return the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
-    await admin.start()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **security.client_options()
+    )
+    await start(admin, security, bootstrap_servers)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]

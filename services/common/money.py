@@ -5,10 +5,11 @@ from typing import Annotated
 
 from pydantic import Field
 
-MAX_AMOUNT = Decimal("1000000000")
+from services.common.limits import LIMITS
 
-Amount = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, max_digits=14, decimal_places=2)]
-PositiveAmount = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, max_digits=14, decimal_places=2)]
+# A JSON string ("12.50") or number; at most two decimals; never NaN or infinite.
+Amount = Annotated[Decimal, Field(ge=0, le=LIMITS.max_amount, decimal_places=2)]
+PositiveAmount = Annotated[Decimal, Field(gt=0, le=LIMITS.max_amount, decimal_places=2)]
 
 
 def to_cents(amount: Decimal) -> int:

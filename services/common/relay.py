@@ -16,7 +16,7 @@ import fcntl
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from services.common.clock import utcnow
 from services.common.db import NOTIFY_CHANNEL, Database, among
 from services.common.errors import is_transient
 from services.common.inbox import INBOX
-from services.common.kafka import ensure_topics, make_producer
+from services.common.kafka import ensure_topics, make_producer, start
+from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 from services.common.metrics import PUBLISHED, RELAY_LAG
 from services.common.outbox import OUTBOX, decode_headers
 
@@ -72,10 +73,12 @@ class Relay:
         create_topics: Sequence[str] = (),
         partitions: int = 6,
         replicas: int = 1,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.db = db
         self.service = service
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.listen_timeout_s = listen_timeout_s
@@ -95,13 +98,19 @@ class Relay:
         self._wake.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            log.info("relay %s: stopped", self.service)
+
+    async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
                 async with self._leadership():
                     if self._stopping.is_set():
                         return
                     await self._publish_while_leader()
-            except (KafkaError, OSError, asyncpg.PostgresError) as exc:
+            except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("relay %s: %s; retrying", self.service, exc)
                 await self._sleep(1.0)
             except Exception as exc:
@@ -122,20 +131,41 @@ class Relay:
                 yield
             return
         dsn = make_url(self.db.url).set(drivername="postgresql")
-        connection = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+        connection = await asyncpg.connect(
+            dsn.render_as_string(hide_password=False),
+            # Which process leads can be read from pg_stat_activity joined with pg_locks.
+            server_settings={"application_name": f"sagaline-relay {self.service} {os.getpid()}"},
+        )
         try:
-            while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_ID):
-                if self._stopping.is_set():
-                    break
-                await self._sleep(1.0)
-            await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            connection.add_termination_listener(lambda *_: self._lost_leadership())
-            self.is_leader = True
+            # Wait in the server's lock queue: a standby takes over the moment the leader's
+            # connection ends (a dead process's connection ends with it).
+            lock = connection.execute("SELECT pg_advisory_lock($1)", LEADER_LOCK_ID)
+            if await self._unless_stopping(lock):
+                await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                connection.add_termination_listener(lambda *_: self._lost_leadership())
+                self.is_leader = True
+                log.info("relay %s: leading (pid %s)", self.service, os.getpid())
             yield
         finally:
             self.is_leader = False
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), timeout=2)
+
+    async def _unless_stopping(self, operation: Awaitable[Any]) -> bool:
+        """Await `operation` unless asked to stop first (it is then cancelled); True if it ran."""
+        task = asyncio.ensure_future(operation)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        return False
 
     @contextlib.asynccontextmanager
     async def _file_lock(self) -> Any:
@@ -167,9 +197,10 @@ class Relay:
                 self.create_topics,
                 partitions=self.partitions,
                 replicas=self.replicas,
+                security=self.security,
             )
-        producer = make_producer(self.bootstrap_servers)
-        await producer.start()
+        producer = make_producer(self.bootstrap_servers, self.security)
+        await start(producer, self.security, self.bootstrap_servers)
         try:
             async with self.db.engine.connect() as connection:
                 if not self.db.sqlite:  # each statement its own transaction: no BEGIN/COMMIT trips

@@ -12,14 +12,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
+from services.common.auth import token_guard
 from services.common.consumer import Handler, MessageLoop
 from services.common.db import Database
 from services.common.definition import SagaDefinition, load_definition
 from services.common.errors import is_transient
+from services.common.limits import LIMITS
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,11 @@ class Runtime:
 
 
 def effective_definition(settings: Settings) -> SagaDefinition:
-    """The saga definition file, with the overrides the settings carry."""
+    """The saga definition file, with the overrides the settings carry.
+
+    Refuses (ValueError) an inbox retention shorter than the re-send horizon: a re-sent message
+    could then arrive after its id was forgotten.
+    """
     definition = load_definition(settings.saga_file)
     if settings.execution:
         definition = definition.with_execution(settings.execution)
@@ -49,6 +55,15 @@ def effective_definition(settings: Settings) -> SagaDefinition:
         definition = definition.with_timing(
             settings.step_timeout_seconds or definition.spec.step_timeout_seconds,
             settings.max_attempts or definition.spec.max_attempts,
+        )
+    horizon = definition.resend_horizon_s()
+    if settings.inbox_retention_s < horizon:
+        raise ValueError(
+            f"SAGALINE_INBOX_RETENTION_S={settings.inbox_retention_s:g} is shorter than the "
+            f"re-send horizon of {horizon:g} s (stepTimeoutSeconds "
+            f"{definition.spec.step_timeout_seconds:g}, maxAttempts "
+            f"{definition.spec.max_attempts}, compensationMaxAttempts "
+            f"{definition.spec.compensation_max_attempts}); raise it to at least {horizon:g}"
         )
     return definition
 
@@ -92,10 +107,12 @@ def create_app(runtime: Runtime) -> FastAPI:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=f"sagaline-{runtime.definition.name}-{runtime.name}",
             batch_size=settings.consumer_batch_size,
+            max_message_bytes=settings.max_message_bytes,
             fetch_wait_ms=settings.consumer_fetch_wait_ms,
             create_topics=runtime.definition.topics() if settings.create_topics else (),
             partitions=partitions,
             replicas=replicas,
+            security=settings.kafka_security(),
         )
         runtime.loop = loop
         stopping = asyncio.Event()
@@ -106,12 +123,19 @@ def create_app(runtime: Runtime) -> FastAPI:
         finally:
             loop.stop()
             stopping.set()
-            await asyncio.wait(tasks, timeout=10)
-            for task in tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=10)
+            for task in unfinished:
                 task.cancel()
             await runtime.db.dispose()
+            if unfinished:
+                log.warning("%s: stopped; %d tasks cancelled", runtime.name, len(unfinished))
+            else:
+                log.info("%s: stopped cleanly (batch finished, offsets committed)", runtime.name)
 
-    app = FastAPI(title=f"sagaline {runtime.name}", lifespan=lifespan)
+    # Bodies over the limit are refused with 413 while they are read, before any parsing.
+    app = FastAPI(
+        title=f"sagaline {runtime.name}", lifespan=lifespan, max_body_size=LIMITS.max_body_bytes
+    )
     app.state.runtime = runtime
 
     @app.get("/healthz", tags=["health"])
@@ -134,7 +158,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         body = {"ready": ready, **checks, "partitions": partitions}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    guard = Depends(token_guard(settings.api_token))
     for router in runtime.routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=[guard])
     app.mount("/metrics", make_asgi_app())
     return app

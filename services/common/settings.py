@@ -1,30 +1,56 @@
 """Process settings, read from the environment (pydantic-settings).
 
-The two connection settings use the names every Kafka and database tool knows
-(`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`); everything else is prefixed `SAGALINE_`.
+The connection settings use the names every Kafka and database tool knows
+(`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL`, ..., `DATABASE_URL`); everything else is
+prefixed `SAGALINE_`. Secrets are `SecretStr` and validation errors never echo their input, so a
+bad setting cannot print a password.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.definition import default_definition_path
+from services.common.kafka_security import KafkaSecurity, SaslMechanism, SecurityProtocol
+
+
+def _kafka(name: str) -> AliasChoices:
+    """`KAFKA_<NAME>`, or `SAGALINE_KAFKA_<NAME>`."""
+    return AliasChoices(f"KAFKA_{name}", f"SAGALINE_KAFKA_{name}")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAGALINE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SAGALINE_", extra="ignore", hide_input_in_errors=True
+    )
 
-    database_url: str = Field(
-        "sqlite:///sagaline.db",
+    database_url: SecretStr = Field(
+        SecretStr("sqlite:///sagaline.db"),
         validation_alias=AliasChoices("DATABASE_URL", "SAGALINE_SERVICE_DATABASE_URL"),
     )
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SAGALINE_BOOTSTRAP_SERVERS"),
     )
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", validation_alias=_kafka("SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, validation_alias=_kafka("SASL_MECHANISM")
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias=_kafka("SASL_USERNAME"))
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias=_kafka("SASL_PASSWORD"))
+    kafka_ssl_cafile: Path | None = Field(None, validation_alias=_kafka("SSL_CAFILE"))
+    kafka_ssl_certfile: Path | None = Field(None, validation_alias=_kafka("SSL_CERTFILE"))
+    kafka_ssl_keyfile: Path | None = Field(None, validation_alias=_kafka("SSL_KEYFILE"))
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, validation_alias=_kafka("SSL_KEY_PASSWORD")
+    )
+    # Every mutating HTTP request needs `Authorization: Bearer <token>` when it is set.
+    api_token: SecretStr | None = None
     saga_file: Path = Field(
         default_factory=default_definition_path,
         validation_alias=AliasChoices("SAGA_FILE", "SAGALINE_SAGA_FILE"),
@@ -39,6 +65,9 @@ class Settings(BaseSettings):
     topic_replicas: int | None = None
 
     consumer_batch_size: int = Field(200, ge=1, le=10_000)
+    # A consumed message larger than this is dead-lettered unread, and its dead-letter copy is
+    # cut to this size (so the copy always fits the broker's limit, 1 MiB by default on Kafka).
+    max_message_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
     consumer_fetch_wait_ms: int = Field(20, ge=1, le=5_000)
 
     relay_batch_size: int = Field(500, ge=1, le=10_000)
@@ -51,3 +80,25 @@ class Settings(BaseSettings):
     timer_interval_s: float = Field(0.25, gt=0, le=60)
     start_timeout_s: float | None = None  # order-service re-send of saga.start; derived if unset
     log_level: str = "INFO"
+
+    @property
+    def database(self) -> str:
+        """The database URL, password included: for the database driver only, never a log."""
+        return self.database_url.get_secret_value()
+
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password,
+        )
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        self.kafka_security()  # a SASL protocol without its user, say, fails at start
+        return self

@@ -18,9 +18,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
+from services.common.backoff import attempt_timeout_s
 from services.common.definition import Execution
-
-BACKOFF_CAP = 8  # the n-th re-send waits timeout * min(2**n, BACKOFF_CAP)
 
 
 class SagaStatus(StrEnum):
@@ -94,9 +93,14 @@ class Policy:
     execution: Execution
     step_timeout_s: float
     max_attempts: int
+    compensation_max_attempts: int | None = None  # None: as many as a command
+
+    @property
+    def compensation_attempts(self) -> int:
+        return self.compensation_max_attempts or self.max_attempts
 
     def deadline(self, now: float, attempt: int) -> float:
-        return now + self.step_timeout_s * min(2 ** (attempt - 1), BACKOFF_CAP)
+        return now + attempt_timeout_s(self.step_timeout_s, attempt)
 
 
 class Engine:
@@ -145,15 +149,14 @@ class Engine:
         for name, state in self.state.steps.items():
             if state.deadline is None or state.deadline > now:
                 continue
-            exhausted = state.attempt >= self.policy.max_attempts
             if state.status is StepStatus.RUNNING:
-                if not exhausted:
+                if state.attempt < self.policy.max_attempts:
                     self._command(name, now, attempt=state.attempt + 1)
                 else:
                     state.reason = f"no reply after {state.attempt} attempts"
                     self._compensate(f"{name}: timed out ({state.reason})", now)
             elif state.status is StepStatus.COMPENSATING:
-                if not exhausted:
+                if state.attempt < self.policy.compensation_attempts:
                     self._compensation(name, now, attempt=state.attempt + 1)
                 else:
                     state.status, state.deadline = StepStatus.COMPENSATION_FAILED, None

@@ -64,6 +64,7 @@ class Orchestrator:
             execution=definition.spec.execution,
             step_timeout_s=definition.spec.step_timeout_seconds,
             max_attempts=definition.spec.max_attempts,
+            compensation_max_attempts=definition.spec.compensation_max_attempts,
         )
         self.steps = {name: StepTopics(name) for name in definition.step_names}
         self.types = {name: StepTypes(name) for name in definition.step_names}

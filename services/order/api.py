@@ -15,13 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by, get_or_404
+from services.common.limits import LIMITS
 from services.common.money import PositiveAmount, from_cents, to_cents
 from services.common.service import Runtime, runtime_of
 from services.order.handler import OrderSagaInitiator
 from services.order.models import Order, OrderStatus
 
-MAX_ITEMS = 100
-MAX_QUANTITY = 10_000
 MAX_WAIT_S = 30
 
 router = APIRouter(tags=["orders"])
@@ -30,13 +29,13 @@ RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 
 class OrderItemIn(StrictModel):
     product_id: Identifier
-    quantity: int = Field(gt=0, le=MAX_QUANTITY)
+    quantity: int = Field(gt=0, le=LIMITS.max_item_quantity, strict=True)
     unit_price: PositiveAmount
 
 
 class OrderIn(StrictModel):
     customer_id: Identifier
-    items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
+    items: list[OrderItemIn] = Field(min_length=1, max_length=LIMITS.max_order_items)
 
 
 class OrderItemOut(BaseModel):

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.common import outbox
+from services.common.backoff import attempt_timeout_s
 from services.common.clock import seconds_from_now, utcnow
 from services.common.consumer import Incoming
 from services.common.db import Database, after_commit, batch_cache, load_locked
@@ -29,7 +30,6 @@ from services.common.metrics import RESENDS
 from services.order.models import Order, OrderStatus
 from services.order.waiters import DecisionWaiters
 
-BACKOFF_CAP = 8
 MAX_ATTEMPT = 1000  # the envelope's bound; re-sends go on, numbered no higher
 
 
@@ -50,7 +50,7 @@ class OrderSagaInitiator:
         return self._committer
 
     def resend_at(self, attempt: int) -> Any:
-        return seconds_from_now(self.start_timeout_s * min(2 ** (attempt - 1), BACKOFF_CAP))
+        return seconds_from_now(attempt_timeout_s(self.start_timeout_s, attempt))
 
     def start(self, session: AsyncSession, order: Order) -> None:
         """Write the order and its saga.start in the caller's transaction."""

@@ -13,10 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from services.common.api import Identifier, StrictModel, get_or_404
+from services.common.limits import LIMITS
 from services.common.service import Runtime, runtime_of
 from services.stock.models import Product, Reservation, ReservationStatus
-
-MAX_QUANTITY = 1_000_000_000
 
 router = APIRouter(tags=["stock"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
@@ -24,7 +23,7 @@ RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 
 class ProductIn(StrictModel):
     id: Identifier
-    quantity: int = Field(ge=0, le=MAX_QUANTITY)
+    quantity: int = Field(ge=0, le=LIMITS.max_stock_quantity, strict=True)
 
 
 class ProductOut(BaseModel):

@@ -37,7 +37,7 @@ def running_stack(state_dir: Path, backend: str, **overrides: Any) -> Iterator[S
     postgres = backend == "postgresql"
     config = StackConfig(
         state_dir=state_dir,
-        database_url=POSTGRES_URL if postgres else None,
+        database_url=overrides.pop("database_url", POSTGRES_URL if postgres else None),
         ports={service: free_port() for service in SERVICES},
         database_prefix=f"t{uuid.uuid4().hex[:8]}_" if postgres else "",
         **overrides,

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.envelope import Envelope, header_value
 from tests.integration.support import Api, Kafka, of_saga
@@ -77,11 +78,31 @@ async def test_duplicate_account_is_409(api: Api) -> None:
     assert await api.balance(customer) == "1.00"
 
 
-POISON = [
-    (b"not json at all", "invalid envelope"),
-    (b'{"id": "x"}', "invalid envelope"),
-    (b"\xff\xfe\x00garbage", "invalid envelope"),
-]
+MESSAGE_LIMIT = 256 * 1024  # SAGALINE_MAX_MESSAGE_BYTES's default
+
+
+def poison(topic: str, key: bytes) -> list[tuple[bytes, tuple[str, ...]]]:
+    """Every kind of garbage for `topic`, keyed `key`, with what its dead letter must say."""
+    saga_id = uuid.UUID(key.decode())
+    step = topic.split(".")[0] if topic not in ("orchestrator", "orchestrator.response") else None
+
+    def envelope(**fields: Any) -> bytes:
+        return Envelope(**{"saga_id": saga_id, "saga": "order", "step": step} | fields).encode()
+
+    return [
+        (b"not json at all", ("invalid envelope",)),
+        (b'{"id": "x"}', ("invalid envelope",)),  # JSON, not an envelope
+        (b"\xff\xfe\x00garbage", ("invalid envelope",)),
+        (envelope(type="nobody.knows"), ("unexpected type",)),
+        (envelope(type="saga.start", saga="someone-elses"), ("unknown saga", "unexpected type")),
+        (  # a saga id other than the record's key
+            Envelope(type="saga.start", saga_id=uuid.uuid4(), saga="order").encode(),
+            ("does not match saga_id",),
+        ),
+        (envelope(type="saga.start", payload={"blob": "x" * MESSAGE_LIMIT}), ("over the limit",)),
+    ]
+
+
 # (topic the garbage is sent to, dead-letter topic of the service that reads it)
 OWNERS = [
     ("payment", "payment.dlt"),
@@ -104,21 +125,53 @@ def dead_letters_of(key: bytes, source: str) -> Any:
     return match
 
 
+def consumer_of(topic: str) -> str:
+    """Commands and compensations go to their step's service, replies to the orchestrator."""
+    if topic == "orchestrator.response":
+        return "order"
+    step, _, kind = topic.partition(".")
+    return step if kind in ("", "compensation") and step != "orchestrator" else "orchestrator"
+
+
+async def dead_lettered(api: Api, service: str, topic: str) -> float:
+    """The service's counter of messages from `topic` it dead-lettered."""
+    response = await api.client.get(api.url(service, "/metrics/"))
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "sagaline_messages_total"
+                and labels.get("topic") == topic
+                and labels.get("outcome") == "dead_lettered"
+            ):
+                return sample.value
+    return 0.0
+
+
 @pytest.mark.parametrize(("topic", "dead_letter_topic"), OWNERS)
 async def test_poison_goes_to_the_owners_dead_letter_topic_and_the_partition_moves_on(
-    kafka: Kafka, topic: str, dead_letter_topic: str
+    api: Api, kafka: Kafka, topic: str, dead_letter_topic: str
 ) -> None:
     key = str(uuid.uuid4()).encode()
-    for value, _ in POISON:
+    garbage = poison(topic, key)
+    counted = await dead_lettered(api, consumer_of(topic), topic)
+    for value, _ in garbage:
         await kafka.send(topic, value, key)
 
-    dead = await kafka.read(dead_letter_topic, dead_letters_of(key, topic), count=len(POISON))
+    dead = await kafka.read(dead_letter_topic, dead_letters_of(key, topic), count=len(garbage))
 
-    assert [d.value for d in dead] == [value for value, _ in POISON]  # original bytes, in order
-    for record in dead:
-        assert "invalid envelope" in header_value(record.headers, "dlt.reason")
+    assert len(dead) == len(garbage)
+    for record, (value, reasons) in zip(dead, garbage, strict=True):  # in order
+        reason = header_value(record.headers, "dlt.reason")
+        assert any(expected in reason for expected in reasons), reason
         assert header_value(record.headers, "dlt.origin.partition") is not None
         assert header_value(record.headers, "dlt.origin.offset") is not None
+        if len(value) > MESSAGE_LIMIT:  # cut to the limit, so that it can always be published
+            assert record.value == value[:MESSAGE_LIMIT]
+            assert header_value(record.headers, "dlt.truncated") == str(len(value))
+        else:
+            assert record.value == value  # the original bytes
+    assert await dead_lettered(api, consumer_of(topic), topic) == counted + len(garbage)
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common.backoff import BACKOFF_CAP
 from services.common.definition import Execution
 from services.orchestrator.engine import (
-    BACKOFF_CAP,
     Engine,
     Finish,
     Policy,
@@ -695,3 +695,15 @@ def test_random_event_sequences_keep_the_invariants(execution, n_steps, max_atte
         checker.apply("tick", max(deadline - checker.now, 0.0))
     assert checker.engine.state.status.terminal
     assert len(checker.finishes) == 1
+
+
+def test_a_compensation_may_be_resent_longer_than_a_command():
+    policy = Policy(SEQ, step_timeout_s=10.0, max_attempts=1, compensation_max_attempts=3)
+    engine = Engine(policy, SagaState.new(["payment", "stock"]))
+    engine.start(0.0)
+    assert engine.tick(10.0) == [SendCompensation("payment", 1)]  # the command gave up at once
+    assert engine.tick(20.0) == [SendCompensation("payment", 2)]
+    assert engine.tick(40.0) == [SendCompensation("payment", 3)]
+    [finish] = engine.tick(80.0)
+    assert finish.status is SagaStatus.FAILED
+    assert engine.state.steps["payment"].reason == "compensation unanswered after 3 attempts"

@@ -1,0 +1,70 @@
+"""A short `sagaline chaos` run in the test suite: every kind of fault, then every order decided
+and every invariant true."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from sagaline.chaos import KIND_OF_TARGET, TARGETS, ChaosOptions, run_chaos
+from sagaline.cli import app
+from tests.integration.conftest import BACKENDS
+from tests.integration.support import running_stack
+
+
+def chaos(tmp_path: Path, backend: str, options: ChaosOptions) -> dict[str, Any]:
+    # A two-second step timeout: a message the broker lost is re-sent within seconds.
+    with running_stack(tmp_path, backend, step_timeout_s=2.0, api_token="chaos-token") as stack:
+        return run_chaos(stack, options, Console(quiet=True), show=False)
+
+
+def assert_nothing_lost(summary: dict[str, Any], kinds: set[str]) -> None:
+    assert summary["pending"] == 0, f"pending after quiescence: {summary['pending_orders']}"
+    assert summary["invariants_ok"], summary["invariants"]
+    assert set(summary["faults"]) == kinds
+    assert summary["unexpected_exits"] == []
+    assert summary["faults_without_recovery"] == 0
+    assert summary["approved"] and summary["rejected"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_kind_of_fault_ends_with_every_order_decided(tmp_path: Path, backend: str) -> None:
+    targets = TARGETS if backend == "postgresql" else tuple(t for t in TARGETS if t != "database")
+    options = ChaosOptions(
+        duration_s=24, rate=8, targets=targets, seed=11, mean_interval_s=2, max_downtime_s=1.5
+    )
+
+    summary = chaos(tmp_path, backend, options)
+
+    assert_nothing_lost(summary, {KIND_OF_TARGET[t] for t in targets})
+    assert summary["orders"] >= 24 * 8
+
+
+def test_broker_kills_alone(tmp_path: Path) -> None:
+    """The broker's memory goes each time: topics and offsets are re-created, re-sends finish."""
+    options = ChaosOptions(
+        duration_s=15, rate=8, targets=("broker",), seed=3, mean_interval_s=3, max_downtime_s=1
+    )
+
+    summary = chaos(tmp_path, "sqlite", options)
+
+    assert_nothing_lost(summary, {"broker"})
+    assert summary["faults"]["broker"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--targets", "services,moon"], "unknown target moon"),
+        (["--targets", "database"], "the database target needs --database-url"),
+    ],
+)
+def test_chaos_refuses_what_it_cannot_do(arguments: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["chaos", *arguments])
+
+    assert result.exit_code == 2
+    assert message in result.output

@@ -1,0 +1,324 @@
+"""What the operator builds for a Saga, checked against the schemas the cluster would apply."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from sagaline_operator import build
+from sagaline_operator.__main__ import write_topics
+
+from services.common.definition import SagaDefinition, load_definition
+from services.common.settings import Settings
+from tests.operator.support import ORDER_YAML, ROOT, order_saga
+
+K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests target (native sidecars: ≥ 1.29)
+NAMESPACE = "shop"
+
+# The fields of Strimzi's KafkaTopic (kafka.strimzi.io/v1beta2) as its CRD types them, with
+# unknown fields refused (the API server would prune them silently), plus what the Topic
+# Operator needs: the strimzi.io/cluster label and a Kubernetes resource name.
+STRIMZI_KAFKA_TOPIC = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"enum": ["kafka.strimzi.io/v1beta2", "kafka.strimzi.io/v1"]},
+        "kind": {"const": "KafkaTopic"},
+        "metadata": {
+            "type": "object",
+            "required": ["name", "labels"],
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "maxLength": 253,
+                    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                },
+                "labels": {
+                    "type": "object",
+                    "required": ["strimzi.io/cluster"],
+                    "additionalProperties": {"type": "string"},
+                },
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "partitions": {"type": "integer", "minimum": 1},
+                "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
+                "config": {"type": "object"},
+                "topicName": {"type": "string"},
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def definition() -> SagaDefinition:
+    return load_definition(ORDER_YAML)
+
+
+def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == kind}
+
+
+def with_spec(**changes) -> SagaDefinition:
+    return SagaDefinition.model_validate(order_saga(**changes))
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def test_every_built_in_object_is_valid_for_kubernetes(definition):
+    objects = build.workloads(definition, NAMESPACE)
+    assert sorted({obj["kind"] for obj in objects}) == ["ConfigMap", "Deployment", "Service"]
+    assert len(objects) == 3 * 4
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_the_sidecar_field_is_checked_by_the_schema(definition):
+    """The check is real: before 1.28 (alpha; beta and on by default in 1.29) an init
+    container had no restartPolicy, and a strict validation refuses it."""
+    deployment = by_kind(build.workloads(definition, NAMESPACE), "Deployment")["payment-service"]
+    with pytest.raises(kubernetes_validate.ValidationError, match="restartPolicy"):
+        kubernetes_validate.validate(deployment, "1.27", strict=True)
+
+
+def test_the_kafka_topics_have_the_fields_strimzi_requires(definition):
+    topics = build.kafka_topics(definition, namespace=NAMESPACE)
+    assert [t["metadata"]["name"] for t in topics] == definition.topics()
+    for topic in topics:
+        jsonschema.validate(topic, STRIMZI_KAFKA_TOPIC)
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "sagaline"
+        assert topic["spec"] == {
+            "topicName": topic["metadata"]["name"],
+            "partitions": 6,
+            "replicas": 3,
+            "config": {"min.insync.replicas": 2, "retention.ms": 7 * 24 * 3600 * 1000},
+        }
+
+
+def test_the_topic_schema_check_is_real(definition):
+    topic = build.kafka_topics(definition)[0]
+    broken = copy.deepcopy(topic)
+    broken["spec"]["partitions"] = 0
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, STRIMZI_KAFKA_TOPIC)
+    unlabelled = copy.deepcopy(topic)
+    del unlabelled["metadata"]["labels"]["strimzi.io/cluster"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(unlabelled, STRIMZI_KAFKA_TOPIC)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "insync", "expected"),
+    [(1, None, 1), (2, None, 1), (3, None, 2), (5, None, 2), (5, 3, 3)],
+)
+def test_min_insync_replicas(replicas, insync, expected):
+    kafka = {"replicas": replicas} | ({"minInsyncReplicas": insync} if insync else {})
+    topic = build.kafka_topics(with_spec(kafka=kafka))[0]
+    assert topic["spec"]["config"]["min.insync.replicas"] == expected
+
+
+def test_min_insync_replicas_above_replicas_is_refused():
+    with pytest.raises(ValueError, match="minInsyncReplicas"):
+        with_spec(kafka={"replicas": 2, "minInsyncReplicas": 3})
+
+
+def test_the_topics_follow_the_kafka_spec():
+    kafka = {"cluster": "east", "partitions": 12, "replicas": 5, "retentionMs": 3_600_000}
+    topic = build.kafka_topics(with_spec(kafka=kafka), api_version="kafka.strimzi.io/v1")[0]
+    assert topic["apiVersion"] == "kafka.strimzi.io/v1"
+    assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "east"
+    assert topic["spec"]["partitions"] == 12
+    assert topic["spec"]["replicas"] == 5
+    assert topic["spec"]["config"]["retention.ms"] == 3_600_000
+
+
+# -- the pods ----------------------------------------------------------------------------------
+
+
+def test_each_service_gets_a_config_map_a_deployment_and_a_service(definition):
+    objects = build.workloads(definition, NAMESPACE)
+    names = ["order-orchestrator", "order-service", "payment-service", "stock-service"]
+    for kind in ("ConfigMap", "Deployment", "Service"):
+        assert sorted(by_kind(objects, kind)) == names
+    replicas = {n: d["spec"]["replicas"] for n, d in by_kind(objects, "Deployment").items()}
+    assert replicas == {n: 1 if n == "order-orchestrator" else 2 for n in names}
+
+
+def test_the_pod_migrates_then_starts_the_relay_sidecar_then_the_app(definition):
+    deployment = by_kind(build.workloads(definition, NAMESPACE), "Deployment")["payment-service"]
+    pod = deployment["spec"]["template"]["spec"]
+    migrate, relay = pod["initContainers"]
+    (app,) = pod["containers"]
+    assert migrate["command"] == ["sagaline", "migrate", "payment"]
+    assert "restartPolicy" not in migrate  # a regular init container: runs to completion first
+    assert relay["command"] == ["sagaline", "relay", "payment"]
+    assert relay["restartPolicy"] == "Always"  # a native sidecar, running beside the app
+    assert app["command"][:3] == ["sagaline", "serve", "payment"]
+    assert {c["image"] for c in (migrate, relay, app)} == {"sagaline:dev"}
+    assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert app["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert app["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_the_pod_meets_the_restricted_pod_security_standard(definition):
+    for deployment in by_kind(build.workloads(definition, NAMESPACE), "Deployment").values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["initContainers"] + pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["runAsNonRoot"] is True
+            assert context["readOnlyRootFilesystem"] is True
+        assert "hostNetwork" not in pod and "hostPID" not in pod
+
+
+def test_every_container_gets_what_the_services_settings_read(definition, monkeypatch):
+    deployment = by_kind(build.workloads(definition, NAMESPACE), "Deployment")["order-service"]
+    pod = deployment["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        env = {e["name"]: e for e in container["env"]}
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "order-db",
+            "key": "uri",
+        }
+        assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"] == "sagaline-kafka-bootstrap:9092"
+        assert env["SAGA_FILE"]["value"] == "/etc/sagaline/saga.yaml"
+        assert env["SAGALINE_CREATE_TOPICS"]["value"] == "false"
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["saga"] == "/etc/sagaline"
+    # The names are the ones the image reads: a Settings built from this environment has them.
+    values = {
+        e["name"]: e.get("value", "postgresql://app:pw@db:5432/app")
+        for e in pod["containers"][0]["env"]
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.database_url.get_secret_value() == "postgresql://app:pw@db:5432/app"
+    assert settings.kafka_bootstrap_servers == "sagaline-kafka-bootstrap:9092"
+    assert settings.saga_file == Path("/etc/sagaline/saga.yaml")
+    assert settings.create_topics is False
+
+
+def test_the_secret_key_can_be_chosen():
+    steps = [{"name": "payment", "database": {"secretName": "pay", "secretKey": "DATABASE_URL"}}]
+    definition = with_spec(steps=steps)
+    deployment = by_kind(build.workloads(definition, NAMESPACE), "Deployment")["payment-service"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pay",
+        "key": "DATABASE_URL",
+    }
+
+
+def test_the_service_selects_the_pods_of_its_deployment(definition):
+    objects = build.workloads(definition, NAMESPACE)
+    deployments, services = by_kind(objects, "Deployment"), by_kind(objects, "Service")
+    for name, service in services.items():
+        template_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= template_labels.items()
+        assert deployments[name]["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+        assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_the_config_map_is_the_saga_the_services_load(definition):
+    config = by_kind(build.workloads(definition, NAMESPACE), "ConfigMap")["stock-service"]
+    loaded = SagaDefinition.model_validate(yaml.safe_load(config["data"]["saga.yaml"]))
+    assert loaded.name == definition.name
+    assert loaded.topics() == definition.topics()
+    assert loaded.spec.execution == definition.spec.execution
+    assert loaded.spec.step_timeout_seconds == definition.spec.step_timeout_seconds
+    assert loaded.spec.max_attempts == definition.spec.max_attempts
+    assert loaded.spec.initiator.name == "order"
+
+
+def pod_hashes(definition: SagaDefinition) -> dict[str, str]:
+    return {
+        name: d["spec"]["template"]["metadata"]["annotations"][build.CONFIG_HASH]
+        for name, d in by_kind(build.workloads(definition, NAMESPACE), "Deployment").items()
+    }
+
+
+def test_a_change_of_behaviour_rolls_the_pods_and_scaling_does_not(definition):
+    before = pod_hashes(definition)
+    assert pod_hashes(with_spec(stepTimeoutSeconds=30)) != before
+    parallel = pod_hashes(with_spec(execution="parallel"))
+    assert all(parallel[name] != before[name] for name in before)
+    scaled = order_saga()
+    scaled["spec"]["steps"][0]["replicas"] = 5
+    scaled["spec"]["kafka"]["partitions"] = 12
+    assert pod_hashes(SagaDefinition.model_validate(scaled)) == before
+
+
+# -- k8s/topics and the operator's own manifests -----------------------------------------------
+
+
+def test_k8s_topics_are_what_the_builder_makes(tmp_path):
+    """`python -m sagaline_operator render-topics` regenerates them; they must not drift."""
+    written = write_topics(ORDER_YAML, tmp_path, "kafka.strimzi.io/v1beta2")
+    committed = ROOT / "k8s" / "topics"
+    assert sorted(p.name for p in committed.glob("*.yaml")) == sorted(p.name for p in written)
+    for path in written:
+        assert (committed / path.name).read_text() == path.read_text(), path.name
+        jsonschema.validate(yaml.safe_load(path.read_text()), STRIMZI_KAFKA_TOPIC)
+
+
+def test_render_topics_removes_the_files_of_a_removed_step(tmp_path):
+    (tmp_path / "shipping.yaml").write_text("stale")
+    write_topics(ORDER_YAML, tmp_path, "kafka.strimzi.io/v1beta2")
+    assert not (tmp_path / "shipping.yaml").exists()
+    assert len(list(tmp_path.glob("*.yaml"))) == 11
+
+
+def deploy_manifests() -> list[dict]:
+    documents = []
+    for path in sorted((ROOT / "operator" / "deploy").glob("*.yaml")):
+        documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return documents
+
+
+def test_the_operators_manifests_are_valid():
+    documents = deploy_manifests()
+    kinds = sorted(doc["kind"] for doc in documents)
+    assert kinds == ["Deployment", "Role", "RoleBinding", "ServiceAccount"]
+    for doc in documents:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    (deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two at once
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "sagaline_operator"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_the_role_grants_what_the_operator_does_and_no_more():
+    (role,) = [doc for doc in deploy_manifests() if doc["kind"] == "Role"]
+    grants = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    children = {"get", "list", "create", "patch", "delete"}
+    assert grants == {
+        ("sagaline.io", "sagas"): {"get", "list", "watch", "patch"},
+        ("sagaline.io", "sagas/status"): {"get", "patch"},
+        ("kafka.strimzi.io", "kafkatopics"): children,
+        ("apps", "deployments"): children,
+        ("", "configmaps"): children,
+        ("", "services"): children,
+        ("", "events"): {"create"},
+    }
