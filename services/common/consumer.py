@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,6 +46,14 @@ JOIN_PATIENCE_MAX_S = 320
 COMMIT_TIMEOUT_S = 10
 POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
 STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
+START_TIMEOUT_S = 20.0  # aiokafka's start() waits, unbounded, for the group join to complete
+STOP_TIMEOUT_S = 10.0
+WEDGED_S = 60.0  # the loop blocked this long on one await: the client is abandoned for a new one
+WATCH_INTERVAL_S = 1.0
+
+
+class Wedged(Exception):
+    """The consumer loop stayed blocked on one await for WEDGED_S."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,20 @@ def dead_letter(
     outbox.send_raw(session, topic=topic, key=record.key, value=value, headers=headers)
 
 
+def awaiting_at(awaitable: Any) -> str:
+    """Where a suspended coroutine is waiting, outermost first: the chain of `cr_await`s."""
+    frames = []
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(
+            traceback.FrameSummary(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        )
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return "".join(traceback.format_list(frames)) or "(unknown)"
+
+
 def describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         problems = [
@@ -144,6 +167,7 @@ class MessageLoop:
         partitions: int = 6,
         replicas: int = 1,
         security: KafkaSecurity = PLAINTEXT,
+        wedged_s: float = WEDGED_S,
     ) -> None:
         self.db = db
         self.handler = handler
@@ -156,18 +180,33 @@ class MessageLoop:
         self.create_topics = list(create_topics)
         self.partitions = partitions
         self.replicas = replicas
+        self.wedged_s = wedged_s
         self.kafka_ok = False
         self.assigned = 0  # partitions held by this member of the consumer group
         self._join_patience = JOIN_PATIENCE_S
         self._stopping = asyncio.Event()
+        self._beat = time.monotonic()  # when the loop last showed it was not blocked
 
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def idle_s(self) -> float:
+        """Seconds since the loop last moved on (a fetch, a batch, a retry)."""
+        return time.monotonic() - self._beat
+
+    def _alive(self) -> None:
+        self._beat = time.monotonic()
+
     async def run(self) -> None:
         while not self._stopping.is_set():
+            self._alive()
+            consuming = asyncio.create_task(self._consume())
             try:
-                await self._consume()
+                await self._watch(consuming)
+            except Wedged as exc:
+                self.kafka_ok, self.assigned = False, 0
+                log.warning("%s: %s; starting a new client", self.handler.name, exc)
             except (KafkaError, OSError) as exc:
                 self.kafka_ok, self.assigned = False, 0
                 log.warning("%s: broker unavailable (%s); reconnecting", self.handler.name, exc)
@@ -177,7 +216,27 @@ class MessageLoop:
                 log.exception("%s: Kafka client failed; starting a new one", self.handler.name)
                 await self._pause(1.0)
 
+    async def _watch(self, work: asyncio.Task[None]) -> None:
+        """Wait for `work`, cancelling it if the loop stays blocked for `wedged_s`.
+
+        Every await in the loop is meant to be bounded, but a client library can wait forever
+        (seen after a broker restart): this is the backstop, and its log line says where.
+        Cancelling loses nothing: a cancelled transaction rolls back, uncommitted offsets are
+        read again and the inbox drops what was already handled.
+        """
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=WATCH_INTERVAL_S)
+            if done:
+                return work.result()
+            if self.idle_s < self.wedged_s:
+                continue
+            where = awaiting_at(work.get_coro())
+            work.cancel()
+            await asyncio.wait({work}, timeout=STOP_TIMEOUT_S)  # its clean-up is bounded too
+            raise Wedged(f"the loop made no progress for {self.idle_s:.0f}s, blocked at:\n{where}")
+
     async def _pause(self, seconds: float) -> None:
+        self._alive()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
@@ -197,7 +256,16 @@ class MessageLoop:
             fetch_wait_ms=self.fetch_wait_ms,
             security=self.security,
         )
-        await start(consumer, self.security, self.bootstrap_servers)
+        try:
+            await asyncio.wait_for(
+                start(consumer, self.security, self.bootstrap_servers), timeout=START_TIMEOUT_S
+            )
+        except TimeoutError:
+            await self._close(consumer)
+            raise KafkaTimeoutError(f"no group join within {START_TIMEOUT_S:.0f}s") from None
+        except BaseException:
+            await self._close(consumer)
+            raise
         loop = asyncio.get_running_loop()
         handled: dict[TopicPartition, int] = {}
         next_commit = 0.0
@@ -206,6 +274,7 @@ class MessageLoop:
         progress = Progress(answered_at=loop.time())
         try:
             while not self._stopping.is_set():
+                self._alive()
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
                 self.kafka_ok = True
                 self.assigned = len(consumer.assignment())
@@ -230,7 +299,14 @@ class MessageLoop:
             if handled:
                 await self._commit(consumer, handled)
         finally:
-            await consumer.stop()
+            await self._close(consumer)
+
+    async def _close(self, consumer: Any) -> None:
+        """Stop a client, within STOP_TIMEOUT_S: one that lost its broker may never answer."""
+        try:
+            await asyncio.wait_for(consumer.stop(), timeout=STOP_TIMEOUT_S)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.info("%s: Kafka client not stopped cleanly (%r)", self.handler.name, exc)
 
     async def _check_positions(self, consumer: Any, progress: Progress) -> bool:
         """Compare each held partition's position with its end; False if the consumer is stuck.

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
 from services.common.auth import token_guard
-from services.common.consumer import Handler, MessageLoop
+from services.common.consumer import STALL_S, Handler, MessageLoop
 from services.common.db import Database
 from services.common.definition import SagaDefinition, load_definition
 from services.common.errors import is_transient
@@ -152,6 +152,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         loop = runtime.loop
         checks["broker"] = "ok" if loop is not None and loop.kafka_ok else "unreachable"
+        if loop is not None and loop.idle_s > STALL_S:  # the watchdog replaces it at wedged_s
+            checks["consumer"] = f"blocked for {loop.idle_s:.0f}s"
         ready = all(value == "ok" for value in checks.values())
         # Informational: a replica without partitions (more replicas than partitions) is ready.
         partitions = loop.assigned if loop is not None else 0

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,14 +14,34 @@ import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sagaline.broker import EmbeddedBroker
 from sagaline.databases import drop
 from sagaline.ports import free_port
 from sagaline.stack import Stack, StackConfig
+from services.common.db import Database
 from services.common.envelope import Envelope, Headers, header_value
+from services.common.migrate import upgrade
 from services.registry import SERVICES
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def broker_and_payment_database(state_dir: Path) -> AsyncIterator[tuple[str, Database]]:
+    """An embedded broker and a migrated payment database, for a consumer loop run in-process."""
+    broker = EmbeddedBroker(log_path=state_dir / "broker.log")
+    broker.start()
+    url = f"sqlite:///{state_dir / 'paymentdb.db'}"
+    try:
+        await asyncio.to_thread(upgrade, url, "payment", participant=True)
+        db = Database(url)
+        try:
+            yield broker.bootstrap_servers, db
+        finally:
+            await db.dispose()
+    finally:
+        broker.stop()
 
 
 def postgres_reachable() -> bool:

@@ -7,46 +7,37 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from sagaline.broker import EmbeddedBroker
 from services.common.consumer import MessageLoop
-from services.common.db import Database
 from services.common.definition import default_definition_path, load_definition
-from services.common.migrate import upgrade
 from services.payment.participant import PaymentParticipant
-from tests.integration.support import eventually
+from tests.integration.support import broker_and_payment_database, eventually
 
 
 async def test_a_consumer_creates_the_missing_topics_then_holds_partitions(tmp_path: Path) -> None:
     definition = load_definition(default_definition_path())
-    broker = EmbeddedBroker(log_path=tmp_path / "broker.log")
-    broker.start()
-    url = f"sqlite:///{tmp_path / 'paymentdb.db'}"
-    await asyncio.to_thread(upgrade, url, "payment", participant=True)
-    db = Database(url)
-    loop = MessageLoop(
-        db,
-        PaymentParticipant(definition),
-        bootstrap_servers=broker.bootstrap_servers,
-        group_id="topics-test",
-        create_topics=definition.topics(),
-        partitions=3,
-    )
-    task = asyncio.create_task(loop.run())
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
-    await admin.start()
-    try:
+    async with broker_and_payment_database(tmp_path) as (bootstrap_servers, db):
+        loop = MessageLoop(
+            db,
+            PaymentParticipant(definition),
+            bootstrap_servers=bootstrap_servers,
+            group_id="topics-test",
+            create_topics=definition.topics(),
+            partitions=3,
+        )
+        task = asyncio.create_task(loop.run())
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        await admin.start()
+        try:
 
-        async def held() -> bool:
-            return loop.assigned > 0
+            async def held() -> bool:
+                return loop.assigned > 0
 
-        await eventually(held, within=30, what="the consumer to hold its partitions")
-        described = await admin.describe_topics(definition.topics())
-        layout = {topic["topic"]: len(topic["partitions"]) for topic in described}
-        assert layout == dict.fromkeys(definition.topics(), 3)
-        assert loop.assigned == 6, "payment and payment.compensation, three partitions each"
-    finally:
-        loop.stop()
-        await asyncio.wait_for(task, timeout=10)
-        await admin.close()
-        await db.dispose()
-        broker.stop()
+            await eventually(held, within=30, what="the consumer to hold its partitions")
+            described = await admin.describe_topics(definition.topics())
+            layout = {topic["topic"]: len(topic["partitions"]) for topic in described}
+            assert layout == dict.fromkeys(definition.topics(), 3)
+            assert loop.assigned == 6, "payment and payment.compensation, three partitions each"
+        finally:
+            loop.stop()
+            await asyncio.wait_for(task, timeout=10)
+            await admin.close()
