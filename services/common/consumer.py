@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 import traceback
@@ -72,13 +73,58 @@ class Incoming:
         return header_value(self.record.headers, DLT_REASON)
 
 
+class Verdict(enum.Enum):
+    FINE = "fine"
+    RE_CREATED = "re-created"  # the position is past the partition's end: read it from the start
+    STALLED = "stalled"  # records wait behind a position that does not move: a new client
+
+
 @dataclass
 class Progress:
-    """What the position check remembers from one check to the next."""
+    """What the position check remembers from one check to the next, and what it concludes.
+
+    A position past the end means the topic was deleted and created again (an in-memory broker
+    that restarted): Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the consumer resets,
+    but a broker that answers with nothing would leave the partition unread until the new log
+    grew past the old offset. The end our own fetches saw says so fastest (two checks agreeing);
+    the listed end (ListOffsets, seen to lag behind live partitions for a moment) says so once
+    the position has not moved for STALL_S (seen after a broker restart whose fetches never
+    reported the new end). A position that stays behind the end for STALL_S means the client
+    stopped fetching (also seen after a broker restart), and so does a position that stays
+    unknown (being reset) for STALL_S.
+    """
 
     answered_at: float  # when the broker last told the partitions' ends
-    positions: dict[TopicPartition, tuple[int, float]] = field(default_factory=dict)  # since when
-    short: dict[TopicPartition, int] = field(default_factory=dict)  # position past the end, once
+    positions: dict[TopicPartition, tuple[int | None, float]] = field(default_factory=dict)
+    short: dict[TopicPartition, int] = field(default_factory=dict)  # past the fetched end, once
+
+    def judge(
+        self,
+        partition: TopicPartition,
+        position: int | None,
+        listed_end: int,
+        fetched_end: int | None,
+        now: float,
+    ) -> Verdict:
+        if position is not None and fetched_end is not None and position > fetched_end:
+            if self.short.get(partition) == position:
+                return self._forget(partition, Verdict.RE_CREATED)
+            self.short[partition] = position  # believed when the next check agrees
+        else:
+            self.short.pop(partition, None)
+        last_position, since = self.positions.setdefault(partition, (position, now))
+        if position != last_position or position == listed_end:
+            self.positions[partition] = (position, now)
+            return Verdict.FINE
+        if now - since < STALL_S:
+            return Verdict.FINE
+        past_the_end = position is not None and position > listed_end
+        return self._forget(partition, Verdict.RE_CREATED if past_the_end else Verdict.STALLED)
+
+    def _forget(self, partition: TopicPartition, verdict: Verdict) -> Verdict:
+        self.short.pop(partition, None)
+        self.positions.pop(partition, None)
+        return verdict
 
 
 class Handler(Protocol):
@@ -309,16 +355,7 @@ class MessageLoop:
             log.info("%s: Kafka client not stopped cleanly (%r)", self.handler.name, exc)
 
     async def _check_positions(self, consumer: Any, progress: Progress) -> bool:
-        """Compare each held partition's position with its end; False if the consumer is stuck.
-
-        A position past the end means the topic was deleted and created again (an in-memory
-        broker that restarted): Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the
-        consumer resets, but a broker that answers with nothing would leave the partition unread
-        until the new log grew past the old offset, so it is read again from its beginning (the
-        inbox drops what was handled). A position that stays behind the end for STALL_S means
-        the client stopped fetching (seen after a broker restart), and so does a broker that
-        gives no ends for STALL_S: the client is replaced by a new one.
-        """
+        """Judge each held partition's position (see `judge`); False if the client is stuck."""
         partitions = list(consumer.assignment())
         if not partitions:
             return True
@@ -335,45 +372,30 @@ class MessageLoop:
         progress.answered_at = now
         for partition in partitions:
             end = ends.get(partition)
-            try:  # unknown while the position is being reset after a rebalance
-                position = await asyncio.wait_for(consumer.position(partition), timeout=1)
-            except (KafkaError, TimeoutError):
-                continue
             if end is None:
                 continue
-            # The log end our own fetches saw (ListOffsets answers were seen to lag behind).
+            position: int | None = None  # unknown while it is being reset after a rebalance
+            with contextlib.suppress(KafkaError, TimeoutError):
+                position = await asyncio.wait_for(consumer.position(partition), timeout=1)
             fetched_end = consumer.highwater(partition)
-            short = fetched_end is not None and position > fetched_end
-            if short and progress.short.get(partition) != position:
-                progress.short[partition] = position  # believed when the next check agrees
+            verdict = progress.judge(partition, position, end, fetched_end, now)
+            if verdict is Verdict.FINE:
                 continue
-            progress.short.pop(partition, None)
-            if short:
+            at = "an unknown position" if position is None else position
+            where = f"{partition.topic}[{partition.partition}] at {at}"
+            ends_at = f"listed end {end}, fetched end {fetched_end}"
+            if verdict is Verdict.STALLED:
                 log.warning(
-                    "%s: %s[%s] ends at %s, before our position %s (re-created); reading it "
-                    "from the start",
-                    self.handler.name,
-                    partition.topic,
-                    partition.partition,
-                    fetched_end,
-                    position,
-                )
-                await consumer.seek_to_beginning(partition)
-                progress.positions.pop(partition, None)
-                continue
-            last_position, since = progress.positions.setdefault(partition, (position, now))
-            if position != last_position or position >= end or short:
-                progress.positions[partition] = (position, now)
-            elif now - since >= STALL_S:
-                log.warning(
-                    "%s: no progress on %s[%s] for %.0fs with %s records to read; reconnecting",
-                    self.handler.name,
-                    partition.topic,
-                    partition.partition,
-                    now - since,
-                    end - position,
+                    "%s: %s made no progress for %.0fs (%s); reconnecting",
+                    *(self.handler.name, where, STALL_S, ends_at),
                 )
                 return False
+            log.warning(
+                "%s: %s is past the end (%s): the partition was re-created; reading it from the "
+                "start",
+                *(self.handler.name, where, ends_at),
+            )
+            await consumer.seek_to_beginning(partition)
         return True
 
     def _stuck_joining(self, now: float, deadline: float) -> bool:
