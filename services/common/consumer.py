@@ -270,16 +270,21 @@ class MessageLoop:
         Cancelling loses nothing: a cancelled transaction rolls back, uncommitted offsets are
         read again and the inbox drops what was already handled.
         """
-        while True:
-            done, _ = await asyncio.wait({work}, timeout=WATCH_INTERVAL_S)
-            if done:
-                return work.result()
-            if self.idle_s < self.wedged_s:
-                continue
-            where = awaiting_at(work.get_coro())
-            work.cancel()
-            await asyncio.wait({work}, timeout=STOP_TIMEOUT_S)  # its clean-up is bounded too
-            raise Wedged(f"the loop made no progress for {self.idle_s:.0f}s, blocked at:\n{where}")
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=WATCH_INTERVAL_S)
+                if done:
+                    return work.result()
+                if self.idle_s >= self.wedged_s:
+                    break
+        except asyncio.CancelledError:
+            work.cancel()  # the service is shutting down: the loop goes with it
+            raise
+        where = awaiting_at(work.get_coro())
+        idle = self.idle_s
+        work.cancel()
+        await asyncio.wait({work}, timeout=STOP_TIMEOUT_S)  # its clean-up is bounded too
+        raise Wedged(f"the loop made no progress for {idle:.0f}s, blocked at:\n{where}")
 
     async def _pause(self, seconds: float) -> None:
         self._alive()
@@ -387,13 +392,18 @@ class MessageLoop:
             if verdict is Verdict.STALLED:
                 log.warning(
                     "%s: %s made no progress for %.0fs (%s); reconnecting",
-                    *(self.handler.name, where, STALL_S, ends_at),
+                    self.handler.name,
+                    where,
+                    STALL_S,
+                    ends_at,
                 )
                 return False
             log.warning(
                 "%s: %s is past the end (%s): the partition was re-created; reading it from the "
                 "start",
-                *(self.handler.name, where, ends_at),
+                self.handler.name,
+                where,
+                ends_at,
             )
             await consumer.seek_to_beginning(partition)
         return True
