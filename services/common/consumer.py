@@ -49,6 +49,7 @@ POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' 
 STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 START_TIMEOUT_S = 20.0  # aiokafka's start() waits, unbounded, for the group join to complete
 STOP_TIMEOUT_S = 10.0
+REBALANCE_WAIT_S = 2.0  # a fetch that waits longer is waiting for a rebalance to complete
 WEDGED_S = 60.0  # the loop blocked this long on one await: the client is abandoned for a new one
 WATCH_INTERVAL_S = 1.0
 
@@ -326,13 +327,16 @@ class MessageLoop:
         try:
             while not self._stopping.is_set():
                 self._alive()
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.batch_size)
-                self.kafka_ok = True
-                self.assigned = len(consumer.assignment())
+                batches = await self._fetch(consumer)
+                if batches is not None:
+                    self.kafka_ok = True
+                self.assigned = 0 if batches is None else len(consumer.assignment())
                 if self.assigned:
                     join_deadline = loop.time() + self._join_patience
                 if self._stuck_joining(loop.time(), join_deadline):
                     break
+                if batches is None:
+                    continue
                 if loop.time() >= next_check:
                     if not await self._check_positions(consumer, progress):
                         break  # handled offsets are not committed: their records come again
@@ -351,6 +355,23 @@ class MessageLoop:
                 await self._commit(consumer, handled)
         finally:
             await self._close(consumer)
+
+    async def _fetch(self, consumer: Any) -> dict[TopicPartition, list[Any]] | None:
+        """The next records by partition; None while a rebalance keeps the member waiting.
+
+        aiokafka's `getmany` waits, without limit and whatever its timeout, for a rebalance in
+        progress to complete; one that never completes (its coordinator lost with the broker)
+        would block the loop for good. Bounded, the member counts as holding no partitions and
+        joins again after its join patience.
+        """
+        try:
+            batches: dict[TopicPartition, list[Any]] = await asyncio.wait_for(
+                consumer.getmany(timeout_ms=200, max_records=self.batch_size),
+                timeout=REBALANCE_WAIT_S,
+            )
+        except TimeoutError:
+            return None
+        return batches
 
     async def _close(self, consumer: Any) -> None:
         """Stop a client, within STOP_TIMEOUT_S: one that lost its broker may never answer."""
