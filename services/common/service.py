@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
+from services.common.api import validation_error
 from services.common.auth import token_guard
 from services.common.consumer import STALL_S, Handler, MessageLoop
 from services.common.db import Database
@@ -137,6 +139,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         title=f"sagaline {runtime.name}", lifespan=lifespan, max_body_size=LIMITS.max_body_bytes
     )
     app.state.runtime = runtime
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
