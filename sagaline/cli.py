@@ -317,6 +317,10 @@ def up(
     try:
         while True:
             time.sleep(0.5)
+            if stack.restart_broker():
+                console.print(
+                    "[yellow]the embedded broker exited; restarted, topics re-created[/yellow]"
+                )
             for name in stack.restart_dead():
                 console.print(f"[yellow]{name} exited; restarted[/yellow]")
     except KeyboardInterrupt:

@@ -8,12 +8,13 @@ environment, its output in `<state dir>/logs/`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,13 +270,33 @@ class Stack:
 
     def restart_broker(self) -> bool:
         """Start the embedded broker again on its port, if it is down, and re-create the topics
-        at once, before a producer's first send auto-creates them with the broker's default
-        layout. True if it was restarted."""
+        before any process of the stack reaches it. True if it was restarted.
+
+        The processes are held still (SIGSTOP) meanwhile: the embedded broker creates a topic
+        with its own layout (4 partitions) when a client merely asks for its metadata, and takes
+        records for a topic that does not exist; creating the topic afterwards starts its
+        offsets again at 0 under the records already written, and those partitions then refuse
+        writes (AlreadyExists) and stop delivering. A client that finds the topics in place
+        from its first request never sees either.
+        """
         if self.broker is None or self.broker.alive():
             return False
-        self.broker.start()
-        self._create_topics()
+        with self._held_still():
+            self.broker.start()
+            self._create_topics()
         return True
+
+    @contextlib.contextmanager
+    def _held_still(self) -> Iterator[None]:
+        """SIGSTOP every running process of the stack for the block; SIGCONT after it."""
+        held = [process for process in self.processes.values() if process.alive()]
+        for process in held:
+            process.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for process in held:
+                process.signal(signal.SIGCONT)
 
     def terminate_connections(self, service: str) -> int:
         """Cut every PostgreSQL connection to one service's database; returns how many."""

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from sagaline.stack import Stack
 from sagaline.verify import verify
+from services.common.definition import load_definition
 from tests.integration.support import Api, Kafka, running_stack
 
 FAR = 200  # records the stock service reads before the restart, so its offsets are far along
@@ -41,6 +43,11 @@ async def test_sagas_finish_after_the_broker_lost_everything(
 
     await asyncio.to_thread(stack.kill_broker)
     assert await asyncio.to_thread(stack.restart_broker)
+    # Every topic back with the saga's layout, not one the broker auto-created for a client
+    # that reached it first (the embedded broker's own default is 4 partitions).
+    definition = load_definition(stack.config.saga_file)
+    layout = {topic: definition.spec.kafka.partitions for topic in definition.topics()}
+    assert await topic_partitions(stack, list(layout)) == layout
 
     orders = [await api.order(customer, (product, 1, "1.00")) for _ in range(5)]
     decided = [await api.decided(order["id"], within=60) for order in orders]
@@ -49,3 +56,15 @@ async def test_sagas_finish_after_the_broker_lost_everything(
     assert await api.stock(product) == 94
     report = await asyncio.to_thread(verify, stack.urls)
     assert report.ok, report.as_dict()
+    # No write collided with records a client sent before the topics were re-created.
+    assert "AlreadyExists" not in (stack.logs / "broker.log").read_text()
+
+
+async def topic_partitions(stack: Stack, topics: list[str]) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return {topic["topic"]: len(topic["partitions"]) for topic in described}
