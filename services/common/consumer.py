@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
+import functools
+import hashlib
 import logging
 import time
 import traceback
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common import inbox, outbox
+from services.common.brokers import BrokerKind, broker_for
 from services.common.db import Database
 from services.common.envelope import Envelope, Headers, header_value
 from services.common.errors import Unprocessable, is_transient
@@ -39,14 +42,11 @@ DLT_TOPIC = "dlt.origin.topic"
 DLT_PARTITION = "dlt.origin.partition"
 DLT_OFFSET = "dlt.origin.offset"
 DLT_TRUNCATED = "dlt.truncated"  # the original size, when the copy had to be cut
+RECORD_NAMESPACE = uuid.UUID("5a6a11e0-0000-4000-8000-000000000d17")
 MAX_REASON_LENGTH = 1000
 MAX_COPIED_HEADERS = 32
 COMMIT_INTERVAL_S = 0.2
-JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
-JOIN_PATIENCE_MAX_S = 320
 COMMIT_TIMEOUT_S = 10
-POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
-STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 START_TIMEOUT_S = 20.0  # aiokafka's start() waits, unbounded, for the group join to complete
 STOP_TIMEOUT_S = 10.0
 REBALANCE_WAIT_S = 2.0  # a fetch that waits longer is waiting for a rebalance to complete
@@ -73,59 +73,10 @@ class Incoming:
     def dead_letter_reason(self) -> str | None:
         return header_value(self.record.headers, DLT_REASON)
 
-
-class Verdict(enum.Enum):
-    FINE = "fine"
-    RE_CREATED = "re-created"  # the position is past the partition's end: read it from the start
-    STALLED = "stalled"  # records wait behind a position that does not move: a new client
-
-
-@dataclass
-class Progress:
-    """What the position check remembers from one check to the next, and what it concludes.
-
-    A position past the end means the topic was deleted and created again (an in-memory broker
-    that restarted): Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the consumer resets,
-    but a broker that answers with nothing would leave the partition unread until the new log
-    grew past the old offset. The end our own fetches saw says so fastest (two checks agreeing);
-    the listed end (ListOffsets, seen to lag behind live partitions for a moment) says so once
-    the position has not moved for STALL_S (seen after a broker restart whose fetches never
-    reported the new end). A position that stays behind the end for STALL_S means the client
-    stopped fetching (also seen after a broker restart), and so does a position that stays
-    unknown (being reset) for STALL_S.
-    """
-
-    answered_at: float  # when the broker last told the partitions' ends
-    positions: dict[TopicPartition, tuple[int | None, float]] = field(default_factory=dict)
-    short: dict[TopicPartition, int] = field(default_factory=dict)  # past the fetched end, once
-
-    def judge(
-        self,
-        partition: TopicPartition,
-        position: int | None,
-        listed_end: int,
-        fetched_end: int | None,
-        now: float,
-    ) -> Verdict:
-        if position is not None and fetched_end is not None and position > fetched_end:
-            if self.short.get(partition) == position:
-                return self._forget(partition, Verdict.RE_CREATED)
-            self.short[partition] = position  # believed when the next check agrees
-        else:
-            self.short.pop(partition, None)
-        last_position, since = self.positions.setdefault(partition, (position, now))
-        if position != last_position or position == listed_end:
-            self.positions[partition] = (position, now)
-            return Verdict.FINE
-        if now - since < STALL_S:
-            return Verdict.FINE
-        past_the_end = position is not None and position > listed_end
-        return self._forget(partition, Verdict.RE_CREATED if past_the_end else Verdict.STALLED)
-
-    def _forget(self, partition: TopicPartition, verdict: Verdict) -> Verdict:
-        self.short.pop(partition, None)
-        self.positions.pop(partition, None)
-        return verdict
+    @functools.cached_property
+    def identity(self) -> uuid.UUID:
+        """The inbox id: the envelope's, or the dead letter's (see `record_identity`)."""
+        return self.envelope.id if self.envelope is not None else record_identity(self.record)
 
 
 class Handler(Protocol):
@@ -209,7 +160,8 @@ class MessageLoop:
         group_id: str,
         batch_size: int = 200,
         max_message_bytes: int = 256 * 1024,
-        fetch_wait_ms: int = 20,
+        broker: BrokerKind = "kafka",
+        fetch_wait_ms: int | None = None,
         create_topics: Sequence[str] = (),
         partitions: int = 6,
         replicas: int = 1,
@@ -223,14 +175,13 @@ class MessageLoop:
         self.group_id = group_id
         self.batch_size = batch_size
         self.max_message_bytes = max_message_bytes
-        self.fetch_wait_ms = fetch_wait_ms
+        self.broker = broker_for(broker, handler.name, fetch_wait_ms)
         self.create_topics = list(create_topics)
         self.partitions = partitions
         self.replicas = replicas
         self.wedged_s = wedged_s
         self.kafka_ok = False
         self.assigned = 0  # partitions held by this member of the consumer group
-        self._join_patience = JOIN_PATIENCE_S
         self._stopping = asyncio.Event()
         self._beat = time.monotonic()  # when the loop last showed it was not blocked
 
@@ -305,8 +256,8 @@ class MessageLoop:
             self.bootstrap_servers,
             self.group_id,
             self.handler.topics,
-            fetch_wait_ms=self.fetch_wait_ms,
             security=self.security,
+            **self.broker.consumer_options(),
         )
         try:
             await asyncio.wait_for(
@@ -319,11 +270,9 @@ class MessageLoop:
             await self._close(consumer)
             raise
         loop = asyncio.get_running_loop()
+        self.broker.client_started(loop.time())
         handled: dict[TopicPartition, int] = {}
         next_commit = 0.0
-        join_deadline = loop.time() + self._join_patience
-        next_check = 0.0
-        progress = Progress(answered_at=loop.time())
         try:
             while not self._stopping.is_set():
                 self._alive()
@@ -331,16 +280,10 @@ class MessageLoop:
                 if batches is not None:
                     self.kafka_ok = True
                 self.assigned = 0 if batches is None else len(consumer.assignment())
-                if self.assigned:
-                    join_deadline = loop.time() + self._join_patience
-                if self._stuck_joining(loop.time(), join_deadline):
-                    break
+                if not await self.broker.healthy(consumer, self.assigned, loop.time()):
+                    break  # handled offsets are not committed: their records come again
                 if batches is None:
                     continue
-                if loop.time() >= next_check:
-                    if not await self._check_positions(consumer, progress):
-                        break  # handled offsets are not committed: their records come again
-                    next_check = loop.time() + POSITION_CHECK_S
                 records = [record for part in batches.values() for record in part]
                 if records and not await self.process(records):
                     break  # stopping: the batch was not handled and will be redelivered
@@ -380,76 +323,6 @@ class MessageLoop:
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("%s: Kafka client not stopped cleanly (%r)", self.handler.name, exc)
 
-    async def _check_positions(self, consumer: Any, progress: Progress) -> bool:
-        """Judge each held partition's position (see `judge`); False if the client is stuck."""
-        partitions = list(consumer.assignment())
-        if not partitions:
-            return True
-        now = asyncio.get_running_loop().time()
-        try:
-            ends = await asyncio.wait_for(consumer.end_offsets(partitions), timeout=5)
-        except (KafkaError, TimeoutError):
-            # The broker is away, or this client no longer gets answers (seen after a broker
-            # restart, with every offset commit timing out): a new client after STALL_S.
-            if now - progress.answered_at < STALL_S:
-                return True
-            log.warning("%s: no partition ends for %.0fs; reconnecting", self.handler.name, STALL_S)
-            return False
-        progress.answered_at = now
-        for partition in partitions:
-            end = ends.get(partition)
-            if end is None:
-                continue
-            position: int | None = None  # unknown while it is being reset after a rebalance
-            with contextlib.suppress(KafkaError, TimeoutError):
-                position = await asyncio.wait_for(consumer.position(partition), timeout=1)
-            fetched_end = consumer.highwater(partition)
-            verdict = progress.judge(partition, position, end, fetched_end, now)
-            if verdict is Verdict.FINE:
-                continue
-            at = "an unknown position" if position is None else position
-            where = f"{partition.topic}[{partition.partition}] at {at}"
-            ends_at = f"listed end {end}, fetched end {fetched_end}"
-            if verdict is Verdict.STALLED:
-                log.warning(
-                    "%s: %s made no progress for %.0fs (%s); reconnecting",
-                    self.handler.name,
-                    where,
-                    STALL_S,
-                    ends_at,
-                )
-                return False
-            log.warning(
-                "%s: %s is past the end (%s): the partition was re-created; reading it from the "
-                "start",
-                self.handler.name,
-                where,
-                ends_at,
-            )
-            await consumer.seek_to_beginning(partition)
-        return True
-
-    def _stuck_joining(self, now: float, deadline: float) -> bool:
-        """True if this member has held no partitions since `deadline`: a fresh member (new id)
-        joins again (seen at start and after a broker restart, when a join never completes).
-
-        Each time it waits twice as long (up to JOIN_PATIENCE_MAX_S), and back to
-        JOIN_PATIENCE_S once it holds partitions: a member of a group with more members than
-        partitions legitimately holds none, and must not keep the group rebalancing.
-        """
-        if self.assigned:
-            self._join_patience = JOIN_PATIENCE_S
-            return False
-        if now < deadline:
-            return False
-        log.warning(
-            "%s: no partitions for %ss; joining the group again",
-            self.handler.name,
-            self._join_patience,
-        )
-        self._join_patience = min(self._join_patience * 2, JOIN_PATIENCE_MAX_S)
-        return True
-
     async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
         try:
             await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT_S)
@@ -475,8 +348,7 @@ class MessageLoop:
                     delay = min(delay * 2, 5.0)
                     continue
                 if len(records) == 1:
-                    await self._dead_letter_alone(records[0], exc)
-                    return True
+                    return await self._dead_letter_alone(records[0], exc)
                 log.warning("%s: batch failed (%s); handling one by one", self.handler.name, exc)
                 for record in records:
                     if not await self.process([record]):
@@ -516,19 +388,20 @@ class MessageLoop:
         return messages, poison
 
     async def _transaction(self, messages: list[Incoming], poison: list[tuple[Any, str]]) -> None:
-        poison = list(poison)  # a retried transaction starts again from what did not decode
         async with self.db.transaction() as session:
-            claims = [(m.envelope.id, m.topic) for m in messages if m.envelope is not None]
+            claims = [(m.identity, m.topic) for m in messages]
+            claims += [(record_identity(record), record.topic) for record, _ in poison]
             fresh = await inbox.claim(session, claims)
             todo: list[Incoming] = []
             for message in messages:
-                if message.envelope is None:
-                    todo.append(message)
-                elif message.envelope.id in fresh:
-                    fresh.discard(message.envelope.id)  # a second copy inside the batch is a dup
+                if message.identity in fresh:
+                    fresh.discard(message.identity)  # a second copy inside the batch is a dup
                     todo.append(message)
                 else:
                     MESSAGES.labels(self.handler.name, message.topic, "duplicate").inc()
+            # A record dead-lettered before (read again: a rebalance, a crash before the offset
+            # commit) is not dead-lettered twice.
+            unread = [(r, why) for r, why in poison if _take(fresh, record_identity(r))]
             with session.no_autoflush:
                 await self.handler.prepare(session, todo)
                 for message in todo:
@@ -536,8 +409,8 @@ class MessageLoop:
                         await self.handler.handle(session, message)
                         MESSAGES.labels(self.handler.name, message.topic, "handled").inc()
                     except Unprocessable as exc:
-                        poison.append((message.record, exc.reason))
-            for record, reason in poison:
+                        unread.append((message.record, exc.reason))
+            for record, reason in unread:
                 self._dead_letter(session, record, reason)
 
     def _dead_letter(self, session: AsyncSession, record: Any, reason: str) -> None:
@@ -553,17 +426,53 @@ class MessageLoop:
         dead_letter(session, topic, record, reason, max_bytes=self.max_message_bytes)
         MESSAGES.labels(self.handler.name, record.topic, "dead_lettered").inc()
 
-    async def _dead_letter_alone(self, record: Any, exc: Exception) -> None:
+    async def _dead_letter_alone(self, record: Any, exc: Exception) -> bool:
+        """Dead-letter a record its handler cannot take, once; False if stopping first (the
+        record is then neither handled nor dead-lettered, and its offset must not be committed).
+        """
         reason = f"handler failed: {describe(exc)}"
         log.exception("%s: %s", self.handler.name, reason, exc_info=exc)
         delay = 0.1
         while not self._stopping.is_set():
             try:
                 async with self.db.transaction() as session:
-                    self._dead_letter(session, record, reason)
-                return
+                    identity = self._identity_of(record)
+                    if await inbox.claim(session, [(identity, record.topic)]):
+                        self._dead_letter(session, record, reason)
+                return True
             except Exception as retry_exc:
                 if not is_transient(retry_exc):
                     raise
                 await self._pause(delay)
                 delay = min(delay * 2, 5.0)
+        return False
+
+    def _identity_of(self, record: Any) -> uuid.UUID:
+        messages, _ = self._decode([record])
+        return messages[0].identity if messages else record_identity(record)
+
+
+def _take(ids: set[uuid.UUID], identity: uuid.UUID) -> bool:
+    """Remove `identity` from `ids`; whether it was there."""
+    if identity in ids:
+        ids.discard(identity)
+        return True
+    return False
+
+
+def record_identity(record: Any) -> uuid.UUID:
+    """The inbox id of a record that carries none of its own (poison, or a dead letter).
+
+    A dead letter is named by its origin (topic, partition, offset), so two copies of one
+    dead-lettered record count once; any other record by where it was read. The content is part
+    of the name: the embedded broker restarts its offsets at 0 after a restart, and a new record
+    at a reused offset must not pass for the old one.
+    """
+    headers = record.headers
+    origin = [header_value(headers, h) for h in (DLT_TOPIC, DLT_PARTITION, DLT_OFFSET)]
+    if origin[0] is None:
+        origin = [str(record.topic), str(record.partition), str(record.offset)]
+    digest = hashlib.sha256(record.key or b"")
+    digest.update(b"\0")
+    digest.update(record.value or b"")
+    return uuid.uuid5(RECORD_NAMESPACE, "/".join(str(part) for part in origin) + digest.hexdigest())

@@ -1,7 +1,8 @@
 """Kafka clients (aiokafka) configured the same way by every process.
 
-Plain `acks=all` producers only: the embedded broker refuses idempotent and transactional
-producers, and the delivery rules do not need them (the inbox dedups, re-sends cover loss).
+`acks=all` producers, idempotent where the broker supports it (Apache Kafka; the embedded
+broker refuses InitProducerId): the delivery rules do not need it (the inbox dedups, re-sends
+cover loss), but it keeps a retried batch from being written twice or out of order.
 Every client carries the process's security settings (TLS, SASL) and is started with `start`,
 which turns a refused login into a `KafkaAuthError` that says who was refused.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -83,15 +84,20 @@ def _refused(security: KafkaSecurity, bootstrap_servers: str, reason: str) -> st
     return f"Kafka login refused at {bootstrap_servers} ({security.describe()}): {reason}"
 
 
-def make_producer(bootstrap_servers: str, security: KafkaSecurity = PLAINTEXT) -> AIOKafkaProducer:
+def make_producer(
+    bootstrap_servers: str, security: KafkaSecurity = PLAINTEXT, **broker_options: Any
+) -> AIOKafkaProducer:
+    """`broker_options`: what the broker kind adds (services.common.brokers)."""
+    options: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": 0,
+        "max_batch_size": 64 * 1024,
+        "request_timeout_ms": 15_000,
+        "retry_backoff_ms": 100,
+    }
+    options.update(broker_options)
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
-        **security.client_options(),
-        acks="all",
-        linger_ms=0,
-        max_batch_size=64 * 1024,
-        request_timeout_ms=15_000,
-        retry_backoff_ms=100,
+        bootstrap_servers=bootstrap_servers, **security.client_options(), **options
     )
 
 
@@ -100,22 +106,25 @@ def make_consumer(
     group_id: str,
     topics: Iterable[str],
     *,
-    fetch_wait_ms: int,
     security: KafkaSecurity = PLAINTEXT,
+    **broker_options: Any,
 ) -> AIOKafkaConsumer:
+    """Offsets committed by the loop, after its transaction. Session and heartbeat are the
+    client's defaults (10 s, 3 s) unless `broker_options` (services.common.brokers) say
+    otherwise: a broker on its default configuration refuses a session under 6 s."""
+    options: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "retry_backoff_ms": 100,
+    }
+    options.update(broker_options)
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap_servers,
         **security.client_options(),
         group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=fetch_wait_ms,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        session_timeout_ms=3_000,
-        heartbeat_interval_ms=300,
-        retry_backoff_ms=100,
-        metadata_max_age_ms=5_000,
+        **options,
     )
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import Update, bindparam, delete, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.brokers import BrokerKind, broker_for
 from services.common.clock import utcnow
 from services.common.db import NOTIFY_CHANNEL, Database, among
 from services.common.errors import is_transient
@@ -74,11 +75,13 @@ class Relay:
         partitions: int = 6,
         replicas: int = 1,
         security: KafkaSecurity = PLAINTEXT,
+        broker: BrokerKind = "kafka",
     ) -> None:
         self.db = db
         self.service = service
         self.bootstrap_servers = bootstrap_servers
         self.security = security
+        self.producer_options = broker_for(broker, f"relay {service}").producer_options()
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.listen_timeout_s = listen_timeout_s
@@ -199,7 +202,7 @@ class Relay:
                 replicas=self.replicas,
                 security=self.security,
             )
-        producer = make_producer(self.bootstrap_servers, self.security)
+        producer = make_producer(self.bootstrap_servers, self.security, **self.producer_options)
         await start(producer, self.security, self.bootstrap_servers)
         try:
             async with self.db.engine.connect() as connection:

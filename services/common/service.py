@@ -19,7 +19,8 @@ from prometheus_client import make_asgi_app
 
 from services.common.api import validation_error
 from services.common.auth import token_guard
-from services.common.consumer import STALL_S, Handler, MessageLoop
+from services.common.brokers import STALL_S
+from services.common.consumer import Handler, MessageLoop
 from services.common.db import Database
 from services.common.definition import SagaDefinition, load_definition
 from services.common.errors import is_transient
@@ -110,6 +111,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             group_id=f"sagaline-{runtime.definition.name}-{runtime.name}",
             batch_size=settings.consumer_batch_size,
             max_message_bytes=settings.max_message_bytes,
+            broker=settings.broker,
             fetch_wait_ms=settings.consumer_fetch_wait_ms,
             create_topics=runtime.definition.topics() if settings.create_topics else (),
             partitions=partitions,

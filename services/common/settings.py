@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.brokers import BrokerKind
 from services.common.definition import default_definition_path
 from services.common.kafka_security import KafkaSecurity, SaslMechanism, SecurityProtocol
 
@@ -68,7 +69,11 @@ class Settings(BaseSettings):
     # A consumed message larger than this is dead-lettered unread, and its dead-letter copy is
     # cut to this size (so the copy always fits the broker's limit, 1 MiB by default on Kafka).
     max_message_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
-    consumer_fetch_wait_ms: int = Field(20, ge=1, le=5_000)
+    # Which broker the bootstrap servers lead to: `kafka` (Apache Kafka, Strimzi, Redpanda) or
+    # `embedded` (the in-memory broker of `sagaline up`, whose quirks the clients work around).
+    broker: BrokerKind = "kafka"
+    # How long a fetch waits for records; default: the broker's (500 ms long poll on Kafka).
+    consumer_fetch_wait_ms: int | None = Field(None, ge=1, le=5_000)
 
     relay_batch_size: int = Field(500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(0.02, gt=0, le=10)

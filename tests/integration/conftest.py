@@ -6,17 +6,15 @@ import httpx
 import pytest
 
 from sagaline.stack import Stack
-from tests.integration.support import Api, Kafka, postgres_reachable, running_stack
+from tests.integration.support import EVERY_PART, Api, Kafka, Parts, running_stack
 
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(
-            not postgres_reachable(), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
-        ),
-    ),
-]
+
+def server_for(request: pytest.FixtureRequest, parts: Parts) -> str | None:
+    """The session's PostgreSQL server if `parts` run on PostgreSQL (started on first use)."""
+    if parts.database != "postgresql":
+        return None
+    server: str = request.getfixturevalue("postgres_server")
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -25,13 +23,14 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=EVERY_PART, ids=str)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    """A stack of the saga as defined (sequential), one per test module and backend."""
+    """A stack of the saga as defined (sequential), one per test module and combination."""
+    parts: Parts = request.param
     state_dir = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
-    with running_stack(state_dir, request.param) as running:
+    with running_stack(state_dir, parts, server_url=server_for(request, parts)) as running:
         yield running
 
 

@@ -1,74 +1,153 @@
-"""Helpers of the integration tests: a running stack per backend, HTTP calls, Kafka access."""
+"""Helpers of the integration tests: the real parts (broker and database kinds), a running stack
+on each combination, HTTP calls, Kafka access."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
-import psycopg
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sagaline import apache_kafka, postgres
+from sagaline.apache_kafka import ApacheKafka, resolve_jars
 from sagaline.broker import EmbeddedBroker
-from sagaline.databases import drop
+from sagaline.databases import create_missing, drop
 from sagaline.ports import free_port
 from sagaline.stack import Stack, StackConfig
+from services.common.brokers import BrokerKind
 from services.common.db import Database
 from services.common.envelope import Envelope, Headers, header_value
 from services.common.migrate import upgrade
 from services.registry import SERVICES
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 T = TypeVar("T")
+DatabaseKind = Literal["sqlite", "postgresql"]
+BROKERS: tuple[BrokerKind, ...] = ("embedded", "kafka")
+DATABASES: tuple[DatabaseKind, ...] = ("sqlite", "postgresql")
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The broker and the database a test runs on (its id, e.g. `kafka-postgresql`, is in the
+    test's name and in the summary's counts)."""
+
+    broker: BrokerKind
+    database: DatabaseKind
+
+    def __str__(self) -> str:
+        return f"{self.broker}-{self.database}"
+
+
+EVERY_PART = [Parts(broker, database) for broker in BROKERS for database in DATABASES]
+EMBEDDED_SQLITE = Parts("embedded", "sqlite")  # for what does not depend on the parts
+
+
+def unavailable(what: str, reason: str | None) -> None:
+    """Skip a test whose real part cannot run here, with the reason; under CI=true, fail it:
+    CI proves what the README claims."""
+    if reason is None:
+        return
+    message = f"{what} cannot run here: {reason}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def require_broker(kind: BrokerKind) -> None:
+    if kind == "kafka":
+        unavailable("Apache Kafka", apache_kafka.unavailable_reason())
+
+
+def require_postgres() -> None:
+    unavailable("PostgreSQL", postgres.unavailable_reason())
+
+
+def make_broker(
+    kind: BrokerKind, directory: Path, port: int | None = None
+) -> EmbeddedBroker | ApacheKafka:
+    """A broker of `kind`, not started yet, its log and data in `directory`."""
+    require_broker(kind)
+    directory.mkdir(parents=True, exist_ok=True)
+    if kind == "kafka":
+        resolve_jars()
+        return ApacheKafka(port, directory / "broker.log", data_dir=directory / "kafka")
+    return EmbeddedBroker(port, directory / "broker.log")
+
+
+@contextlib.contextmanager
+def started_broker(kind: BrokerKind, directory: Path) -> Iterator[EmbeddedBroker | ApacheKafka]:
+    """A broker of `kind` of the test's own, stopped after."""
+    broker = make_broker(kind, directory)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str | None, directory: Path, name: str) -> Iterator[str]:
+    """The URL of a new database: on the PostgreSQL server (dropped after), or an SQLite file."""
+    if server_url is None:
+        yield f"sqlite:///{directory / name}.db"
+        return
+    url = f"{server_url}/t{uuid.uuid4().hex[:8]}_{name}"
+    create_missing({name: url})
+    try:
+        yield url
+    finally:
+        drop({name: url})
 
 
 @contextlib.asynccontextmanager
-async def broker_and_payment_database(state_dir: Path) -> AsyncIterator[tuple[str, Database]]:
-    """An embedded broker and a migrated payment database, for a consumer loop run in-process."""
-    broker = EmbeddedBroker(log_path=state_dir / "broker.log")
-    broker.start()
-    url = f"sqlite:///{state_dir / 'paymentdb.db'}"
-    try:
+async def broker_and_payment_database(
+    state_dir: Path, kind: BrokerKind = "embedded"
+) -> AsyncIterator[tuple[str, Database]]:
+    """A broker and a migrated payment database, for a consumer loop run in-process."""
+    with started_broker(kind, state_dir) as broker:
+        url = f"sqlite:///{state_dir / 'paymentdb.db'}"
         await asyncio.to_thread(upgrade, url, "payment", participant=True)
         db = Database(url)
         try:
             yield broker.bootstrap_servers, db
         finally:
             await db.dispose()
-    finally:
-        broker.stop()
-
-
-def postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{POSTGRES_URL}/postgres", connect_timeout=2):
-            return True
-    except psycopg.Error:
-        return False
 
 
 @contextlib.contextmanager
-def running_stack(state_dir: Path, backend: str, **overrides: Any) -> Iterator[Stack]:
-    postgres = backend == "postgresql"
+def running_stack(
+    state_dir: Path, parts: Parts, *, server_url: str | None = None, **overrides: Any
+) -> Iterator[Stack]:
+    """The whole stack on `parts`; PostgreSQL databases go on `server_url` (the session's
+    server) under a prefix of their own, and are dropped after."""
+    require_broker(parts.broker)
+    on_postgres = parts.database == "postgresql"
+    if on_postgres and server_url is None and "database_url" not in overrides:
+        raise ValueError("a stack on PostgreSQL needs the session's server_url")
     config = StackConfig(
         state_dir=state_dir,
-        database_url=overrides.pop("database_url", POSTGRES_URL if postgres else None),
+        database_url=overrides.pop("database_url", server_url if on_postgres else None),
+        broker=parts.broker,
         ports={service: free_port() for service in SERVICES},
-        database_prefix=f"t{uuid.uuid4().hex[:8]}_" if postgres else "",
+        database_prefix=f"t{uuid.uuid4().hex[:8]}_" if on_postgres else "",
         **overrides,
     )
     stack = Stack(config)
-    stack.start()
+    stack.start(ready_timeout_s=120)
     try:
         yield stack
     finally:
         stack.stop()
-        if postgres:
+        if on_postgres:
             drop(stack.urls)
 
 

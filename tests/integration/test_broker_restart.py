@@ -1,5 +1,7 @@
-"""The embedded broker restarts with nothing: topics, messages and committed offsets are gone.
-Consumers whose positions were far along must read the re-created topics from their start."""
+"""A broker SIGKILLed and started again. The embedded broker restarts with nothing: topics,
+messages and committed offsets are gone, and consumers whose positions were far along must read
+the re-created topics from their start. Apache Kafka comes back on its log directory, with no
+help from the stack."""
 
 from __future__ import annotations
 
@@ -15,15 +17,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sagaline.stack import Stack
 from sagaline.verify import verify
 from services.common.definition import load_definition
-from tests.integration.support import Api, Kafka, running_stack
+from tests.integration.support import BROKERS, Api, Kafka, Parts, running_stack
 
 FAR = 200  # records the stock service reads before the restart, so its offsets are far along
 
 
-@pytest.fixture(scope="module")
-def restarted_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=BROKERS)
+def restarted_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """A short step timeout, so a message the restart lost is re-sent within seconds."""
-    with running_stack(tmp_path_factory.mktemp("restart"), "sqlite", step_timeout_s=1.0) as stack:
+    with running_stack(
+        tmp_path_factory.mktemp("restart"), Parts(request.param, "sqlite"), step_timeout_s=1.0
+    ) as stack:
         yield stack
 
 

@@ -12,13 +12,18 @@ from typer.testing import CliRunner
 
 from sagaline.chaos import KIND_OF_TARGET, TARGETS, ChaosOptions, run_chaos
 from sagaline.cli import app
-from tests.integration.conftest import BACKENDS
-from tests.integration.support import running_stack
+from services.common.brokers import BrokerKind
+from tests.integration.conftest import server_for
+from tests.integration.support import BROKERS, EVERY_PART, Parts, running_stack
 
 
-def chaos(tmp_path: Path, backend: str, options: ChaosOptions) -> dict[str, Any]:
+def chaos(
+    tmp_path: Path, parts: Parts, options: ChaosOptions, server_url: str | None = None
+) -> dict[str, Any]:
     # A two-second step timeout: a message the broker lost is re-sent within seconds.
-    with running_stack(tmp_path, backend, step_timeout_s=2.0, api_token="chaos-token") as stack:
+    with running_stack(
+        tmp_path, parts, server_url=server_url, step_timeout_s=2.0, api_token="chaos-token"
+    ) as stack:
         return run_chaos(stack, options, Console(quiet=True), show=False)
 
 
@@ -31,26 +36,31 @@ def assert_nothing_lost(summary: dict[str, Any], kinds: set[str]) -> None:
     assert summary["approved"] and summary["rejected"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_every_kind_of_fault_ends_with_every_order_decided(tmp_path: Path, backend: str) -> None:
-    targets = TARGETS if backend == "postgresql" else tuple(t for t in TARGETS if t != "database")
+@pytest.mark.parametrize("parts", EVERY_PART, ids=str)
+def test_every_kind_of_fault_ends_with_every_order_decided(
+    tmp_path: Path, parts: Parts, request: pytest.FixtureRequest
+) -> None:
+    on_postgres = parts.database == "postgresql"
+    targets = TARGETS if on_postgres else tuple(t for t in TARGETS if t != "database")
     options = ChaosOptions(
         duration_s=24, rate=8, targets=targets, seed=11, mean_interval_s=2, max_downtime_s=1.5
     )
 
-    summary = chaos(tmp_path, backend, options)
+    summary = chaos(tmp_path, parts, options, server_for(request, parts))
 
     assert_nothing_lost(summary, {KIND_OF_TARGET[t] for t in targets})
     assert summary["orders"] >= 24 * 8
 
 
-def test_broker_kills_alone(tmp_path: Path) -> None:
-    """The broker's memory goes each time: topics and offsets are re-created, re-sends finish."""
+@pytest.mark.parametrize("kind", BROKERS)
+def test_broker_kills_alone(tmp_path: Path, kind: BrokerKind) -> None:
+    """The embedded broker's memory goes each time (topics and offsets are re-created, re-sends
+    finish); Apache Kafka comes back on its log directory."""
     options = ChaosOptions(
         duration_s=15, rate=8, targets=("broker",), seed=3, mean_interval_s=3, max_downtime_s=1
     )
 
-    summary = chaos(tmp_path, "sqlite", options)
+    summary = chaos(tmp_path, Parts(kind, "sqlite"), options)
 
     assert_nothing_lost(summary, {"broker"})
     assert summary["faults"]["broker"] >= 2
@@ -60,7 +70,7 @@ def test_broker_kills_alone(tmp_path: Path) -> None:
     ("arguments", "message"),
     [
         (["--targets", "services,moon"], "unknown target moon"),
-        (["--targets", "database"], "the database target needs --database-url"),
+        (["--targets", "database"], "the database target needs PostgreSQL"),
     ],
 )
 def test_chaos_refuses_what_it_cannot_do(arguments: list[str], message: str) -> None:

@@ -12,11 +12,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.brokers import BrokerKind
 from services.common.consumer import Incoming, MessageLoop
 from services.common.definition import default_definition_path, load_definition
 from services.common.outbox import OUTBOX
 from services.payment.participant import PaymentParticipant
-from tests.integration.support import Kafka, broker_and_payment_database, eventually
+from tests.integration.support import BROKERS, Kafka, broker_and_payment_database, eventually
 
 
 class HangsOnce(PaymentParticipant):
@@ -31,21 +32,24 @@ class HangsOnce(PaymentParticipant):
         await super().prepare(session, batch)
 
 
+@pytest.mark.parametrize("kind", BROKERS)
 async def test_a_blocked_loop_is_cancelled_and_its_batch_handled_by_a_new_client(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: BrokerKind
 ) -> None:
     definition = load_definition(default_definition_path())
     caplog.set_level(logging.WARNING, logger="services.common.consumer")
-    async with broker_and_payment_database(tmp_path) as (bootstrap_servers, db):
+    async with broker_and_payment_database(tmp_path, kind) as (bootstrap_servers, db):
         handler = HangsOnce(definition)
         loop = MessageLoop(
             db,
             handler,
             bootstrap_servers=bootstrap_servers,
+            broker=kind,
             group_id="watchdog-test",
             create_topics=definition.topics(),
             partitions=1,
-            wedged_s=3,
+            # Short, to be quick; on Kafka longer than a group join (3 s of initial delay there).
+            wedged_s=3 if kind == "embedded" else 10,
         )
         task = asyncio.create_task(loop.run())
         try:

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, create_engine, text
 from sagaline.stack import Stack
 from services.common.db import sync_url
 from services.registry import SERVICES, build_app
-from tests.integration.support import running_stack
+from tests.integration.support import EMBEDDED_SQLITE, running_stack
 
 TOKEN = f"doors-{uuid.uuid4().hex}"
 MAX_ITEMS = 5
@@ -42,7 +42,7 @@ TABLES = {"order": "orders", "payment": "account", "stock": "product"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(
-        tmp_path_factory.mktemp("doors"), "sqlite", api_token=TOKEN, extra_env=LIMITS
+        tmp_path_factory.mktemp("doors"), EMBEDDED_SQLITE, api_token=TOKEN, extra_env=LIMITS
     ) as running:
         yield running
 

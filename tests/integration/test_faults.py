@@ -12,8 +12,8 @@ import pytest
 from sagaline.stack import Stack
 from sagaline.verify import verify
 from services.common.definition import Execution
-from tests.integration.conftest import BACKENDS
-from tests.integration.support import Api, running_stack
+from tests.integration.conftest import server_for
+from tests.integration.support import EVERY_PART, Api, Parts, running_stack
 
 
 @contextlib.contextmanager
@@ -27,23 +27,32 @@ def paused(stack: Stack, service: str) -> Iterator[None]:
         process.signal(signal.SIGCONT)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=EVERY_PART, ids=str)
 def parallel_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
+    parts: Parts = request.param
     with running_stack(
-        tmp_path_factory.mktemp("parallel"), request.param, execution=Execution.PARALLEL.value
+        tmp_path_factory.mktemp("parallel"),
+        parts,
+        server_url=server_for(request, parts),
+        execution=Execution.PARALLEL.value,
     ) as running:
         yield running
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=EVERY_PART, ids=str)
 def impatient_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """Sequential, a one-second step timeout and three attempts."""
+    parts: Parts = request.param
     with running_stack(
-        tmp_path_factory.mktemp("impatient"), request.param, step_timeout_s=1.0, max_attempts=3
+        tmp_path_factory.mktemp("impatient"),
+        parts,
+        server_url=server_for(request, parts),
+        step_timeout_s=1.0,
+        max_attempts=3,
     ) as running:
         yield running
 

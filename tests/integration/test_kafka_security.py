@@ -36,7 +36,7 @@ from services.common.migrate import upgrade
 from services.common.outbox import send_raw
 from services.common.relay import Relay
 from tests.integration.scram_proxy import Login, ScramProxy, scram_broker
-from tests.integration.support import Api, eventually, running_stack
+from tests.integration.support import EMBEDDED_SQLITE, Api, eventually, running_stack
 
 USER = "sagaline"
 PASSWORD = "scram-pw-3d9a41"
@@ -233,7 +233,10 @@ def stack_over_scram(
     with (
         scram_broker(USERS, tmp_path / "broker.log") as serving,
         running_stack(
-            tmp_path / "stack", "sqlite", bootstrap_servers=serving.bootstrap_servers, extra_env=env
+            tmp_path / "stack",
+            EMBEDDED_SQLITE,
+            bootstrap_servers=serving.bootstrap_servers,
+            extra_env=env,
         ) as stack,
     ):
         yield stack, serving

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from sagaline.apache_kafka import ApacheKafka
 from sagaline.broker import EmbeddedBroker
-from sagaline.databases import create_missing, drop
 from sagaline.ports import free_port
 from services.common import outbox
+from services.common.brokers import BrokerKind
 from services.common.clock import utcnow
 from services.common.db import Database
 from services.common.envelope import Envelope
@@ -24,33 +25,42 @@ from services.common.inbox import INBOX, claim
 from services.common.migrate import upgrade
 from services.common.outbox import OUTBOX
 from services.common.relay import Relay
-from tests.integration.conftest import BACKENDS
-from tests.integration.support import POSTGRES_URL, Kafka, eventually
+from tests.integration.support import (
+    BROKERS,
+    DATABASES,
+    Kafka,
+    eventually,
+    fresh_database,
+    make_broker,
+    started_broker,
+)
 
 TOPIC = "payment"
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    embedded = EmbeddedBroker(log_path=tmp_path_factory.mktemp("relay") / "broker.log")
-    embedded.start()
-    yield embedded
-    embedded.stop()
+Broker = EmbeddedBroker | ApacheKafka
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="module", params=BROKERS)
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Broker]:
+    with started_broker(request.param, tmp_path_factory.mktemp("relay")) as started:
+        yield started
+
+
+def kind_of(broker: Broker) -> BrokerKind:
+    return "kafka" if isinstance(broker, ApacheKafka) else "embedded"
+
+
+@pytest.fixture(params=DATABASES)
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "postgresql":
-        url = f"{POSTGRES_URL}/t{uuid.uuid4().hex[:8]}_relaydb"
-        create_missing({"relay": url})
-    else:
-        url = f"sqlite:///{tmp_path / 'relay.db'}"
-    await asyncio.to_thread(upgrade, url, "payment", participant=True)
-    database = Database(url)
-    yield database
-    await database.dispose()
-    if request.param == "postgresql":
-        drop({"relay": url})
+    server = request.getfixturevalue("postgres_server") if request.param == "postgresql" else None
+    with fresh_database(server, tmp_path, "relaydb") as url:
+        await asyncio.to_thread(upgrade, url, "payment", participant=True)
+        database = Database(url)
+        yield database
+        await database.dispose()
 
 
 @contextlib.asynccontextmanager
@@ -63,9 +73,11 @@ async def running(relay: Relay) -> AsyncIterator[Relay]:
         await asyncio.wait_for(task, timeout=10)
 
 
-def relay_for(db: Database, bootstrap_servers: str, **options: Any) -> Relay:
+def relay_for(db: Database, broker: Broker, **options: Any) -> Relay:
     defaults: dict[str, Any] = {"create_topics": [TOPIC], "partitions": 3}
-    return Relay(db, service="payment", bootstrap_servers=bootstrap_servers, **defaults | options)
+    defaults["broker"] = kind_of(broker)
+    servers = options.pop("bootstrap_servers", broker.bootstrap_servers)
+    return Relay(db, service="payment", bootstrap_servers=servers, **defaults | options)
 
 
 async def write(db: Database, saga_id: uuid.UUID, count: int) -> list[Envelope]:
@@ -89,14 +101,12 @@ def keyed(saga_id: uuid.UUID) -> Any:
     return lambda record: record.key == str(saga_id).encode()
 
 
-async def test_publishes_in_commit_order_and_marks_rows(
-    db: Database, broker: EmbeddedBroker
-) -> None:
+async def test_publishes_in_commit_order_and_marks_rows(db: Database, broker: Broker) -> None:
     saga_id = uuid.uuid4()
     sent = await write(db, saga_id, 20)
 
     async with (
-        running(relay_for(db, broker.bootstrap_servers)),
+        running(relay_for(db, broker)),
         Kafka(broker.bootstrap_servers) as kafka,
     ):
         received = await kafka.read(TOPIC, keyed(saga_id), count=20)
@@ -106,13 +116,15 @@ async def test_publishes_in_commit_order_and_marks_rows(
     assert {(h, v) for h, v in received[0].headers} >= {("type", b"payment.charge")}
 
 
-async def test_nothing_is_lost_while_the_broker_is_away(db: Database, tmp_path: Path) -> None:
+async def test_nothing_is_lost_while_the_broker_is_away(
+    db: Database, broker: Broker, tmp_path: Path
+) -> None:
     port = free_port()
     saga_id = uuid.uuid4()
     sent = await write(db, saga_id, 5)
-    late_broker = EmbeddedBroker(port=port, log_path=tmp_path / "late-broker.log")
+    late_broker = make_broker(kind_of(broker), tmp_path / "late", port)
 
-    async with running(relay_for(db, f"127.0.0.1:{port}")):
+    async with running(relay_for(db, late_broker)):
         await asyncio.sleep(0)  # the relay is trying a broker that is not there
         assert await unpublished(db) == 5
         late_broker.start()
@@ -127,7 +139,7 @@ async def test_nothing_is_lost_while_the_broker_is_away(db: Database, tmp_path: 
 
 
 async def test_purges_published_rows_and_old_inbox_ids_after_their_retention(
-    db: Database, broker: EmbeddedBroker
+    db: Database, broker: Broker
 ) -> None:
     await write(db, uuid.uuid4(), 3)
     old, recent = uuid.uuid4(), uuid.uuid4()
@@ -138,7 +150,7 @@ async def test_purges_published_rows_and_old_inbox_ids_after_their_retention(
             .where(INBOX.c.message_id == old)
             .values(received_at=utcnow() - timedelta(days=8))
         )
-    relay = relay_for(db, broker.bootstrap_servers, outbox_retention_s=0, purge_interval_s=0.05)
+    relay = relay_for(db, broker, outbox_retention_s=0, purge_interval_s=0.05)
 
     async with running(relay):
         await eventually(lambda: _outbox_empty(db), what="published rows purged")
@@ -149,10 +161,10 @@ async def test_purges_published_rows_and_old_inbox_ids_after_their_retention(
 
 
 async def test_a_second_relay_waits_while_the_first_holds_the_lock(
-    db: Database, broker: EmbeddedBroker
+    db: Database, broker: Broker
 ) -> None:
     saga_id = uuid.uuid4()
-    first, second = relay_for(db, broker.bootstrap_servers), relay_for(db, broker.bootstrap_servers)
+    first, second = relay_for(db, broker), relay_for(db, broker)
     async with running(first):
         await eventually(lambda: _true(first.is_leader), what="the first relay to lead")
         async with running(second):

@@ -20,8 +20,6 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from sagaline.broker import EmbeddedBroker
-from sagaline.databases import create_missing, drop
 from sagaline.stack import ManagedProcess
 from services.common import outbox
 from services.common.db import Database
@@ -29,12 +27,9 @@ from services.common.envelope import Envelope
 from services.common.migrate import upgrade
 from services.common.outbox import OUTBOX
 from services.common.relay import LEADER_LOCK_ID
-from tests.integration.support import POSTGRES_URL, Kafka, eventually, postgres_reachable
-from tests.integration.test_relay import unpublished
+from tests.integration.support import BROKERS, Kafka, eventually, fresh_database, started_broker
+from tests.integration.test_relay import Broker, kind_of, unpublished
 
-pytestmark = pytest.mark.skipif(
-    not postgres_reachable(), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
-)
 TOPIC = "payment"
 SAGAS = 24
 MESSAGES = 900
@@ -42,30 +37,27 @@ RELAYS = 3
 BATCH = 20  # rows a relay reads at once: what a killed leader can leave published twice
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    embedded = EmbeddedBroker(log_path=tmp_path / "broker.log")
-    embedded.start()
-    yield embedded
-    embedded.stop()
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    with started_broker(request.param, tmp_path / "broker") as started:
+        yield started
 
 
 @pytest.fixture
-def database_url() -> Iterator[str]:
-    url = f"{POSTGRES_URL}/t{uuid.uuid4().hex[:8]}_scaled_relays"
-    create_missing({"payment": url})
-    upgrade(url, "payment", participant=True)
-    yield url
-    drop({"payment": url})
+def database_url(postgres_server: str, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(postgres_server, tmp_path, "scaled_relays") as url:
+        upgrade(url, "payment", participant=True)
+        yield url
 
 
 @pytest.fixture
-def relays(database_url: str, broker: EmbeddedBroker, tmp_path: Path) -> Iterator[list[str]]:
+def relays(database_url: str, broker: Broker, tmp_path: Path) -> Iterator[list[str]]:
     """Three `sagaline relay payment` processes, as three replicas of a pod would run them."""
     env = dict(
         os.environ,
         DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+        SAGALINE_BROKER=kind_of(broker),
         SAGALINE_LOG_LEVEL="info",
         SAGALINE_RELAY_BATCH_SIZE=str(BATCH),
     )
@@ -122,7 +114,7 @@ async def published(db: Database) -> int:
 
 
 async def test_a_killed_leader_is_replaced_and_no_saga_is_reordered(
-    database_url: str, broker: EmbeddedBroker, relays: list[str]
+    database_url: str, broker: Broker, relays: list[str]
 ) -> None:
     db = Database(database_url)
     sagas = [uuid.uuid4() for _ in range(SAGAS)]

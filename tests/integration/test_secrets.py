@@ -18,15 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from sagaline.broker import EmbeddedBroker
 from sagaline.ports import free_port
 from sagaline.stack import Stack
-from tests.integration.support import postgres_reachable, running_stack
-
-pytestmark = pytest.mark.skipif(
-    not postgres_reachable(), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
-)
+from tests.integration.support import Parts, running_stack
 
 DB_PASSWORD = f"dbpw-{uuid.uuid4().hex[:12]}"
 API_TOKEN = f"token-{uuid.uuid4().hex}"
@@ -40,11 +37,14 @@ SASL_ENV = {
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> Iterator[Stack]:
+    """On PostgreSQL, whose URL carries a password (trust auth accepts and ignores it)."""
     with running_stack(
         tmp_path_factory.mktemp("secrets"),
-        "postgresql",
-        database_url=f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432",
+        Parts("embedded", "postgresql"),
+        database_url=make_url(postgres_server)
+        .set(password=DB_PASSWORD)
+        .render_as_string(hide_password=False),
         api_token=API_TOKEN,
         extra_env=SASL_ENV,  # carried by every process, unused on the PLAINTEXT broker
     ) as running:

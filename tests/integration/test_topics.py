@@ -5,21 +5,27 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.common.brokers import BrokerKind
 from services.common.consumer import MessageLoop
 from services.common.definition import default_definition_path, load_definition
 from services.payment.participant import PaymentParticipant
-from tests.integration.support import broker_and_payment_database, eventually
+from tests.integration.support import BROKERS, broker_and_payment_database, eventually
 
 
-async def test_a_consumer_creates_the_missing_topics_then_holds_partitions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_a_consumer_creates_the_missing_topics_then_holds_partitions(
+    tmp_path: Path, kind: BrokerKind
+) -> None:
     definition = load_definition(default_definition_path())
-    async with broker_and_payment_database(tmp_path) as (bootstrap_servers, db):
+    async with broker_and_payment_database(tmp_path, kind) as (bootstrap_servers, db):
         loop = MessageLoop(
             db,
             PaymentParticipant(definition),
             bootstrap_servers=bootstrap_servers,
+            broker=kind,
             group_id="topics-test",
             create_topics=definition.topics(),
             partitions=3,

@@ -1,19 +1,28 @@
-"""What the consumer concludes from a partition's position and ends, check after check."""
+"""What the consumer concludes, on the embedded broker, from a partition's position and ends."""
 
 from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from services.common.consumer import STALL_S, Progress, Verdict
+from services.common.brokers import STALL_S, Progress, Verdict
 
 TP = TopicPartition("orchestrator.response", 3)
 
 
-def checks(
-    progress: Progress, *observations: tuple[float, int | None, int, int | None]
-) -> list[Verdict]:
-    """(time, position, listed end, fetched end) per check, in order."""
-    return [progress.judge(TP, p, listed, fetched, now) for now, p, listed, fetched in observations]
+Observation = (
+    tuple[float, int | None, int, int | None] | tuple[float, int | None, int, int | None, int]
+)
+
+
+def checks(progress: Progress, *observations: Observation) -> list[Verdict]:
+    """(time, position, listed end, fetched end[, committed]) per check, in order; the committed
+    offset is asked for only when the check wants it, as the consumer does (None: lost)."""
+    verdicts = []
+    for now, position, listed, fetched, *rest in observations:
+        wanted = progress.wants_committed(TP, position, listed, now)
+        committed = rest[0] if rest and wanted else None
+        verdicts.append(progress.judge(TP, position, listed, fetched, committed, now))
+    return verdicts
 
 
 def test_a_consumer_at_the_end_is_fine_however_long_it_waits() -> None:
@@ -37,8 +46,26 @@ def test_a_position_past_the_fetched_end_once_is_not_believed() -> None:
     assert seen == [Verdict.FINE] * 3
 
 
+def test_an_idle_partition_listed_behind_its_committed_position_is_fine_forever() -> None:
+    """The embedded broker lists the last batch's first offset + 1 as the end: an idle consumer
+    that has read and committed everything is past it, and must not read it all again."""
+    seen = checks(Progress(0), *[(t * 2.0, 10, 1, 10, 10) for t in range(300)])
+    assert set(seen) == {Verdict.FINE}
+
+
+def test_an_idle_partition_asks_for_its_committed_offset_once_per_stall_period() -> None:
+    progress = Progress(0)
+    asked = []
+    for t in range(60):
+        now = t * 2.0
+        asked.append(progress.wants_committed(TP, 10, 1, now))
+        progress.judge(TP, 10, 1, 10, 10 if asked[-1] else None, now)
+    assert 0 < sum(asked) <= 60 * 2.0 / STALL_S + 1
+
+
 def test_a_listed_end_behind_a_still_position_is_a_re_created_partition_in_time() -> None:
-    """Fetches that never report the new end (the fetched end is the old one) do not hide it."""
+    """Fetches that never report the new end (the fetched end is the old one) do not hide it,
+    when the broker lost the group's committed offset with the partition."""
     times = [t * 2.0 for t in range(int(STALL_S / 2) + 2)]
     seen = checks(Progress(0), *[(t, 60, 12, 60) for t in times])
     assert Verdict.RE_CREATED in seen

@@ -1,0 +1,248 @@
+"""What differs between brokers, kept out of the consumer loop: client settings and quirks.
+
+Apache Kafka (and Strimzi, Redpanda) needs nothing beyond the protocol: its fetches long-poll,
+its producers can be idempotent, a restart keeps topics, logs and committed offsets, and it
+answers a fetch past a partition's end with OFFSET_OUT_OF_RANGE. Its consumer settings are the
+client's defaults, which a broker on its default configuration accepts
+(`group.min.session.timeout.ms` is 6 s there: a 3 s session is refused).
+
+The embedded broker (Tansu, in memory) has quirks the loop must survive, each seen here:
+- a restart loses topics and committed offsets, and a consumer's position can be left past the
+  end of a re-created partition, or the client can stop fetching;
+- ListOffsets(latest) answers the last batch's first offset + 1, not the log end, so the listed
+  end of an idle partition is usually behind a consumer that has read everything;
+- a group join can fail to complete after a restart, leaving a member with no partitions.
+Its fetches do not long-poll usefully (a short wait keeps a hop fast), and it refuses
+idempotent producers. A short session lets a restarted process take its partitions back fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+BrokerKind = Literal["kafka", "embedded"]
+
+KAFKA_FETCH_WAIT_MS = 500  # a long poll: the broker answers as soon as a record arrives
+EMBEDDED_FETCH_WAIT_MS = 20
+POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
+STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
+JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
+JOIN_PATIENCE_MAX_S = 320
+
+
+class Verdict(enum.Enum):
+    FINE = "fine"
+    RE_CREATED = "re-created"  # the position is past the partition's end: read it from the start
+    STALLED = "stalled"  # records wait behind a position that does not move: a new client
+
+
+@dataclass
+class Progress:
+    """What the embedded broker's position check remembers between checks, and concludes.
+
+    A position past the end means the topic was deleted and created again (the broker
+    restarted): Kafka answers such a fetch with OFFSET_OUT_OF_RANGE and the consumer resets,
+    but a broker that answers with nothing would leave the partition unread until the new log
+    grew past the old offset. The end our own fetches saw says so fastest (two checks agreeing).
+    The listed end (ListOffsets) cannot say so alone: the embedded broker lists the last batch's
+    first offset + 1, behind every idle consumer. A still position past it is believed only
+    when the broker has also lost the group's committed offset for the partition (below the
+    position, or none), which a restart of the in-memory broker does and an idle partition
+    never does: there, what was handled is committed. A position that stays behind the listed
+    end for STALL_S means the client stopped fetching (seen after a broker restart), and so
+    does a position that stays unknown (being reset) for STALL_S.
+    """
+
+    answered_at: float  # when the broker last told the partitions' ends
+    positions: dict[TopicPartition, tuple[int | None, float]] = field(default_factory=dict)
+    short: dict[TopicPartition, int] = field(default_factory=dict)  # past the fetched end, once
+
+    def judge(
+        self,
+        partition: TopicPartition,
+        position: int | None,
+        listed_end: int,
+        fetched_end: int | None,
+        committed: int | None,
+        now: float,
+    ) -> Verdict:
+        if position is not None and fetched_end is not None and position > fetched_end:
+            if self.short.get(partition) == position:
+                return self._forget(partition, Verdict.RE_CREATED)
+            self.short[partition] = position  # believed when the next check agrees
+        else:
+            self.short.pop(partition, None)
+        last_position, since = self.positions.setdefault(partition, (position, now))
+        if position != last_position or position == listed_end:
+            self.positions[partition] = (position, now)
+            return Verdict.FINE
+        if now - since < STALL_S:
+            return Verdict.FINE
+        if position is not None and position > listed_end:
+            if committed is not None and committed >= position:
+                self.positions[partition] = (position, now)  # idle, all committed: ask later
+                return Verdict.FINE
+            return self._forget(partition, Verdict.RE_CREATED)
+        return self._forget(partition, Verdict.STALLED)
+
+    def wants_committed(
+        self, partition: TopicPartition, position: int | None, listed_end: int, now: float
+    ) -> bool:
+        """Whether `judge` will need the committed offset (asked of the broker only then)."""
+        if position is None or position <= listed_end:
+            return False
+        last_position, since = self.positions.get(partition, (position, now))
+        return position == last_position and now - since >= STALL_S
+
+    def _forget(self, partition: TopicPartition, verdict: Verdict) -> Verdict:
+        self.short.pop(partition, None)
+        self.positions.pop(partition, None)
+        return verdict
+
+
+class KafkaBroker:
+    """Apache Kafka: the client's defaults, a long-polling fetch, an idempotent producer."""
+
+    kind: BrokerKind = "kafka"
+
+    def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
+        self.name = name
+        self.fetch_wait_ms = fetch_wait_ms or KAFKA_FETCH_WAIT_MS
+
+    def consumer_options(self) -> dict[str, Any]:
+        return {"fetch_max_wait_ms": self.fetch_wait_ms}
+
+    def producer_options(self) -> dict[str, Any]:
+        # Retries of a batch the broker already wrote are dropped by it: no duplicate, no reorder.
+        return {"enable_idempotence": True}
+
+    def client_started(self, now: float) -> None:
+        """A new consumer client joined the group."""
+
+    async def healthy(self, consumer: Any, assigned: int, now: float) -> bool:
+        """Called after each fetch; False replaces the client. Kafka needs no such check."""
+        return True
+
+
+class EmbeddedBroker(KafkaBroker):
+    """The embedded broker's settings, and the checks that get a client past its quirks."""
+
+    kind: BrokerKind = "embedded"
+
+    def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
+        super().__init__(name, fetch_wait_ms or EMBEDDED_FETCH_WAIT_MS)
+        self._join_patience = JOIN_PATIENCE_S
+        self._join_deadline = 0.0
+        self._next_check = 0.0
+        self._progress = Progress(answered_at=0.0)
+
+    def consumer_options(self) -> dict[str, Any]:
+        return {
+            "fetch_max_wait_ms": self.fetch_wait_ms,
+            "session_timeout_ms": 3_000,
+            "heartbeat_interval_ms": 300,
+            "metadata_max_age_ms": 5_000,
+        }
+
+    def producer_options(self) -> dict[str, Any]:
+        return {}  # InitProducerId is refused: no idempotent producer
+
+    def client_started(self, now: float) -> None:
+        self._join_deadline = now + self._join_patience
+        self._next_check = 0.0
+        self._progress = Progress(answered_at=now)
+
+    async def healthy(self, consumer: Any, assigned: int, now: float) -> bool:
+        if self._stuck_joining(assigned, now):
+            return False
+        if now < self._next_check:
+            return True
+        self._next_check = now + POSITION_CHECK_S
+        return await self._check_positions(consumer, now)
+
+    def _stuck_joining(self, assigned: int, now: float) -> bool:
+        """True if this member has held no partitions for its join patience: a fresh member
+        (new id) joins again (seen at start and after a restart, when a join never completes).
+
+        Each time it waits twice as long (up to JOIN_PATIENCE_MAX_S), and back to
+        JOIN_PATIENCE_S once it holds partitions: a member of a group with more members than
+        partitions legitimately holds none, and must not keep the group rebalancing.
+        """
+        if assigned:
+            self._join_patience = JOIN_PATIENCE_S
+            self._join_deadline = now + self._join_patience
+            return False
+        if now < self._join_deadline:
+            return False
+        log.warning("%s: no partitions for %ss; joining again", self.name, self._join_patience)
+        self._join_patience = min(self._join_patience * 2, JOIN_PATIENCE_MAX_S)
+        return True
+
+    async def _check_positions(self, consumer: Any, now: float) -> bool:
+        """Judge each held partition's position (see `Progress`); False if the client is stuck."""
+        progress = self._progress
+        partitions = list(consumer.assignment())
+        if not partitions:
+            return True
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(partitions), timeout=5)
+        except (KafkaError, TimeoutError):
+            # The broker is away, or this client no longer gets answers (seen after a broker
+            # restart, with every offset commit timing out): a new client after STALL_S.
+            if now - progress.answered_at < STALL_S:
+                return True
+            log.warning("%s: no partition ends for %.0fs; reconnecting", self.name, STALL_S)
+            return False
+        progress.answered_at = now
+        for partition in partitions:
+            end = ends.get(partition)
+            if end is None:
+                continue
+            position: int | None = None  # unknown while it is being reset after a rebalance
+            with contextlib.suppress(KafkaError, TimeoutError):
+                position = await asyncio.wait_for(consumer.position(partition), timeout=1)
+            committed: int | None = None
+            if progress.wants_committed(partition, position, end, now):
+                with contextlib.suppress(KafkaError, TimeoutError):
+                    committed = await asyncio.wait_for(consumer.committed(partition), timeout=2)
+            fetched_end = consumer.highwater(partition)
+            verdict = progress.judge(partition, position, end, fetched_end, committed, now)
+            if verdict is Verdict.FINE:
+                continue
+            at = "an unknown position" if position is None else position
+            where = f"{partition.topic}[{partition.partition}] at {at}"
+            ends_at = f"listed end {end}, fetched end {fetched_end}, committed {committed}"
+            if verdict is Verdict.STALLED:
+                log.warning(
+                    "%s: %s made no progress for %.0fs (%s); reconnecting",
+                    self.name,
+                    where,
+                    STALL_S,
+                    ends_at,
+                )
+                return False
+            log.warning(
+                "%s: %s is past the end (%s): the partition was re-created; reading it from the "
+                "start",
+                self.name,
+                where,
+                ends_at,
+            )
+            await consumer.seek_to_beginning(partition)
+        return True
+
+
+def broker_for(kind: BrokerKind, name: str, fetch_wait_ms: int | None = None) -> KafkaBroker:
+    """The adapter of one broker kind for one consumer loop (it keeps that loop's state)."""
+    adapter = EmbeddedBroker if kind == "embedded" else KafkaBroker
+    return adapter(name, fetch_wait_ms)

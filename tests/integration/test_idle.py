@@ -1,0 +1,129 @@
+"""An idle stack stays still: after its poison was dead-lettered, a minute of nothing moves no
+committed offset, adds no dead letter and no event to a saga's history.
+
+The embedded broker lists a partition's end as its last batch's first offset + 1; a consumer
+that trusted it took every idle partition for a re-created one and read it all again, every
+~18 s, dead-lettering its poison each time. This test watches for a minute (no sleep hides a
+race: it polls, and fails at the first thing that moves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from sagaline.stack import Stack
+from services.common.definition import load_definition
+from services.common.envelope import Envelope
+from services.registry import SERVICES
+from tests.integration.support import BROKERS, Api, Kafka, Parts, eventually, running_stack
+
+QUIET_S = 60.0
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def idle_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("idle"), Parts(request.param, "sqlite")) as stack:
+        yield stack
+
+
+async def test_an_idle_stack_with_poison_moves_nothing_for_a_minute(
+    idle_stack: Stack, client: httpx.AsyncClient
+) -> None:
+    stack, api = idle_stack, Api(idle_stack, client)
+    customer, product = await api.account("100.00"), await api.product(10)
+    orders = [await api.order(customer, (product, 1, "1.00")) for _ in range(3)]
+    for order in orders:
+        assert (await api.decided(order["id"]))["status"] == "APPROVED"
+    # Poison in batches of several records (an idle partition then lists its end behind the
+    # consumer), keyed by a finished saga: its dead letter reaches the orchestrator too.
+    finished = orders[0]["id"]
+    async with Kafka(stack.bootstrap_servers) as kafka:
+        for _ in range(5):
+            await kafka.send("stock", b"not json", str(finished).encode())
+            bad = Envelope(type="stock.reserve", saga_id=uuid.UUID(finished), saga="order")
+            await kafka.send("stock", bad.encode(), bad.key, bad.headers())  # no payload
+            await kafka.send("payment", b"\x00\x01", str(uuid.uuid4()).encode())
+        await kafka.read("stock.dlt", lambda r: True, count=10, within=60)
+        await kafka.read("payment.dlt", lambda r: True, count=5, within=60)
+
+    definition = load_definition(stack.config.saga_file)
+    groups = [f"sagaline-{definition.name}-{service}" for service in SERVICES]
+    dead_letter_topics = [t for t in definition.topics() if t.endswith(".dlt")]
+
+    async def snapshot() -> dict[str, Any]:
+        return {
+            "committed": await committed_offsets(stack.bootstrap_servers, groups),
+            "dead letters": await record_counts(stack.bootstrap_servers, dead_letter_topics),
+            "histories": [len((await api.saga(order["id"]))["history"]) for order in orders],
+        }
+
+    async def settled() -> dict[str, Any] | None:
+        first = await snapshot()
+        await asyncio.sleep(3)  # offsets are committed every 0.2 s; 3 s unchanged is settled
+        return first if first == await snapshot() else None
+
+    before = await eventually(settled, within=60, what="the stack to settle")
+    assert before["histories"][0] > before["histories"][1], "the dead letter reached the saga"
+
+    deadline = time.monotonic() + QUIET_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(5)
+        assert await snapshot() == before, (
+            f"moved after {QUIET_S - deadline + time.monotonic():.0f}s"
+        )
+    rereads = [name for name in SERVICES if "reading it from the start" in log_text(stack, name)]
+    assert rereads == [], f"re-read a partition from the start: {rereads}"
+
+
+def log_text(stack: Stack, process: str) -> str:
+    return (stack.logs / f"{process}.log").read_text(errors="replace")
+
+
+async def committed_offsets(servers: str, groups: list[str]) -> dict[str, dict[str, int]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        offsets = {}
+        for group in groups:
+            listed = await admin.list_consumer_group_offsets(group)
+            offsets[group] = {
+                f"{tp.topic}[{tp.partition}]": meta.offset for tp, meta in listed.items()
+            }
+        return offsets
+    finally:
+        await admin.close()
+
+
+async def record_counts(servers: str, topics: list[str]) -> dict[str, int]:
+    """Records in each topic, read from the start (the embedded broker's listed ends lag)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        counts = {}
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or set()
+            consumer.assign([TopicPartition(topic, p) for p in partitions])
+            await consumer.seek_to_beginning()
+            count, empty = 0, 0
+            while empty < 2:
+                batch = await consumer.getmany(timeout_ms=300)
+                read = sum(len(records) for records in batch.values())
+                count, empty = count + read, 0 if read else empty + 1
+            counts[topic] = count
+        return counts
+    finally:
+        await consumer.stop()
