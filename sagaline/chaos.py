@@ -183,13 +183,13 @@ class Placement:
             delay = min(delay * 2, 1.0)
 
 
-def _order_bodies(options: ChaosOptions, run_id: str) -> tuple[Scenario, Iterator[dict[str, Any]]]:
+def order_bodies(options: ChaosOptions, run_id: str) -> tuple[Scenario, Iterator[dict[str, Any]]]:
     count = int(options.duration_s * options.rate) + 1
     scenario = plan(count, seed=options.seed, run_id=run_id)
     return scenario, iter([order.body for order in scenario.orders])
 
 
-async def _unfinished(client: aiohttp.ClientSession, stack: Stack) -> int:
+async def unfinished_count(client: aiohttp.ClientSession, stack: Stack) -> int:
     """Orders still pending plus sagas not yet ended; -1 while a service does not answer."""
     try:
         async with client.get(f"{stack.service_url('order')}/orders/summary") as response:
@@ -205,7 +205,7 @@ async def _chaos(
     stack: Stack, options: ChaosOptions, show: Callable[[str, float, float], None]
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    scenario, bodies = _order_bodies(options, run_id)
+    scenario, bodies = order_bodies(options, run_id)
     injector = Injector(stack)
     timeout = aiohttp.ClientTimeout(total=10)
     connector = aiohttp.TCPConnector(limit=256)
@@ -227,12 +227,12 @@ async def _chaos(
         await placement.drain(timeout_s=30)
         quiet_from = time.monotonic()
         deadline = quiet_from + options.quiesce_timeout_s
-        unfinished = await _unfinished(client, stack)
+        unfinished = await unfinished_count(client, stack)
         while unfinished != 0 and time.monotonic() < deadline:
             show(f"quiescing: {max(unfinished, 0)} unfinished", time.monotonic() - quiet_from, 0)
             await injector.repair()  # a process that died by itself is a finding, and is restarted
             await asyncio.sleep(0.5)
-            unfinished = await _unfinished(client, stack)
+            unfinished = await unfinished_count(client, stack)
         quiesced_s = time.monotonic() - quiet_from
     return _summary(stack, options, injector, placement, quiesced_s)
 

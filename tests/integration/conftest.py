@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from sagaline.stack import Stack
-from tests.integration.support import EVERY_PART, Api, Kafka, Parts, running_stack
+from tests.integration.support import STACK_PARTS, Api, Kafka, Parts, running_stack
 
 
 def server_for(request: pytest.FixtureRequest, parts: Parts) -> str | None:
@@ -23,7 +23,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-@pytest.fixture(scope="module", params=EVERY_PART, ids=str)
+@pytest.fixture(scope="module", params=STACK_PARTS, ids=str)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:

@@ -14,7 +14,7 @@ from sagaline.chaos import KIND_OF_TARGET, TARGETS, ChaosOptions, run_chaos
 from sagaline.cli import app
 from services.common.brokers import BrokerKind
 from tests.integration.conftest import server_for
-from tests.integration.support import BROKERS, EVERY_PART, Parts, running_stack
+from tests.integration.support import BROKERS, STACK_PARTS, Parts, running_stack
 
 
 def chaos(
@@ -36,7 +36,7 @@ def assert_nothing_lost(summary: dict[str, Any], kinds: set[str]) -> None:
     assert summary["approved"] and summary["rejected"]
 
 
-@pytest.mark.parametrize("parts", EVERY_PART, ids=str)
+@pytest.mark.parametrize("parts", STACK_PARTS, ids=str)
 def test_every_kind_of_fault_ends_with_every_order_decided(
     tmp_path: Path, parts: Parts, request: pytest.FixtureRequest
 ) -> None:
@@ -63,7 +63,9 @@ def test_broker_kills_alone(tmp_path: Path, kind: BrokerKind) -> None:
     summary = chaos(tmp_path, Parts(kind, "sqlite"), options)
 
     assert_nothing_lost(summary, {"broker"})
-    assert summary["faults"]["broker"] >= 2
+    # Apache Kafka takes 10-25 s to come back from a SIGKILL (its controller refuses the new
+    # registration until the dead broker's 9 s session expires): fewer kills fit in the run.
+    assert summary["faults"]["broker"] >= (2 if kind == "embedded" else 1)
 
 
 @pytest.mark.parametrize(

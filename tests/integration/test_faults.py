@@ -13,7 +13,7 @@ from sagaline.stack import Stack
 from sagaline.verify import verify
 from services.common.definition import Execution
 from tests.integration.conftest import server_for
-from tests.integration.support import EVERY_PART, Api, Parts, running_stack
+from tests.integration.support import STACK_PARTS, Api, Parts, running_stack
 
 
 @contextlib.contextmanager
@@ -27,7 +27,7 @@ def paused(stack: Stack, service: str) -> Iterator[None]:
         process.signal(signal.SIGCONT)
 
 
-@pytest.fixture(scope="module", params=EVERY_PART, ids=str)
+@pytest.fixture(scope="module", params=STACK_PARTS, ids=str)
 def parallel_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
@@ -41,7 +41,7 @@ def parallel_stack(
         yield running
 
 
-@pytest.fixture(scope="module", params=EVERY_PART, ids=str)
+@pytest.fixture(scope="module", params=STACK_PARTS, ids=str)
 def impatient_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:

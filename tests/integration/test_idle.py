@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from sagaline.stack import Stack
 from services.common.definition import load_definition
@@ -59,11 +58,12 @@ async def test_an_idle_stack_with_poison_moves_nothing_for_a_minute(
 
     definition = load_definition(stack.config.saga_file)
     groups = [f"sagaline-{definition.name}-{service}" for service in SERVICES]
-    dead_letter_topics = [t for t in definition.topics() if t.endswith(".dlt")]
+    topics = definition.topics()
+    dead_letter_topics = [t for t in topics if t.endswith(".dlt")]
 
     async def snapshot() -> dict[str, Any]:
         return {
-            "committed": await committed_offsets(stack.bootstrap_servers, groups),
+            "committed": await committed_offsets(stack.bootstrap_servers, groups, topics),
             "dead letters": await record_counts(stack.bootstrap_servers, dead_letter_topics),
             "histories": [len((await api.saga(order["id"]))["history"]) for order in orders],
         }
@@ -90,40 +90,52 @@ def log_text(stack: Stack, process: str) -> str:
     return (stack.logs / f"{process}.log").read_text(errors="replace")
 
 
-async def committed_offsets(servers: str, groups: list[str]) -> dict[str, dict[str, int]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        offsets = {}
-        for group in groups:
-            listed = await admin.list_consumer_group_offsets(group)
-            offsets[group] = {
-                f"{tp.topic}[{tp.partition}]": meta.offset for tp, meta in listed.items()
-            }
-        return offsets
-    finally:
-        await admin.close()
+async def committed_offsets(servers: str, groups: list[str], topics: list[str]) -> dict[str, Any]:
+    """Each group's committed offsets on every partition of `topics` (None where it has none)."""
+    offsets: dict[str, Any] = {}
+    for group in groups:
+        consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
+        await consumer.start()  # no subscription: it does not join the group, it only asks
+        try:
+            partitions = [tp for topic in topics for tp in await partitions_of(consumer, topic)]
+            for partition in partitions:
+                offsets[
+                    f"{group} {partition.topic}[{partition.partition}]"
+                ] = await asyncio.wait_for(consumer.committed(partition), timeout=10)
+        finally:
+            await consumer.stop()
+    return offsets
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    async def known() -> set[int] | None:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            await consumer._client.force_metadata_update()
+        return found or None
+
+    numbers = await eventually(known, within=30, what=f"the partitions of {topic}")
+    return [TopicPartition(topic, number) for number in sorted(numbers)]
 
 
 async def record_counts(servers: str, topics: list[str]) -> dict[str, int]:
     """Records in each topic, read from the start (the embedded broker's listed ends lag)."""
+    return {topic: await record_count(servers, topic) for topic in topics}
+
+
+async def record_count(servers: str, topic: str) -> int:
+    # A consumer per topic: one with partitions assigned asks for metadata of those alone.
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        counts = {}
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic) or set()
-            consumer.assign([TopicPartition(topic, p) for p in partitions])
-            await consumer.seek_to_beginning()
-            count, empty = 0, 0
-            while empty < 2:
-                batch = await consumer.getmany(timeout_ms=300)
-                read = sum(len(records) for records in batch.values())
-                count, empty = count + read, 0 if read else empty + 1
-            counts[topic] = count
-        return counts
+        partitions = await partitions_of(consumer, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        count, empty = 0, 0
+        while empty < 2:
+            batch = await asyncio.wait_for(consumer.getmany(timeout_ms=300), timeout=10)
+            read = sum(len(records) for records in batch.values())
+            count, empty = count + read, 0 if read else empty + 1
+        return count
     finally:
         await consumer.stop()

@@ -101,11 +101,12 @@ async def test_a_relay_publishes_over_scram_sha_256(proxy: ScramProxy, tmp_path:
         create_topics=[topic],
         partitions=1,
         security=security,
+        broker="embedded",
     )
     task = asyncio.create_task(relay.run())
     key = str(uuid.uuid4()).encode()
     consumer = make_consumer(
-        servers, unique("reader"), [topic], fetch_wait_ms=20, security=security
+        servers, unique("reader"), [topic], fetch_max_wait_ms=20, security=security
     )
     try:
         async with db.transaction() as session:
@@ -131,7 +132,7 @@ async def roundtrip(servers: str, security: KafkaSecurity) -> None:
     created = await ensure_topics(servers, [topic], partitions=1, replicas=1, security=security)
     assert created == [topic]
     producer = make_producer(servers, security)
-    consumer = make_consumer(servers, unique("g"), [topic], fetch_wait_ms=20, security=security)
+    consumer = make_consumer(servers, unique("g"), [topic], fetch_max_wait_ms=20, security=security)
     try:
         await start(producer, security, servers)
         await producer.send_and_wait(topic, b"value", key=b"key")
@@ -297,7 +298,7 @@ async def test_a_consumer_refused_by_the_broker_raises_the_same_error(
 ) -> None:
     security = scram(PASSWORD)
     consumer = make_consumer(
-        guarded_broker.bootstrap_servers, "g", ["t"], fetch_wait_ms=20, security=security
+        guarded_broker.bootstrap_servers, "g", ["t"], fetch_max_wait_ms=20, security=security
     )
     try:
         with pytest.raises(KafkaAuthError, match="as 'sagaline'"):
