@@ -9,6 +9,8 @@ the clients that pass here pass on any stock Kafka.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import functools
@@ -17,13 +19,14 @@ import os
 import re
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from sagaline.broker import BrokerError
 from sagaline.ports import free_port, wait_for_port
@@ -457,43 +460,23 @@ def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> N
 
 
 def _lists_broker(host: str, port: int, node_id: int, timeout_s: float) -> bool:
-    """One Metadata v4 request (no topics) over a plain socket: does the answer list `node_id`?
+    """Does the node's metadata list `node_id` (registered and unfenced)? Asked with aiokafka's
+    admin client on a thread of its own: `start()` is synchronous and may be called from inside
+    a running event loop."""
 
-    Plain bytes rather than a Kafka client: `start()` is synchronous and may be called from
-    inside a running event loop."""
-    client_id = b"sagaline-ready"
-    correlation_id = 1
-    body = struct.pack(">hhih", 3, 4, correlation_id, len(client_id)) + client_id
-    body += struct.pack(">ib", 0, 0)  # topics: empty array; allow_auto_topic_creation: false
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.settimeout(timeout_s)
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            (size,) = struct.unpack(">i", _receive(sock, 4))
-            response = _receive(sock, size)
-    except (OSError, ValueError, struct.error):
-        return False
-    try:
-        answered_id, _throttle, brokers = struct.unpack_from(">iii", response, 0)
-        offset = 12
-        for _ in range(brokers):
-            (listed_id,) = struct.unpack_from(">i", response, offset)
-            (host_length,) = struct.unpack_from(">h", response, offset + 4)
-            offset += 6 + host_length + 4  # node id, host, port
-            (rack_length,) = struct.unpack_from(">h", response, offset)
-            offset += 2 + max(rack_length, 0)
-            if answered_id == correlation_id and listed_id == node_id:
-                return True
-    except struct.error:
-        return False
-    return False
+    async def ask() -> bool:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=f"{host}:{port}", request_timeout_ms=int(timeout_s * 1000)
+        )
+        try:
+            await asyncio.wait_for(admin.start(), timeout=timeout_s)
+            cluster = await asyncio.wait_for(admin.describe_cluster(), timeout=timeout_s)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        finally:
+            with contextlib.suppress(KafkaError, OSError):
+                await admin.close()
+        return any(broker["node_id"] == node_id for broker in cluster.get("brokers", []))
 
-
-def _receive(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ValueError("connection closed mid-response")
-        chunks += chunk
-    return bytes(chunks)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, ask()).result()
