@@ -551,7 +551,10 @@ def chaos(
         if keep or failed:  # what went wrong can be read in the logs and the databases
             console.print(f"kept: logs and SQLite files in {directory}")
             if database_url:
-                console.print(f"kept: databases {', '.join(_database_names(stack.urls))}")
+                console.print(
+                    f"kept: databases {', '.join(_database_names(stack.urls))} (sagaline verify "
+                    f"--database-url URL --database-prefix {config.database_prefix})"
+                )
         else:
             if database_url:
                 drop(stack.urls)
@@ -629,13 +632,20 @@ def bench(
 def verify(
     database_url: DatabaseUrl = None,
     state_dir: StateDir = Path(".sagaline"),
+    database_prefix: Annotated[
+        str,
+        typer.Option(
+            help="Prefix of the database names on PostgreSQL (a kept `sagaline chaos` run "
+            "names its databases chaos_<run>_orderdb, ...: pass chaos_<run>_)."
+        ),
+    ] = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Check the invariants across the four databases; exit 1 naming any violation."""
     from sagaline.databases import database_urls
     from sagaline.verify import verify as check
 
-    urls = database_urls(database_url, state_dir)
+    urls = database_urls(database_url, state_dir, prefix=database_prefix)
     missing = [u for u in urls.values() if u.startswith("sqlite") and not Path(u[10:]).exists()]
     if missing:
         console.print(

@@ -46,6 +46,7 @@ def test_sagas_in_flight_end_within_the_bound_after_the_broker_returns(
     with running_stack(tmp_path, parts, server_url=server_for(request, parts)) as stack:
         measured = asyncio.run(outage(stack))
         report = verify(stack.urls)
+    print(f"broker outage on {kind}: {measured}")  # shown by `pytest -rP`: the measured figures
 
     assert measured["placed"] >= RATE * (BEFORE_S + DOWN_S + AFTER_S) * 0.8
     assert measured["converged_in_s"] is not None, f"still unfinished: {measured}"

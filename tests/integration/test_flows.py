@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import uuid
 
 import httpx
-import pytest
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from sagaline.cli import app
 from sagaline.stack import Stack
 from sagaline.verify import verify
+from services.common.db import sync_url
 from tests.integration.support import Api
 
 
@@ -107,31 +106,34 @@ async def test_invariants_hold_after_the_flows(stack: Stack) -> None:
 
 
 def test_verify_command_names_a_broken_invariant(stack: Stack) -> None:
-    if stack.config.database_url:
-        pytest.skip("the command reads the SQLite files of a state directory here")
     account = f"c-{uuid.uuid4().hex[:12]}"
     created = httpx.post(
         f"{stack.service_url('payment')}/accounts", json={"id": account, "balance": "3.00"}
     )
     assert created.status_code == 201
     runner = CliRunner()
-    result = runner.invoke(app, ["verify", "--state-dir", str(stack.state_dir)])
+    where = ["--state-dir", str(stack.state_dir)]
+    if stack.server_url:  # the stack's databases on the session's server, under its prefix
+        where += ["--database-url", stack.server_url]
+        where += ["--database-prefix", stack.config.database_prefix]
+    result = runner.invoke(app, ["verify", *where])
     assert result.exit_code == 0, result.output
 
-    database = stack.urls["payment"].removeprefix("sqlite:///")
+    engine = create_engine(sync_url(stack.urls["payment"]))
 
     def shift_balance(cents: int) -> None:
-        with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        with engine.begin() as connection:
             connection.execute(
-                "UPDATE account SET balance_cents = balance_cents + ? WHERE id = ?",
-                (cents, account),
+                text("UPDATE account SET balance_cents = balance_cents + :cents WHERE id = :id"),
+                {"cents": cents, "id": account},
             )
 
     shift_balance(-1)  # money vanishes outside any saga
     try:
-        result = runner.invoke(app, ["verify", "--state-dir", str(stack.state_dir)])
+        result = runner.invoke(app, ["verify", *where])
         assert result.exit_code == 1
         assert "balance = initial - approved charges" in result.output
         assert account in result.output
     finally:
         shift_balance(+1)
+        engine.dispose()
