@@ -5,6 +5,9 @@ claim the new message ids in the inbox, let the handler apply each message and w
 to the outbox, commit the transaction, then commit the offsets. A duplicate does nothing new. If
 the batch transaction fails for a reason other than the database connection, each record is
 retried alone, and a record that still fails is dead-lettered: a partition never blocks forever.
+A record without an id of its own (poison, a dead letter) is claimed under one derived from where
+it came from, so reading it again does nothing new either. What differs between brokers (client
+settings, the embedded broker's quirks) is in `services.common.brokers`.
 """
 
 from __future__ import annotations
@@ -304,8 +307,8 @@ class MessageLoop:
 
         aiokafka's `getmany` waits, without limit and whatever its timeout, for a rebalance in
         progress to complete; one that never completes (its coordinator lost with the broker)
-        would block the loop for good. Bounded, the member counts as holding no partitions and
-        joins again after its join patience.
+        would block the loop for good. Bounded, the member counts as holding no partitions
+        meanwhile (on the embedded broker it joins again after its join patience).
         """
         try:
             batches: dict[TopicPartition, list[Any]] = await asyncio.wait_for(
