@@ -26,10 +26,10 @@ import psycopg
 from sqlalchemy.exc import OperationalError
 
 from sagaline.apache_kafka import ApacheKafka, resolve_jars
-from sagaline.broker import EmbeddedBroker
+from sagaline.broker import BrokerError, EmbeddedBroker
 from sagaline.databases import create_missing, database_urls, terminate_connections
 from sagaline.ports import wait_for_port
-from sagaline.postgres import EmbeddedPostgres
+from sagaline.postgres import EmbeddedPostgres, PostgresError
 from services.common.brokers import BrokerKind
 from services.common.db import redact_text
 from services.common.definition import default_definition_path, load_definition
@@ -157,6 +157,9 @@ class Stack:
         except (OperationalError, psycopg.OperationalError) as exc:
             self.stop()
             raise StackError(f"cannot reach the database: {redact_text(str(exc))}") from exc
+        except (BrokerError, PostgresError) as exc:  # a part that could not start says why
+            self.stop()
+            raise StackError(str(exc)) from exc
         except BaseException:
             self.stop()
             raise
