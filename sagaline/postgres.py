@@ -28,7 +28,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -496,33 +496,23 @@ def _exists(pid: int) -> bool:
     return True
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of group `pgid` still runs (not a zombie)."""
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) of every process."""
     if not _PROC.is_dir():
-        return False
+        return
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` still runs (not a zombie)."""
+    return any(int(f[2]) == pgid and f[0] not in ("Z", "X") for _, f in _processes())
 
 
 def _children(pid: int) -> list[int]:
-    children: list[int] = []
-    if not _PROC.is_dir():
-        return children
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(entry.name))
-    return children
+    return [child for child, fields in _processes() if int(fields[1]) == pid]

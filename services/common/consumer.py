@@ -392,8 +392,9 @@ class MessageLoop:
 
     async def _transaction(self, messages: list[Incoming], poison: list[tuple[Any, str]]) -> None:
         async with self.db.transaction() as session:
+            unread = [(record, why, record_identity(record)) for record, why in poison]
             claims = [(m.identity, m.topic) for m in messages]
-            claims += [(record_identity(record), record.topic) for record, _ in poison]
+            claims += [(identity, record.topic) for record, _, identity in unread]
             fresh = await inbox.claim(session, claims)
             todo: list[Incoming] = []
             for message in messages:
@@ -404,7 +405,7 @@ class MessageLoop:
                     MESSAGES.labels(self.handler.name, message.topic, "duplicate").inc()
             # A record dead-lettered before (read again: a rebalance, a crash before the offset
             # commit) is not dead-lettered twice.
-            unread = [(r, why) for r, why in poison if _take(fresh, record_identity(r))]
+            dead = [(record, why) for record, why, identity in unread if identity in fresh]
             with session.no_autoflush:
                 await self.handler.prepare(session, todo)
                 for message in todo:
@@ -412,8 +413,8 @@ class MessageLoop:
                         await self.handler.handle(session, message)
                         MESSAGES.labels(self.handler.name, message.topic, "handled").inc()
                     except Unprocessable as exc:
-                        unread.append((message.record, exc.reason))
-            for record, reason in unread:
+                        dead.append((message.record, exc.reason))
+            for record, reason in dead:
                 self._dead_letter(session, record, reason)
 
     def _dead_letter(self, session: AsyncSession, record: Any, reason: str) -> None:
@@ -453,14 +454,6 @@ class MessageLoop:
     def _identity_of(self, record: Any) -> uuid.UUID:
         messages, _ = self._decode([record])
         return messages[0].identity if messages else record_identity(record)
-
-
-def _take(ids: set[uuid.UUID], identity: uuid.UUID) -> bool:
-    """Remove `identity` from `ids`; whether it was there."""
-    if identity in ids:
-        ids.discard(identity)
-        return True
-    return False
 
 
 def record_identity(record: Any) -> uuid.UUID:

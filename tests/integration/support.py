@@ -269,10 +269,7 @@ class Kafka:
         )
         await consumer.start()
         try:
-            partitions = await eventually(
-                lambda: _partitions(consumer, topic), within=within, what=f"topic {topic}"
-            )
-            consumer.assign([TopicPartition(topic, p) for p in partitions])
+            consumer.assign(await partitions_of(consumer, topic, within=within))
             await consumer.seek_to_beginning()
             found: list[Any] = []
             deadline = time.monotonic() + within
@@ -287,12 +284,20 @@ class Kafka:
             await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int] | None:
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer._client.force_metadata_update()  # the topic appears in the next metadata
-        return None
-    return set(partitions)
+async def partitions_of(
+    consumer: AIOKafkaConsumer, topic: str, *, within: float = 30
+) -> list[TopicPartition]:
+    """The partitions of `topic`, once the consumer's metadata knows it (a consumer with
+    partitions assigned asks for metadata of their topics alone: use a fresh one)."""
+
+    async def known() -> set[int] | None:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            await consumer._client.force_metadata_update()  # the topic is in the next metadata
+        return found or None
+
+    numbers = await eventually(known, within=within, what=f"the partitions of {topic}")
+    return [TopicPartition(topic, number) for number in sorted(numbers)]
 
 
 def of_saga(saga_id: uuid.UUID | str, type_: str | None = None) -> Callable[[Any], bool]:

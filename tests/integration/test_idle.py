@@ -17,13 +17,21 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from sagaline.stack import Stack
 from services.common.definition import load_definition
 from services.common.envelope import Envelope
 from services.registry import SERVICES
-from tests.integration.support import BROKERS, Api, Kafka, Parts, eventually, running_stack
+from tests.integration.support import (
+    BROKERS,
+    Api,
+    Kafka,
+    Parts,
+    eventually,
+    partitions_of,
+    running_stack,
+)
 
 QUIET_S = 60.0
 
@@ -107,24 +115,12 @@ async def committed_offsets(servers: str, groups: list[str], topics: list[str]) 
     return offsets
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    async def known() -> set[int] | None:
-        found = consumer.partitions_for_topic(topic)
-        if not found:
-            await consumer._client.force_metadata_update()
-        return found or None
-
-    numbers = await eventually(known, within=30, what=f"the partitions of {topic}")
-    return [TopicPartition(topic, number) for number in sorted(numbers)]
-
-
 async def record_counts(servers: str, topics: list[str]) -> dict[str, int]:
     """Records in each topic, read from the start (the embedded broker's listed ends lag)."""
     return {topic: await record_count(servers, topic) for topic in topics}
 
 
 async def record_count(servers: str, topic: str) -> int:
-    # A consumer per topic: one with partitions assigned asks for metadata of those alone.
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
     await consumer.start()
     try:
