@@ -50,6 +50,7 @@ MAX_REASON_LENGTH = 1000
 MAX_COPIED_HEADERS = 32
 COMMIT_INTERVAL_S = 0.2
 COMMIT_TIMEOUT_S = 10
+COMMIT_TIMEOUTS_TO_REPLACE = 2  # commits timing out this many times in a row: a new client
 START_TIMEOUT_S = 20.0  # aiokafka's start() waits, unbounded, for the group join to complete
 STOP_TIMEOUT_S = 10.0
 REBALANCE_WAIT_S = 2.0  # a fetch that waits longer is waiting for a rebalance to complete
@@ -185,6 +186,7 @@ class MessageLoop:
         self.wedged_s = wedged_s
         self.kafka_ok = False
         self.assigned = 0  # partitions held by this member of the consumer group
+        self._commit_timeouts = 0
         self._stopping = asyncio.Event()
         self._beat = time.monotonic()  # when the loop last showed it was not blocked
 
@@ -294,8 +296,10 @@ class MessageLoop:
                 # Offsets follow the transactions, at most every COMMIT_INTERVAL_S: a message
                 # redelivered after a crash or a rebalance is a duplicate the inbox recognises.
                 if handled and (not records or loop.time() >= next_commit):
-                    await self._commit(consumer, handled)
+                    committed = await self._commit(consumer, handled)
                     handled = {}
+                    if not committed:
+                        break  # uncommitted records are read again by the new client
                     next_commit = loop.time() + COMMIT_INTERVAL_S
             if handled:
                 await self._commit(consumer, handled)
@@ -326,13 +330,28 @@ class MessageLoop:
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("%s: Kafka client not stopped cleanly (%r)", self.handler.name, exc)
 
-    async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit offsets; False once commits have timed out COMMIT_TIMEOUTS_TO_REPLACE times in
+        a row: the client no longer reaches its group coordinator (seen on Apache Kafka after a
+        restart: the member expired and the client never joined again), and a new one will."""
         try:
             await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT_S)
-        except (CommitFailedError, TimeoutError) as exc:
-            # A rebalance took the partition (its new owner re-reads, the inbox dedups), or the
-            # broker lost the topic: the next commit carries these offsets again.
+        except CommitFailedError as exc:
+            # A rebalance took the partition: its new owner re-reads, the inbox dedups.
             log.info("%s: offset commit not done (%r)", self.handler.name, exc)
+        except TimeoutError:
+            self._commit_timeouts += 1
+            log.warning(
+                "%s: offset commit timed out (%d in a row)",
+                self.handler.name,
+                self._commit_timeouts,
+            )
+            if self._commit_timeouts >= COMMIT_TIMEOUTS_TO_REPLACE:
+                self._commit_timeouts = 0
+                return False
+            return True
+        self._commit_timeouts = 0
+        return True
 
     async def process(self, records: Sequence[Any]) -> bool:
         """Handle records durably; False only if asked to stop before they were."""
