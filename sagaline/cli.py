@@ -227,10 +227,23 @@ def serve(
 
 
 @app.command()
-def relay(service: ServiceArg) -> None:
+def relay(
+    service: ServiceArg,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve /metrics and /healthz on this port. Default: SAGALINE_RELAY_METRICS_PORT, "
+            "else none.",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics port.")] = "0.0.0.0",
+) -> None:
     """Run the outbox relay of one service's database."""
     from services.common.db import Database
     from services.common.relay import Relay
+    from services.common.relay_http import start_relay_http
     from services.common.service import topic_layout
 
     _check_service(service)
@@ -260,9 +273,13 @@ def relay(service: ServiceArg) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, worker.stop)
+        port = metrics_port or settings.relay_metrics_port
+        http = await start_relay_http(worker, metrics_host, port) if port else None
         try:
             await worker.run()
         finally:
+            if http is not None:
+                await http.cleanup()
             await db.dispose()
 
     import uvloop

@@ -10,6 +10,7 @@ Body = dict[str, Any]
 
 TOPICS_READY = "TopicsReady"
 WORKLOADS_READY = "WorkloadsReady"
+USERS_READY = "KafkaUsersReady"  # only when the spec asks for Kafka authentication
 READY = "Ready"
 
 
@@ -32,8 +33,9 @@ def _ready_condition(obj: Body) -> Body | None:
     return None
 
 
-def topic_problem(topic: Body | None, name: str) -> str | None:
-    """Why a KafkaTopic is not ready (None if it is): Strimzi says Ready for its generation."""
+def strimzi_problem(topic: Body | None, name: str) -> str | None:
+    """Why a KafkaTopic or KafkaUser is not ready (None if it is): Strimzi says Ready for its
+    generation."""
     if topic is None:
         return f"{name} (missing)"
     generation = topic.get("metadata", {}).get("generation")
@@ -74,10 +76,11 @@ def readiness(kind: str, problems: list[str], total: int) -> Condition:
     return Condition(kind, False, not_ready, f"{len(problems)} of {total} not ready: {shown}")
 
 
-def ready(topics: Condition, workloads: Condition) -> Condition:
-    if topics.status and workloads.status:
+def ready(*parts: Condition) -> Condition:
+    """Ready when every part is (the topics, the services, and the Kafka users if any)."""
+    waiting = [c for c in parts if not c.status]
+    if not waiting:
         return Condition(READY, True, "Ready", "every topic and every service is ready")
-    waiting = [c for c in (topics, workloads) if not c.status]
     return Condition(READY, False, waiting[0].reason, "; ".join(c.message for c in waiting))
 
 
@@ -100,7 +103,7 @@ def merge(previous: list[Body], updates: list[Condition], generation: int | None
             "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
             **({"observedGeneration": generation} if generation is not None else {}),
         }
-    order = [TOPICS_READY, WORKLOADS_READY, READY]
+    order = [TOPICS_READY, USERS_READY, WORKLOADS_READY, READY]
     return sorted(
         by_type.values(), key=lambda c: order.index(c["type"]) if c["type"] in order else 9
     )

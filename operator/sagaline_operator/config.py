@@ -39,7 +39,8 @@ class OperatorConfig(BaseSettings):
     kube_server: str | None = None
 
     # The operator's liveness endpoint (Kopf's), probed by its Deployment.
-    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # Port 9180: not one of the services' (8080-8083), which may run on the same host.
+    liveness_endpoint: str = "http://0.0.0.0:9180/healthz"
 
     @property
     def namespace_list(self) -> list[str]:

@@ -1,10 +1,10 @@
-"""A small, uniform layer over the kubernetes client: objects are plain dicts.
+"""The operator's calls to the Kubernetes API, through the kubernetes client's dynamic client.
 
-The kubernetes client carries the connection (in-cluster service account, kubeconfig, or a bare
-server URL), authentication and TLS; this layer speaks the REST conventions every kind shares, so
-that ConfigMaps, Deployments, Services, KafkaTopics and Sagas go through the same five calls.
-Updates are JSON merge patches (RFC 7386): lists are replaced whole, so a removed container or
-environment variable really goes.
+Objects are plain dicts in and out. The children of a Saga are written with server-side apply
+under the operator's own field manager: the operator states the whole of what it wants, the API
+server merges it with what others own (a `kubectl rollout restart` annotation, an HPA's
+replicas) and removes what the operator stopped wanting (a dropped environment variable). A
+refusal or a status update is a JSON merge patch of the fields it names.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient, Resource
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from sagaline_operator.config import FIELD_MANAGER
 
 Body = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
@@ -24,25 +27,20 @@ MERGE_PATCH = "application/merge-patch+json"
 class Kind:
     api_version: str  # "v1", "apps/v1", "kafka.strimzi.io/v1beta2"
     kind: str
-    plural: str
-
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        path = f"{root}/namespaces/{namespace}/{self.plural}"
-        if name is not None:
-            path += f"/{name}"
-        if subresource is not None:
-            path += f"/{subresource}"
-        return path
 
 
-CONFIG_MAP = Kind("v1", "ConfigMap", "configmaps")
-SERVICE = Kind("v1", "Service", "services")
-DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
+CONFIG_MAP = Kind("v1", "ConfigMap")
+SERVICE = Kind("v1", "Service")
+DEPLOYMENT = Kind("apps/v1", "Deployment")
+DISRUPTION_BUDGET = Kind("policy/v1", "PodDisruptionBudget")
 
 
 def kafka_topic_kind(api_version: str) -> Kind:
-    return Kind(api_version, "KafkaTopic", "kafkatopics")
+    return Kind(api_version, "KafkaTopic")
+
+
+def kafka_user_kind(api_version: str) -> Kind:
+    return Kind(api_version, "KafkaUser")
 
 
 def configuration(server: str | None) -> client.Configuration:
@@ -62,70 +60,98 @@ class Kube:
     def __init__(self, api: client.ApiClient, timeout_s: float) -> None:
         self.api = api
         self.timeout_s = timeout_s
+        self._dynamic: DynamicClient | None = None
+        # Plain dicts back (the dynamic client's ResourceInstance wraps them), and a timeout.
+        self._options: Body = {"serialize": False, "_request_timeout": timeout_s}
 
     def close(self) -> None:
         self.api.close()
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: list[tuple[str, str]] | None = None,
-        body: Body | None = None,
-        content_type: str = "application/json",
-    ) -> Body:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        request = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api.call_api(*request, _request_timeout=self.timeout_s)
-        data = response.read()
-        if not 200 <= response.status < 300:
-            raise ApiException(status=response.status, reason=response.reason, body=data)
-        return json.loads(data) if data else {}
+    @property
+    def dynamic(self) -> DynamicClient:
+        """Made on first use: its discovery needs the API server, which login does not."""
+        if self._dynamic is None:
+            self._dynamic = DynamicClient(self.api)
+        return self._dynamic
+
+    def _resource(self, kind: Kind) -> Resource:
+        return self.dynamic.resources.get(api_version=kind.api_version, kind=kind.kind)
+
+    def serves(self, kind: Kind) -> bool:
+        """Whether the API server knows the kind (a CRD such as Strimzi's may be missing)."""
+        try:
+            self._resource(kind)
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def get(self, kind: Kind, namespace: str, name: str) -> Body | None:
         try:
-            return self._call("GET", kind.path(namespace, name))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+            found = self._resource(kind).get(name=name, namespace=namespace, **self._options)
+        except NotFoundError:
+            return None
+        return _plain(found)
 
     def list(self, kind: Kind, namespace: str, labels: dict[str, str]) -> list[Body]:
+        """Objects with all these labels; none of a kind the server does not serve."""
+        if not self.serves(kind):
+            return []
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-        answer = self._call("GET", kind.path(namespace), query=[("labelSelector", selector)])
+        answer = _plain(
+            self._resource(kind).get(namespace=namespace, label_selector=selector, **self._options)
+        )
         items: list[Body] = answer.get("items") or []
         # Not every server filters by label (the test emulator does not): filter here too.
         return [item for item in items if _has_labels(item, labels)]
 
-    def create(self, kind: Kind, namespace: str, body: Body) -> Body:
-        return self._call("POST", kind.path(namespace), body=body)
+    def apply(self, kind: Kind, namespace: str, body: Body) -> Body:
+        """Server-side apply: create or update to what `body` says, as the operator's manager.
+
+        Conflicts are forced: the operator owns its children's fields, so a hand edit of one of
+        them is repaired on the next pass rather than blocking it.
+        """
+        applied = self._resource(kind).server_side_apply(
+            body=body,
+            name=body["metadata"]["name"],
+            namespace=namespace,
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+            **self._options,
+        )
+        return _plain(applied)
 
     def patch(
         self, kind: Kind, namespace: str, name: str, body: Body, subresource: str | None = None
     ) -> Body:
-        path = kind.path(namespace, name, subresource)
-        return self._call("PATCH", path, body=body, content_type=MERGE_PATCH)
+        """A JSON merge patch (RFC 7386) of the object or of its subresource (`status`)."""
+        resource = self._resource(kind)
+        target = resource.subresources[subresource] if subresource else resource
+        patched = target.patch(
+            body=body,
+            name=name,
+            namespace=namespace,
+            content_type=MERGE_PATCH,
+            field_manager=FIELD_MANAGER,
+            **self._options,
+        )
+        return _plain(patched)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
         """Delete in the background (dependents go after); False if it was already gone."""
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         try:
-            body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
-            self._call("DELETE", kind.path(namespace, name), body=body)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+            self._resource(kind).delete(
+                name=name, namespace=namespace, body=options, **self._options
+            )
+        except NotFoundError:
+            return False
         return True
+
+
+def _plain(response: Any) -> Body:
+    """The JSON body of an unserialized response of the dynamic client."""
+    data = response.data
+    return dict(json.loads(data)) if data else {}
 
 
 def _has_labels(item: Body, labels: dict[str, str]) -> bool:

@@ -7,6 +7,8 @@ running it twice changes nothing the second time. Passes over one Saga never ove
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -18,8 +20,17 @@ from pydantic import ValidationError
 
 from sagaline_operator import build
 from sagaline_operator import conditions as cond
-from sagaline_operator.config import GROUP, PLURAL, VERSION, OperatorConfig
-from sagaline_operator.kube import CONFIG_MAP, DEPLOYMENT, SERVICE, Kind, Kube, kafka_topic_kind
+from sagaline_operator.config import GROUP, VERSION, OperatorConfig
+from sagaline_operator.kube import (
+    CONFIG_MAP,
+    DEPLOYMENT,
+    DISRUPTION_BUDGET,
+    SERVICE,
+    Kind,
+    Kube,
+    kafka_topic_kind,
+    kafka_user_kind,
+)
 from services.common.definition import SagaDefinition
 
 log = logging.getLogger(__name__)
@@ -27,8 +38,9 @@ log = logging.getLogger(__name__)
 Body = dict[str, Any]
 Emit = Callable[[str, str, str], None]  # (Normal | Warning, reason, message): a Kubernetes Event
 
-SAGA = Kind(f"{GROUP}/{VERSION}", "Saga", PLURAL)
-WORKLOAD_KINDS = (CONFIG_MAP, DEPLOYMENT, SERVICE)
+SAGA = Kind(f"{GROUP}/{VERSION}", "Saga")
+WORKLOAD_KINDS = (CONFIG_MAP, DEPLOYMENT, SERVICE, DISRUPTION_BUDGET)
+APPLIED = f"{GROUP}/applied"  # a digest of what the operator last applied to a child
 
 
 class Refused(Exception):
@@ -93,6 +105,9 @@ class Reconciler:
         self.kube = kube
         self.config = config
         self.topic_kind = kafka_topic_kind(config.strimzi_api_version)
+        self.user_kind = kafka_user_kind(config.strimzi_api_version)
+        # Owned by the Saga, deleted with it (topics follow the deletion policy instead).
+        self.owned_kinds = (self.user_kind, *WORKLOAD_KINDS)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
@@ -119,13 +134,16 @@ class Reconciler:
             self._prune(saga, definition, plan)
             if plan.actions:
                 emit("Normal", "Reconciled", _summary(plan.actions))
-            topic_problems, workload_problems = self._observe(definition, plan)
+            topic_problems, user_problems, workload_problems = self._observe(definition, plan)
             total_topics, total_units = len(definition.topics()), len(build.units(definition))
             topics = cond.readiness(cond.TOPICS_READY, topic_problems, total_topics)
             workloads = cond.readiness(cond.WORKLOADS_READY, workload_problems, total_units)
+            parts = [topics, workloads]
+            if definition.spec.kafka.authentication is not None:
+                parts.insert(1, cond.readiness(cond.USERS_READY, user_problems, total_units))
             self._write_status(
                 saga,
-                [topics, workloads, cond.ready(topics, workloads)],
+                [*parts, cond.ready(*parts)],
                 {
                     "observedGeneration": generation,
                     "steps": ",".join(definition.step_names),
@@ -145,11 +163,14 @@ class Reconciler:
             # Topics outlive the Saga unless its policy says otherwise: no owner, no GC.
             topic["metadata"]["ownerReferences"] = [owner] if policy == "delete" else []
             desired.append((self.topic_kind, topic))
-        for obj in build.workloads(definition, namespace):
+        users = build.kafka_users(
+            definition, api_version=self.config.strimzi_api_version, namespace=namespace
+        )
+        for obj in [*users, *build.workloads(definition, namespace)]:
             obj["metadata"]["ownerReferences"] = [owner]
-            desired.append((_kind_of(obj), obj))
+            desired.append((self._kind_of(obj), obj))
         existing: dict[tuple[str, str], Body] = {}
-        for kind in (self.topic_kind, *WORKLOAD_KINDS):
+        for kind in (self.topic_kind, *self.owned_kinds):
             for obj in self.kube.list(kind, namespace, build.saga_labels(definition.name)):
                 existing[(kind.kind, obj["metadata"]["name"])] = obj
         for kind, obj in desired:  # not labelled as ours: absent, or someone else's
@@ -194,25 +215,23 @@ class Reconciler:
             )
 
     def _apply(self, saga: Body, plan: Plan) -> None:
+        """Server-side apply of every child whose applied digest or content differs."""
         namespace = saga["metadata"]["namespace"]
         for kind, obj in plan.desired:
             name = obj["metadata"]["name"]
             current = plan.current(kind, name)
-            if current is None:
-                plan.existing[(kind.kind, name)] = self.kube.create(kind, namespace, obj)
-                plan.actions.append(f"created {kind.kind} {name}")
-                continue
-            patch = _managed_part(obj)
-            if not contains(current, patch):
-                plan.existing[(kind.kind, name)] = self.kube.patch(kind, namespace, name, patch)
-                plan.actions.append(f"updated {kind.kind} {name}")
+            stamped = _stamped(obj)
+            if current is not None and contains(current, stamped):
+                continue  # as last applied, and nobody changed what the operator owns
+            plan.existing[(kind.kind, name)] = self.kube.apply(kind, namespace, stamped)
+            plan.actions.append(f"{'created' if current is None else 'updated'} {kind.kind} {name}")
 
     def _prune(self, saga: Body, definition: SagaDefinition, plan: Plan) -> None:
         """Children of a step that left the spec: workloads go; topics follow the policy."""
         namespace = saga["metadata"]["namespace"]
         wanted = {(kind.kind, obj["metadata"]["name"]) for kind, obj in plan.desired}
         labels = build.saga_labels(definition.name)
-        for kind in WORKLOAD_KINDS:
+        for kind in self.owned_kinds:
             for obj in self.kube.list(kind, namespace, labels):
                 if (kind.kind, obj["metadata"]["name"]) not in wanted:
                     self.kube.delete(kind, namespace, obj["metadata"]["name"])
@@ -236,19 +255,27 @@ class Reconciler:
         self.kube.patch(self.topic_kind, namespace, name, patch)
         return f"retained KafkaTopic {name} and its data (topicDeletionPolicy: retain)"
 
-    def _observe(self, definition: SagaDefinition, plan: Plan) -> tuple[list[str], list[str]]:
-        """What keeps the topics and the services from being ready."""
+    def _observe(
+        self, definition: SagaDefinition, plan: Plan
+    ) -> tuple[list[str], list[str], list[str]]:
+        """What keeps the topics, the Kafka users and the services from being ready."""
         topics = [
             problem
             for topic in definition.topics()
-            if (problem := cond.topic_problem(plan.current(self.topic_kind, topic), topic))
+            if (problem := cond.strimzi_problem(plan.current(self.topic_kind, topic), topic))
+        ]
+        units = build.units(definition)
+        users = [
+            problem
+            for unit in units
+            if (problem := cond.strimzi_problem(plan.current(self.user_kind, unit.name), unit.name))
         ]
         workloads = [
             problem
-            for unit in build.units(definition)
+            for unit in units
             if (problem := cond.deployment_problem(plan.current(DEPLOYMENT, unit.name), unit.name))
         ]
-        return topics, workloads
+        return topics, users, workloads
 
     def _refuse(self, saga: Body, refusal: Refused, emit: Emit) -> None:
         previous = cond.find(saga.get("status", {}).get("conditions") or [], cond.READY)
@@ -278,6 +305,9 @@ class Reconciler:
         meta = saga["metadata"]
         self.kube.patch(SAGA, meta["namespace"], meta["name"], {"status": new}, "status")
 
+    def _kind_of(self, obj: Body) -> Kind:
+        return {k.kind: k for k in self.owned_kinds}[obj["kind"]]
+
     # -- deletion ------------------------------------------------------------------------------
 
     def finalize(self, saga: Body, emit: Emit) -> None:
@@ -288,7 +318,7 @@ class Reconciler:
         with self._lock(namespace, name):
             labels = build.saga_labels(name)
             gone = []
-            for kind in WORKLOAD_KINDS:
+            for kind in self.owned_kinds:
                 for obj in self.kube.list(kind, namespace, labels):
                     if self.kube.delete(kind, namespace, obj["metadata"]["name"]):
                         gone.append(f"{kind.kind} {obj['metadata']['name']}")
@@ -349,20 +379,13 @@ class Reconciler:
                 self.kube.patch(SAGA, namespace, name, {"status": {"sagas": counts}}, "status")
 
 
-def _kind_of(obj: Body) -> Kind:
-    return {k.kind: k for k in WORKLOAD_KINDS}[obj["kind"]]
-
-
-def _managed_part(obj: Body) -> Body:
-    """What the operator owns in a child: its labels, owners, spec or data."""
+def _stamped(obj: Body) -> Body:
+    """The child with a digest of itself: a child applied by an older operator, or by hand,
+    lacks it or differs, and is applied again (so a field the operator dropped is removed)."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
     meta = obj["metadata"]
-    patch: Body = {
-        "metadata": {"labels": meta["labels"], "ownerReferences": meta["ownerReferences"]}
-    }
-    for key in ("spec", "data"):
-        if key in obj:
-            patch[key] = obj[key]
-    return patch
+    annotations = {**(meta.get("annotations") or {}), APPLIED: digest}
+    return {**obj, "metadata": {**meta, "annotations": annotations}}
 
 
 def _without_times(status: Body) -> Body:

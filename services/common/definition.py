@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from services.common.backoff import resend_horizon_s
 
@@ -21,7 +28,15 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 DNS_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# A Kubernetes resource quantity (`500m`, `1`, `256Mi`, `1.5Gi`); whole numbers may be integers.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 WEEK_MS = 7 * 24 * 3600 * 1000
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(lambda value: str(value) if isinstance(value, int | float) else value),
+    StringConstraints(pattern=QUANTITY_PATTERN),
+]
 
 
 class Execution(StrEnum):
@@ -40,6 +55,29 @@ class DatabaseRef(_Spec):
     secret_key: str = Field("uri", alias="secretKey", pattern=SECRET_KEY_PATTERN, max_length=253)
 
 
+class SecretRef(_Spec):
+    """A key of a Secret in the Saga's namespace."""
+
+    secret_name: str = Field(alias="secretName", pattern=DNS_NAME_PATTERN, max_length=253)
+    secret_key: str = Field("token", alias="secretKey", pattern=SECRET_KEY_PATTERN, max_length=253)
+
+
+class KafkaTls(_Spec):
+    """Connect to Kafka with TLS, trusting the CA in this Secret (Strimzi's
+    `<cluster>-cluster-ca-cert`)."""
+
+    ca_secret_name: str = Field(alias="caSecretName", pattern=DNS_NAME_PATTERN, max_length=253)
+    ca_secret_key: str = Field(
+        "ca.crt", alias="caSecretKey", pattern=SECRET_KEY_PATTERN, max_length=253
+    )
+
+
+class KafkaAuthentication(_Spec):
+    """Per service a Strimzi KafkaUser of this type, with least-privilege ACLs."""
+
+    type: Literal["scram-sha-512", "tls"]
+
+
 class KafkaSpec(_Spec):
     cluster: str = Field("sagaline", pattern=DNS_LABEL_PATTERN, max_length=63)
     bootstrap_servers: str = Field("sagaline-kafka-bootstrap:9092", alias="bootstrapServers")
@@ -47,6 +85,8 @@ class KafkaSpec(_Spec):
     replicas: int = Field(3, ge=1, le=10)
     min_insync_replicas: int | None = Field(None, ge=1, le=10, alias="minInsyncReplicas")
     retention_ms: int = Field(WEEK_MS, ge=60_000, alias="retentionMs")
+    tls: KafkaTls | None = None
+    authentication: KafkaAuthentication | None = None
 
     @model_validator(mode="after")
     def _insync_within_replicas(self) -> KafkaSpec:
@@ -54,6 +94,11 @@ class KafkaSpec(_Spec):
             raise ValueError(
                 f"minInsyncReplicas ({self.min_insync_replicas}) cannot exceed replicas "
                 f"({self.replicas}): no write could ever be acknowledged"
+            )
+        if self.authentication is not None and self.authentication.type == "tls" and not self.tls:
+            raise ValueError(
+                "authentication type tls (client certificates) needs kafka.tls: set "
+                "kafka.tls.caSecretName"
             )
         return self
 
@@ -65,9 +110,23 @@ class KafkaSpec(_Spec):
         return max(1, min(2, self.replicas - 1))
 
 
+class Quantities(_Spec):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Resources(_Spec):
+    """A container's requests and limits (unset: the operator's defaults, see build.py)."""
+
+    requests: Quantities | None = None
+    limits: Quantities | None = None
+
+
 class ServiceSpec(_Spec):
     replicas: int = Field(1, ge=0, le=100)
     database: DatabaseRef | None = None
+    resources: Resources | None = None  # the app container
+    relay_resources: Resources | None = Field(None, alias="relayResources")
 
 
 class InitiatorSpec(ServiceSpec):
@@ -87,6 +146,8 @@ class SagaSpec(_Spec):
     compensation_max_attempts: int = Field(20, ge=1, le=1000, alias="compensationMaxAttempts")
     kafka: KafkaSpec = KafkaSpec()
     image: str = Field("sagaline:dev", min_length=1)
+    # The services' API token (SAGALINE_API_TOKEN): every mutating request must carry it.
+    api_token: SecretRef | None = Field(None, alias="apiToken")
     topic_deletion_policy: Literal["retain", "delete"] = Field(
         "retain", alias="topicDeletionPolicy"
     )
@@ -150,6 +211,11 @@ class SagaDefinition(_Spec):
 
     def with_timing(self, step_timeout_seconds: float, max_attempts: int) -> SagaDefinition:
         return self.with_spec(stepTimeoutSeconds=step_timeout_seconds, maxAttempts=max_attempts)
+
+
+def consumer_group(saga: str, service: str) -> str:
+    """The Kafka consumer group of one service of a saga (its KafkaUser may read only this)."""
+    return f"sagaline-{saga}-{service}"
 
 
 def load_definition(path: str | Path) -> SagaDefinition:

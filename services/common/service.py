@@ -22,7 +22,7 @@ from services.common.auth import token_guard
 from services.common.brokers import STALL_S
 from services.common.consumer import Handler, MessageLoop
 from services.common.db import Database
-from services.common.definition import SagaDefinition, load_definition
+from services.common.definition import SagaDefinition, consumer_group, load_definition
 from services.common.errors import is_transient
 from services.common.limits import LIMITS
 from services.common.settings import Settings
@@ -108,7 +108,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             runtime.db,
             runtime.handler,
             bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=f"sagaline-{runtime.definition.name}-{runtime.name}",
+            group_id=consumer_group(runtime.definition.name, runtime.name),
             batch_size=settings.consumer_batch_size,
             max_message_bytes=settings.max_message_bytes,
             broker=settings.broker,

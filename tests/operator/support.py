@@ -39,6 +39,8 @@ TOPICS = "kafka.strimzi.io/v1beta2/kafkatopics"
 DEPLOYMENTS = "apps/v1/deployments"
 SERVICES = "v1/services"
 CONFIG_MAPS = "v1/configmaps"
+USERS = "kafka.strimzi.io/v1beta2/kafkausers"
+BUDGETS = "policy/v1/poddisruptionbudgets"
 EVENTS = "v1/events"
 
 Body = dict[str, Any]
@@ -51,10 +53,16 @@ class Cluster(kmock.KubernetesEmulator):
     """What an API server adds: names from generateName, the namespace from the URL, uid,
     creationTimestamp, generation (bumped when anything but metadata and status changes),
     resourceVersion (and 422 for a failed JSON-patch test of it), and a status subresource (a
-    patch of /status changes only the status, a patch of the object never does)."""
+    patch of /status changes only the status, a patch of the object never does). Server-side
+    apply creates a missing object; `applies` records each apply's field manager and force."""
+
+    applies: list[tuple[str | None, str | None]] = attrs.field(factory=list)
 
     async def _handle(self, request: kmock.Request) -> Any:
         data = request.data
+        if _is_apply(request) and isinstance(data, dict):
+            self.applies.append((request.params.get("fieldManager"), request.params.get("force")))
+            self._create_on_apply(request, data)
         if request.resource is not None and isinstance(data, list) and request.name is not None:
             self._json_patch(request, data)
         if request.resource is not None and isinstance(data, dict):
@@ -71,6 +79,21 @@ class Cluster(kmock.KubernetesEmulator):
             elif request.action == kmock.action.UPDATE and request.name is not None:
                 self._versioned_update(request, data)
         return await super()._handle(request)
+
+    def _create_on_apply(self, request: kmock.Request, data: Body) -> None:
+        """Server-side apply creates what is missing (kmock's PATCH would answer 404): the
+        object is stored as a POST would store it, then the PATCH applies it (a no-op)."""
+        key = _key(request)
+        if key in self.objects and not self.objects[key].deleted:
+            return
+        created = copy.deepcopy(data)
+        metadata = created.setdefault("metadata", {})
+        metadata["namespace"] = request.namespace
+        metadata["uid"] = str(uuid.uuid4())
+        metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        metadata["generation"] = 1
+        metadata["resourceVersion"] = str(next(_versions))
+        self.objects[key] = created
 
     def _json_patch(self, request: kmock.Request, data: list[Body]) -> None:
         """A failed `test` op is a 422, as Kopf expects (it then re-reads and retries)."""
@@ -96,6 +119,11 @@ class Cluster(kmock.KubernetesEmulator):
         data.pop("status", None)
         if _content(_merge(copy.deepcopy(current), data)) != _content(current):
             data["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+
+
+def _is_apply(request: kmock.Request) -> bool:
+    content_type = {k.lower(): v for k, v in request.headers.items()}.get("content-type", "")
+    return request.name is not None and content_type.startswith("application/apply-patch")
 
 
 def _key(request: kmock.Request) -> tuple[kmock.resource, str | None, str]:
@@ -134,6 +162,10 @@ def declare_resources(cluster: kmock.KubernetesEmulator) -> None:
     cluster.resources[DEPLOYMENTS] = info(
         kind="Deployment", namespaced=True, verbs=rw, subresources=["status"]
     )
+    cluster.resources[USERS] = info(
+        kind="KafkaUser", namespaced=True, verbs=rw, subresources=["status"]
+    )
+    cluster.resources[BUDGETS] = info(kind="PodDisruptionBudget", namespaced=True, verbs=rw)
     cluster.resources[SERVICES] = info(kind="Service", namespaced=True, verbs=rw)
     cluster.resources[CONFIG_MAPS] = info(kind="ConfigMap", namespaced=True, verbs=rw)
     cluster.resources[EVENTS] = info(kind="Event", namespaced=True, verbs=rw)
@@ -197,15 +229,14 @@ def _observed(obj: Body) -> bool:
     return (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
 
 
-def mark_topics_ready(cluster: kmock.KubernetesEmulator, ready: bool = True) -> None:
-    """What Strimzi's Topic Operator reports once a topic is created or changed as specified."""
-    for name, topic in objects(cluster, TOPICS).items():
-        was_ready = condition(topic, "Ready").get("status") == "True"
-        if _observed(topic) and was_ready == ready:
+def mark_ready(cluster: kmock.KubernetesEmulator, resource: str, ready: bool = True) -> None:
+    """What Strimzi's Topic and User Operators report once a topic or a user is as specified."""
+    for name, obj in objects(cluster, resource).items():
+        was_ready = condition(obj, "Ready").get("status") == "True"
+        if _observed(obj) and was_ready == ready:
             continue
-        status = {
-            "observedGeneration": topic["metadata"]["generation"],
-            "topicName": topic["spec"].get("topicName", name),
+        status: Body = {
+            "observedGeneration": obj["metadata"]["generation"],
             "conditions": [
                 {
                     "type": "Ready",
@@ -214,7 +245,13 @@ def mark_topics_ready(cluster: kmock.KubernetesEmulator, ready: bool = True) -> 
                 }
             ],
         }
-        cluster.objects[TOPICS, NAMESPACE, name].patch({"status": status})
+        if resource == TOPICS:
+            status["topicName"] = obj["spec"].get("topicName", name)
+        cluster.objects[resource, NAMESPACE, name].patch({"status": status})
+
+
+def mark_topics_ready(cluster: kmock.KubernetesEmulator, ready: bool = True) -> None:
+    mark_ready(cluster, TOPICS, ready)
 
 
 def mark_deployments_ready(cluster: kmock.KubernetesEmulator) -> None:

@@ -76,8 +76,15 @@ def with_spec(**changes) -> SagaDefinition:
 
 def test_every_built_in_object_is_valid_for_kubernetes(definition):
     objects = build.workloads(definition, NAMESPACE)
-    assert sorted({obj["kind"] for obj in objects}) == ["ConfigMap", "Deployment", "Service"]
-    assert len(objects) == 3 * 4
+    assert sorted({obj["kind"] for obj in objects}) == [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+    ]
+    # A ConfigMap, a Deployment and a Service per service; a PodDisruptionBudget per service
+    # of more than one replica (order.yaml: the initiator and both steps have two).
+    assert len(objects) == 3 * 4 + 3
     for obj in objects:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 

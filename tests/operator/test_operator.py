@@ -21,11 +21,13 @@ from tests.operator.support import (
     SAGAS,
     SERVICES,
     TOPICS,
+    USERS,
     Api,
     condition,
     events,
     eventually,
     mark_deployments_ready,
+    mark_ready,
     mark_topics_ready,
     objects,
     order_saga,
@@ -172,6 +174,40 @@ async def test_a_saga_becomes_its_topics_and_services(cluster, api: Api, config,
         assert counts == {"running": 3, "completed": 40, "compensated": 7, "failed": 1, "total": 51}
         assert ready(cluster)
         assert_valid(cluster)
+
+        # Every child was written by server-side apply, as the operator's field manager.
+        assert cluster.applies
+        assert set(cluster.applies) == {("sagaline-operator", "true")}
+
+
+async def test_kafka_authentication_gives_every_service_a_user_and_waits_for_them(
+    cluster, api: Api, config
+):
+    kafka = {**order_saga()["spec"]["kafka"], "authentication": {"type": "scram-sha-512"}}
+    async with running(config):
+        await api.create(SAGAS, order_saga(kafka=kafka))
+        await eventually(lambda: len(objects(cluster, USERS)) == 4, what="the users")
+        assert sorted(objects(cluster, USERS)) == WORKLOADS
+
+        def waiting_for_users() -> bool:
+            mark_topics_ready(cluster)
+            mark_deployments_ready(cluster)
+            return status_of(cluster, "KafkaUsersReady") == "False" and not ready(cluster)
+
+        await eventually(waiting_for_users, what="Ready=False until Strimzi has the users")
+
+        def with_users() -> dict | None:
+            mark_ready(cluster, USERS)
+            mark_topics_ready(cluster)
+            mark_deployments_ready(cluster)
+            return current_and_ready(cluster)
+
+        body = await eventually(with_users, what="Ready with the users")
+        assert condition(body, "KafkaUsersReady")["status"] == "True"
+
+        # Authentication off again: the users go (their credentials with them).
+        await api.patch(SAGAS, "order", {"spec": {"kafka": {"authentication": None}}})
+        await eventually(lambda: not objects(cluster, USERS), what="the users to go")
 
 
 async def test_a_change_rolls_the_affected_deployments(cluster, api: Api, config):
