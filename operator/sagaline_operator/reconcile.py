@@ -160,8 +160,10 @@ class Reconciler:
         for topic in build.kafka_topics(
             definition, api_version=self.config.strimzi_api_version, namespace=namespace
         ):
-            # Topics outlive the Saga unless its policy says otherwise: no owner, no GC.
-            topic["metadata"]["ownerReferences"] = [owner] if policy == "delete" else []
+            # Topics outlive the Saga unless its policy says otherwise: no owner, no GC (and an
+            # owner reference applied under `delete` goes when the policy turns to `retain`).
+            if policy == "delete":
+                topic["metadata"]["ownerReferences"] = [owner]
             desired.append((self.topic_kind, topic))
         users = build.kafka_users(
             definition, api_version=self.config.strimzi_api_version, namespace=namespace
@@ -223,8 +225,12 @@ class Reconciler:
             stamped = _stamped(obj)
             if current is not None and contains(current, stamped):
                 continue  # as last applied, and nobody changed what the operator owns
-            plan.existing[(kind.kind, name)] = self.kube.apply(kind, namespace, stamped)
-            plan.actions.append(f"{'created' if current is None else 'updated'} {kind.kind} {name}")
+            applied = self.kube.apply(kind, namespace, stamped)
+            plan.existing[(kind.kind, name)] = applied
+            if current is None:
+                plan.actions.append(f"created {kind.kind} {name}")
+            elif _version(applied) != _version(current):  # the server saw a change
+                plan.actions.append(f"updated {kind.kind} {name}")
 
     def _prune(self, saga: Body, definition: SagaDefinition, plan: Plan) -> None:
         """Children of a step that left the spec: workloads go; topics follow the policy."""
@@ -377,6 +383,11 @@ class Reconciler:
                 return
             if (saga.get("status") or {}).get("sagas") != counts:
                 self.kube.patch(SAGA, namespace, name, {"status": {"sagas": counts}}, "status")
+
+
+def _version(obj: Body) -> str | None:
+    version: str | None = obj.get("metadata", {}).get("resourceVersion")
+    return version
 
 
 def _stamped(obj: Body) -> Body:
