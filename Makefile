@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck test unit integration demo up bench clean
+.PHONY: install lint typecheck test unit integration e2e-tools e2e demo up bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ unit: install
 
 integration: install
 	$(BIN)/pytest tests/integration
+
+# The end-to-end tests' Kubernetes tools (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, kwok, kwokctl, helm), built once into ~/.cache/sagaline (Go needed;
+# ≈6 min cold on 2 cores, instant after).
+e2e-tools: install
+	$(BIN)/python -m sagaline.controlplane tools
+
+# The end-to-end tests on a real control plane they start (tests/e2e); not part of `test`.
+# The tools are built first if they can be (else the tests skip with the reason; under CI=true
+# they fail).
+e2e: install
+	$(BIN)/python -m sagaline.controlplane tools --if-available
+	$(BIN)/pytest tests/e2e
 
 demo: install
 	$(BIN)/sagaline demo
