@@ -262,14 +262,24 @@ class ApacheKafka:
     """One Apache Kafka node in KRaft combined mode, the same face as `EmbeddedBroker`."""
 
     def __init__(
-        self, port: int | None = None, log_path: Path | None = None, *, data_dir: Path | None = None
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        *,
+        data_dir: Path | None = None,
+        authorizing: bool = False,
     ) -> None:
         """`data_dir`: holds the log, the configuration and (without `log_path`) the JVM's
-        output; a temporary one by default, which `stop()` removes."""
+        output; a temporary one by default, which `stop()` removes.
+
+        `authorizing`: a second listener, SASL_PLAINTEXT with SCRAM-SHA-512 at
+        `sasl_bootstrap_servers`, where Kafka's StandardAuthorizer allows only what ACLs grant
+        (as on a Strimzi cluster with `authorization: simple`); the PLAINTEXT listener stays the
+        platform's own, its anonymous principal a super user (creating topics, users, ACLs)."""
         self.port = port or free_port()
-        self.controller_port = free_port()
-        while self.controller_port == self.port:
-            self.controller_port = free_port()
+        taken = {self.port}
+        self.controller_port = _another_port(taken)
+        self.sasl_port = _another_port(taken) if authorizing else None
         self._owns_data_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="sagaline-kafka-"))
         self.log_path = log_path or self.data_dir / "kafka.log"
@@ -279,6 +289,13 @@ class ApacheKafka:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """The authorizing SCRAM listener (only with `authorizing=True`)."""
+        if self.sasl_port is None:
+            raise BrokerError("this Kafka was started without its authorizing SASL listener")
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def log_dir(self) -> Path:
@@ -379,9 +396,29 @@ class ApacheKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
         }
+        if self.sasl_port is not None:
+            settings.update(self._authorizing_settings(self.sasl_port))
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         return path
+
+    def _authorizing_settings(self, sasl_port: int) -> dict[str, str]:
+        plain, sasl = f"127.0.0.1:{self.port}", f"127.0.0.1:{sasl_port}"
+        return {
+            "listeners": (
+                f"PLAINTEXT://{plain},SASL://{sasl},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://{plain},SASL://{sasl}",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+            ),
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": "User:ANONYMOUS",
+        }
 
     def _write_log4j_config(self) -> Path:
         """Kafka 4 logs through log4j2: INFO to stdout, which goes to the log file."""
@@ -447,6 +484,15 @@ class ApacheKafka:
             ):
                 return
             time.sleep(0.2)
+
+
+def _another_port(taken: set[int]) -> int:
+    """A free port not in `taken` (and now in it)."""
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    taken.add(port)
+    return port
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:

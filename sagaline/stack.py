@@ -61,6 +61,8 @@ class StackConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(PORTS))
     database_prefix: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Per service (and its relay), over extra_env: e.g. each service's own Kafka credentials.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     api_token: str | None = None  # every service then requires it on mutating requests
 
 
@@ -237,6 +239,7 @@ class Stack:
         }
         env.update({k: str(v) for k, v in overrides.items() if v is not None})
         env.update(self.config.extra_env)
+        env.update(self.config.service_env.get(service, {}))
         return env
 
     def _spawn(self, name: str, arguments: list[str], *, database: str | None = None) -> None:
