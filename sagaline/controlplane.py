@@ -160,8 +160,10 @@ _KUBERNETES = _Part(
     KUBERNETES_COMMANDS,
     f"k8s.io/kubernetes@{KUBERNETES_VERSION} {' '.join(KUBERNETES_COMMANDS)} {_ldflags()}",
 )
-_KWOK = _Part("kwok", KWOK_COMMANDS, f"sigs.k8s.io/kwok@{KWOK_VERSION} {' '.join(KWOK_COMMANDS)}")
-_HELM = _Part("helm", HELM_COMMANDS, f"helm.sh/helm/v3@{HELM_VERSION}")
+_KWOK = _Part(
+    "kwok", KWOK_COMMANDS, f"sigs.k8s.io/kwok@{KWOK_VERSION} {' '.join(KWOK_COMMANDS)} -s -w"
+)
+_HELM = _Part("helm", HELM_COMMANDS, f"helm.sh/helm/v3@{HELM_VERSION} Makefile's ldflags")
 _PARTS = (_KUBERNETES, _KWOK, _HELM)
 
 
@@ -246,10 +248,12 @@ def ensure_tools(progress: Progress | None = None, steps: Steps | None = None) -
                 _build_kubernetes(go, say, steps)
             elif part is _KWOK:
                 say(f"installing kwok and kwokctl {KWOK_VERSION}")
-                _go_install(go, [f"sigs.k8s.io/kwok/cmd/{c}@{KWOK_VERSION}" for c in KWOK_COMMANDS])
+                packages = [f"sigs.k8s.io/kwok/cmd/{c}@{KWOK_VERSION}" for c in KWOK_COMMANDS]
+                _go_install(go, packages, steps=steps)
             else:
                 say(f"installing helm {HELM_VERSION}")
-                _go_install(go, [f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"])
+                packages = [f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"]
+                _go_install(go, packages, ldflags=_helm_ldflags(go), steps=steps)
             part.marker.write_text(_digest(part.recipe) + "\n")
             say(f"{part.name}: built in {time.monotonic() - started:.0f} s")
     return bin_dir()
@@ -308,10 +312,54 @@ def _run_go(
         )
 
 
-def _go_install(go: str, packages: list[str]) -> None:
+def _go_install(
+    go: str, packages: list[str], *, ldflags: str = "-s -w", steps: Steps | None = None
+) -> None:
+    """`go install` into bin/; `steps` gets the packages compiled so far (total 0: unknown)."""
     env = _go_env() | {"GOBIN": str(bin_dir())}
     home = tools_home()
-    _run_go(go, ["install", *packages], cwd=home, log_path=home / "build.log", env=env)
+    compiled = 0
+
+    def count(line: str) -> None:
+        nonlocal compiled
+        if steps is not None and line and " " not in line:  # `-v`: one package a line
+            compiled += 1
+            steps(compiled, 0)
+
+    arguments = ["install", "-v", "-ldflags", ldflags, *packages]
+    _run_go(go, arguments, cwd=home, log_path=home / "build.log", env=env, on_line=count)
+
+
+def _module_go_mod(go: str, module: str) -> str:
+    """The go.mod of `module@version`, downloaded into Go's module cache."""
+    home = tools_home()
+    output: list[str] = []
+    _run_go(
+        go,
+        ["mod", "download", "-json", module],
+        cwd=home,
+        log_path=home / "build.log",
+        on_line=output.append,
+    )
+    return Path(json.loads("\n".join(output))["GoMod"]).read_text()
+
+
+def _helm_ldflags(go: str) -> str:
+    """What helm's Makefile stamps: its version, and the Kubernetes version `helm template` and
+    `helm lint` assume without a cluster (client-go's v0.X is Kubernetes 1.X). A plain `go
+    install` leaves them at v3.22 and Kubernetes v1.20, and a chart with `kubeVersion:
+    >=1.29.0-0` then fails to render."""
+    go_mod = _module_go_mod(go, f"helm.sh/helm/v3@{HELM_VERSION}")
+    match = re.search(r"^\s*k8s\.io/client-go\s+v(\d+)\.(\d+)\.", go_mod, re.MULTILINE)
+    if match is None:
+        raise ControlPlaneError(f"helm {HELM_VERSION}'s go.mod requires no k8s.io/client-go")
+    major, minor = int(match.group(1)) + 1, int(match.group(2))
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"]
+    flags.append("-X helm.sh/helm/v3/internal/version.gitTreeState=clean")
+    for package in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags.append(f"-X {package}.k8sVersionMajor={major}")
+        flags.append(f"-X {package}.k8sVersionMinor={minor}")
+    return " ".join(flags)
 
 
 def _staging_modules(go: str, source: Path) -> list[str]:
@@ -470,6 +518,8 @@ class ControlPlane:
         env = tool_env()
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["KWOK_WORKDIR"] = str(self.state_dir)
+        # kwokctl chooses the components' flags by this version (its own default is older).
+        env["KWOK_KUBE_VERSION"] = KUBERNETES_VERSION
         # kubectl's discovery cache and helm's homes: under the state dir, not in ~.
         env["KUBECACHEDIR"] = str(self.state_dir / "kube-cache")
         for variable, sub in (("CACHE", "cache"), ("CONFIG", "config"), ("DATA", "data")):
@@ -756,7 +806,9 @@ def _build_with_progress() -> Path:
             bar.console.print(message)
 
         def steps(done: int, total: int) -> None:
-            bar.update(task, description="compiling Go packages", completed=done, total=total)
+            bar.update(
+                task, description="compiling Go packages", completed=done, total=total or None
+            )
 
         started = time.monotonic()
         try:
