@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -147,10 +147,14 @@ class StrimziStandIn:
         await self._admin.start()
 
     async def _describe(self, name: str) -> Body | None:
+        """The topic's metadata, None when it does not exist. Existence is asked by listing:
+        a metadata request naming a missing topic makes a broker with Kafka's default
+        `auto.create.topics.enable=true` create it (one partition) — aiokafka's describe_topics
+        asks that way."""
         assert self._admin is not None
-        (described,) = await self._admin.describe_topics([name])
-        if described.get("error_code", 0) == UnknownTopicOrPartitionError.errno:
+        if name not in await self._admin.list_topics():
             return None
+        (described,) = await self._admin.describe_topics([name])
         if described.get("error_code", 0):
             raise KafkaError(f"describe {name}: error {described['error_code']}")
         return dict(described)
@@ -167,12 +171,18 @@ class StrimziStandIn:
                 topic_configs=settings,
             )
             response = await self._admin.create_topics([topic])
-            for _name, code, message in getattr(response, "topic_errors", []) or []:
-                if code:
+            for entry in getattr(response, "topic_errors", []) or []:
+                code, message = entry[1], entry[2] if len(entry) > 2 else ""
+                if code and code != TopicAlreadyExistsError.errno:  # made meanwhile: fine
                     raise KafkaError(f"create {name}: error {code} {message}")
             log.info("created topic %s (%d partitions)", name, partitions)
-            described = await self._describe(name)
-            assert described is not None
+            for _ in range(50):  # the new topic's metadata reaches the broker's cache soon
+                described = await self._describe(name)
+                if described is not None:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise KafkaError(f"created {name}, but it is not listed")
         else:
             current = len(described.get("partitions") or [])
             if partitions < current:
@@ -308,8 +318,12 @@ class StrimziStandIn:
             return  # the update is the next event
         generation = meta.get("generation")
         status = topic.get("status") or {}
-        if status.get("observedGeneration") == generation and status.get("conditions"):
-            return  # this generation is done
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if status.get("observedGeneration") == generation and ready:
+            return  # this generation is done (a failure is tried again at the next resync)
         settings = {key: str(value) for key, value in (spec.get("config") or {}).items()}
         if "min.insync.replicas" in settings:  # one broker: at most one in-sync replica
             settings["min.insync.replicas"] = str(

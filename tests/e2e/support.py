@@ -333,3 +333,51 @@ def sys_executable() -> str:
     import sys
 
     return sys.executable
+
+
+class PortForward:
+    """`kubectl port-forward svc/NAME LOCAL:REMOTE` while the block runs (the kind mode reaches
+    the services' APIs this way)."""
+
+    def __init__(self, cluster: Cluster, namespace: str, target: str, remote_port: int) -> None:
+        from sagaline.ports import free_port
+
+        self.cluster = cluster
+        self.namespace = namespace
+        self.target = target
+        self.remote_port = remote_port
+        self.local_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+    def __enter__(self) -> PortForward:
+        from sagaline.ports import wait_for_port
+
+        kubectl = shutil.which("kubectl") or str(controlplane.binary("kubectl"))
+        self.process = subprocess.Popen(
+            [
+                kubectl,
+                "port-forward",
+                "-n",
+                self.namespace,
+                self.target,
+                f"{self.local_port}:{self.remote_port}",
+            ],
+            env=self.cluster.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if not wait_for_port("127.0.0.1", self.local_port, 30):
+            self.__exit__()
+            raise AssertionError(f"kubectl port-forward {self.target} did not listen")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
