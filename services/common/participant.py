@@ -4,6 +4,8 @@ The outcome of a command is recorded per saga, with the reply that was sent. A r
 (a re-send after a timeout) gets the ORIGINAL reply again, never a second effect. A compensation
 undoes an applied effect once; one that arrives before its command leaves a tombstone, and the
 late command is then refused. Every compensation is acknowledged with `<step>.compensated`.
+The decisions are pure (`services.common.participant_decisions`); this module loads and stores
+the outcome rows around them and runs the business effect.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -30,13 +31,18 @@ from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
 from services.common.messages import StepTopics, StepTypes
+from services.common.participant_decisions import (
+    Compensate,
+    OutcomeStatus,
+    Refuse,
+    Repeat,
+    applied_status,
+    on_command,
+    on_compensation,
+)
 from services.common.tables import status_type
 
-
-class OutcomeStatus(StrEnum):
-    APPLIED = "APPLIED"
-    REJECTED = "REJECTED"
-    TOMBSTONE = "TOMBSTONE"  # compensated before any command arrived
+__all__ = ["Applied", "OutcomeStatus", "Participant", "Rejected", "StepOutcome"]
 
 
 class StepOutcome(SQLModel, table=True):
@@ -154,24 +160,25 @@ class Participant(ABC):
             except ValidationError as exc:
                 raise Unprocessable(f"invalid {envelope.type} payload: {describe(exc)}") from exc
         outcome = await self._outcome(session, envelope.saga_id)
-        if outcome is not None and outcome.status is OutcomeStatus.TOMBSTONE:
-            self._reply(session, self._failure(envelope, "refused: compensated before the command"))
+        decision = on_command(outcome)
+        if isinstance(decision, Refuse):
+            self._reply(session, self._failure(envelope, decision.reason))
             return
-        if outcome is not None and outcome.reply is not None:
-            self._reply(session, Envelope.model_validate(outcome.reply))  # the original outcome
+        if isinstance(decision, Repeat):
+            self._reply(session, Envelope.model_validate(decision.reply))  # the original outcome
             return
         result = self.apply(session, envelope.saga_id, command)
         if isinstance(result, Applied):
             reply = self._response(envelope, self.types.done, result.result)
-            status, reason = OutcomeStatus.APPLIED, None
+            reason = None
         else:
             reply = self._failure(envelope, result.reason)
-            status, reason = OutcomeStatus.REJECTED, result.reason
+            reason = result.reason
         self._remember(
             session,
             StepOutcome(
                 saga_id=envelope.saga_id,
-                status=status,
+                status=applied_status(isinstance(result, Applied)),
                 reason=reason,
                 reply=reply.model_dump(mode="json"),
             ),
@@ -180,19 +187,16 @@ class Participant(ABC):
 
     async def _on_compensate(self, session: AsyncSession, envelope: Envelope) -> None:
         outcome = await self._outcome(session, envelope.saga_id)
-        if outcome is not None and outcome.compensation_reply is not None:
-            self._reply(session, Envelope.model_validate(outcome.compensation_reply))
+        decision: Repeat[dict[str, Any]] | Compensate = on_compensation(outcome)
+        if isinstance(decision, Repeat):
+            self._reply(session, Envelope.model_validate(decision.reply))
             return
-        if outcome is None:
+        if decision.tombstone or outcome is None:
             outcome = StepOutcome(saga_id=envelope.saga_id, status=OutcomeStatus.TOMBSTONE)
             self._remember(session, outcome)
-            effect = "nothing to undo: the command is refused if it comes"
-        elif outcome.status is OutcomeStatus.APPLIED:
+        if decision.undo:
             self.undo(session, envelope.saga_id)
-            effect = "undone"
-        else:
-            effect = "nothing to undo: the command was rejected"
-        reply = self._response(envelope, self.types.compensated, {"effect": effect})
+        reply = self._response(envelope, self.types.compensated, {"effect": decision.effect})
         outcome.compensation_reply = reply.model_dump(mode="json")
         outcome.updated_at = utcnow()
         self._reply(session, reply)

@@ -85,7 +85,12 @@ class Finish:
     reason: str | None
 
 
-Action = SendCommand | SendCompensation | Finish
+@dataclass(frozen=True)
+class ResendOutcome:
+    """Answer the initiator again with the saga's original outcome (the stored message)."""
+
+
+Action = SendCommand | SendCompensation | Finish | ResendOutcome
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,12 @@ class Engine:
                 self._command(name, now, attempt=1)
         return self._take()
 
+    def repeated_start(self) -> list[Action]:
+        """A start for a saga that exists: a finished one answers with its original outcome."""
+        if self.state.status.terminal:
+            self.actions.append(ResendOutcome())
+        return self._take()
+
     def succeeded(self, step: str, now: float) -> list[Action]:
         state = self.state.steps[step]
         if state.status is StepStatus.RUNNING:
@@ -136,6 +147,16 @@ class Engine:
             state.status, state.deadline, state.reason = StepStatus.FAILED, None, reason
             self._compensate(f"{step}: {reason}", now)
         return self._take()
+
+    def dead_lettered(self, step: str, *, command: bool, reason: str, now: float) -> list[Action]:
+        """The step's service could not read a message of this saga and dead-lettered it.
+
+        A dead-lettered command fails the step; a dead-lettered compensation is re-sent on
+        timeout like a lost one.
+        """
+        if not command:
+            return self._take()
+        return self.failed(step, reason, now)
 
     def compensated(self, step: str, now: float) -> list[Action]:
         state = self.state.steps[step]

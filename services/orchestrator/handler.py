@@ -40,6 +40,7 @@ from services.orchestrator.engine import (
     Engine,
     Finish,
     Policy,
+    ResendOutcome,
     SagaState,
     SagaStatus,
     SendCommand,
@@ -53,6 +54,7 @@ OUTCOME_TYPES = {
     SagaStatus.FAILED: SAGA_FAILED,
 }
 EVENTS: Table = table_of(SagaEvent)
+Message = SendCommand | SendCompensation | Finish  # the actions that are new messages
 
 
 class Orchestrator:
@@ -123,10 +125,8 @@ class Orchestrator:
         saga = await self._saga(session, envelope.saga_id)
         if saga is not None:
             record(session, saga.id, "received", envelope, detail="repeated start")
-            if saga.response is not None:  # answer a repeated request with the original outcome
-                response = Envelope.model_validate(saga.response)
-                outbox.send(session, ORCHESTRATOR_RESPONSE, [response])
-                record(session, saga.id, "sent", response, detail="re-sent outcome")
+            engine = self._engine(saga)
+            self._apply(session, saga, engine, engine.repeated_start())
             return
         state = SagaState.new(self.definition.step_names)
         saga = Saga(
@@ -169,12 +169,16 @@ class Orchestrator:
         origin = header_value(message.record.headers, "dlt.origin.topic")
         saga = await self._saga(session, saga_id) if saga_id is not None else None
         step = self._step_by_topic[message.topic]
-        if saga is None or origin != self.steps[step].command:
-            return  # a lost compensation is re-sent on timeout
+        if saga is None:
+            return  # nothing of ours: a saga never started has no step to fail
+        command = origin == self.steps[step].command
         reason = f"unprocessable by {step}: {message.dead_letter_reason}"
         engine = self._engine(saga)
-        append(session, EVENTS, [_event(saga.id, "received", "dead-letter", step, 1, None, reason)])
-        self._apply(session, saga, engine, engine.failed(step, reason, time.time()))
+        actions = engine.dead_lettered(step, command=command, reason=reason, now=time.time())
+        if command:
+            event = _event(saga.id, "received", "dead-letter", step, 1, None, reason)
+            append(session, EVENTS, [event])
+        self._apply(session, saga, engine, actions)
 
     @staticmethod
     def _saga_id(message: Incoming) -> uuid.UUID | None:
@@ -218,6 +222,12 @@ class Orchestrator:
         self, session: AsyncSession, saga: Saga, engine: Engine, actions: list[Action]
     ) -> None:
         for action in actions:
+            if isinstance(action, ResendOutcome):  # the original outcome, same message id
+                if saga.response is not None:
+                    response = Envelope.model_validate(saga.response)
+                    outbox.send(session, ORCHESTRATOR_RESPONSE, [response])
+                    record(session, saga.id, "sent", response, detail="re-sent outcome")
+                continue
             envelope = self._message(saga, action)
             topic = self._topic(action)
             outbox.send(session, topic, [envelope])
@@ -233,14 +243,14 @@ class Orchestrator:
         saga.next_deadline = from_epoch(state.next_deadline)
         saga.updated_at = utcnow()
 
-    def _topic(self, action: Action) -> str:
+    def _topic(self, action: Message) -> str:
         if isinstance(action, SendCommand):
             return self.steps[action.step].command
         if isinstance(action, SendCompensation):
             return self.steps[action.step].compensation
         return ORCHESTRATOR_RESPONSE
 
-    def _message(self, saga: Saga, action: Action) -> Envelope:
+    def _message(self, saga: Saga, action: Message) -> Envelope:
         common: dict[str, Any] = {"saga_id": saga.id, "saga": saga.name}
         if isinstance(action, SendCommand):
             return Envelope(

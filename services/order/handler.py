@@ -1,16 +1,18 @@
-"""The order service's side of the saga: start it, re-send the start, record the outcome."""
+"""The order service's side of the saga: start it, re-send the start, record the outcome.
+
+The decisions are pure (`services.order.decisions`); this module keeps the orders and their
+re-send deadlines, and turns what the decisions send into outbox messages.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.common import outbox
-from services.common.backoff import attempt_timeout_s
 from services.common.clock import seconds_from_now, utcnow
 from services.common.consumer import Incoming
 from services.common.db import Database, after_commit, batch_cache, load_locked
@@ -22,11 +24,11 @@ from services.common.messages import (
     ORCHESTRATOR,
     ORCHESTRATOR_DLT,
     ORCHESTRATOR_RESPONSE,
-    SAGA_COMPLETED,
     SAGA_OUTCOMES,
     SAGA_START,
 )
 from services.common.metrics import RESENDS
+from services.order.decisions import Initiator, InitiatorPolicy, Send
 from services.order.models import Order, OrderStatus
 from services.order.waiters import DecisionWaiters
 
@@ -40,6 +42,7 @@ class OrderSagaInitiator:
         self.topics = [ORCHESTRATOR_RESPONSE]
         spec = definition.spec
         self.start_timeout_s = start_timeout_s or spec.step_timeout_seconds * (len(spec.steps) + 1)
+        self.initiator = Initiator(InitiatorPolicy(start_timeout_s=self.start_timeout_s))
         self._committer: GroupCommitter | None = None
         self.waiters = DecisionWaiters()
 
@@ -49,21 +52,21 @@ class OrderSagaInitiator:
             self._committer = GroupCommitter(db)
         return self._committer
 
-    def resend_at(self, attempt: int) -> Any:
-        return seconds_from_now(attempt_timeout_s(self.start_timeout_s, attempt))
-
     def start(self, session: AsyncSession, order: Order) -> None:
         """Write the order and its saga.start in the caller's transaction."""
-        order.resend_at = self.resend_at(order.start_attempt)
         session.add(order)
-        outbox.send(session, ORCHESTRATOR, [self._start_message(order)])
+        self._send(session, order, self.initiator.place(order))
 
-    def _start_message(self, order: Order) -> Envelope:
+    def _send(self, session: AsyncSession, order: Order, send: Send) -> None:
+        order.resend_at = seconds_from_now(send.wait_s)
+        outbox.send(session, ORCHESTRATOR, [self._start_message(order, send.message.attempt)])
+
+    def _start_message(self, order: Order, attempt: int) -> Envelope:
         return Envelope(
             type=SAGA_START,
             saga_id=order.id,
             saga=self.definition.name,
-            attempt=min(order.start_attempt, MAX_ATTEMPT),
+            attempt=min(attempt, MAX_ATTEMPT),
             payload={
                 "order_id": str(order.id),
                 "customer_id": order.customer_id,
@@ -98,12 +101,11 @@ class OrderSagaInitiator:
         order: Order | None = orders[envelope.saga_id]
         if order is None:
             raise Unprocessable(f"no order {envelope.saga_id}")
-        if order.status is not OrderStatus.PENDING:
+        reason = envelope.payload.get("reason")
+        decision = self.initiator.answered(order, envelope.type, str(reason) if reason else None)
+        if decision is None:
             return  # a repeated outcome
-        approved = envelope.type == SAGA_COMPLETED
-        order.status = OrderStatus.APPROVED if approved else OrderStatus.REJECTED
-        reason = None if approved else str(envelope.payload.get("reason") or envelope.type)
-        order.reason = reason[:1000] if reason else None
+        order.reason = decision.reason[:1000] if decision.reason else None
         order.decided_at = utcnow()
         order.resend_at = None
         after_commit(session, lambda: self.waiters.decided(order.id))
@@ -126,8 +128,10 @@ class OrderSagaInitiator:
                 )
             ).all()
             for order in due:
-                order.start_attempt += 1
-                order.resend_at = self.resend_at(order.start_attempt)
-                outbox.send(session, ORCHESTRATOR, [self._start_message(order)])
+                send = self.initiator.timed_out(order)
+                if send is None:
+                    order.resend_at = None
+                    continue
+                self._send(session, order, send)
                 RESENDS.labels(self.name, SAGA_START).inc()
             return len(due)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column
@@ -12,12 +11,9 @@ from sqlmodel import Field, SQLModel
 
 from services.common.clock import utcnow
 from services.common.tables import status_type
+from services.order.decisions import OrderStatus
 
-
-class OrderStatus(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
+__all__ = ["Order", "OrderStatus"]
 
 
 class Order(SQLModel, table=True):
