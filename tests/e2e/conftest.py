@@ -83,10 +83,15 @@ def local_only() -> None:
 
 @pytest.fixture(scope="session")
 def kafka(e2e_dir: Path, local_only: None) -> Iterator[ApacheKafka]:
-    """The real Apache Kafka the stand-in creates topics in and the local services use."""
+    """The real Apache Kafka the stand-in creates topics, users and ACLs in, and the local
+    services use."""
     unavailable("Apache Kafka", apache_kafka.unavailable_reason())
     apache_kafka.resolve_jars()
-    broker = ApacheKafka(log_path=e2e_dir / "kafka.log", data_dir=e2e_dir / "kafka")
+    # authorizing: a second, SCRAM listener where only what the KafkaUsers' ACLs grant is
+    # allowed; the PLAINTEXT one stays the platform's (the stand-in's, the local services').
+    broker = ApacheKafka(
+        log_path=e2e_dir / "kafka.log", data_dir=e2e_dir / "kafka", authorizing=True
+    )
     broker.start()
     try:
         yield broker

@@ -15,10 +15,13 @@ Strimzi's unidirectional Topic Operator does, against the real Apache Kafka the 
 - the status says `Ready=True` with the `observedGeneration` (what the Saga operator waits for),
   `topicName` and `topicId`.
 
-KafkaUsers: `Ready=True` with `username` (`CN=<name>` for tls, the name for scram-sha-512) and
-`secret`; for scram-sha-512 a Secret named like the user with `password` and
-`sasl.jaas.config`, as Strimzi's User Operator makes. ACLs are not applied: the broker here has
-no authorizer (the kind workflow's real Strimzi applies them); their shape is checked by the CRD.
+KafkaUsers, as Strimzi's User Operator: for scram-sha-512 a Secret named like the user with
+`password` and `sasl.jaas.config`, and that password as the user's SCRAM-SHA-512 credential in
+Kafka; with `simple` authorization, one Kafka ACL per resource and operation for `User:<name>`
+(tests/integration/kafka_users.py turns the rules into bindings), so that the broker's
+StandardAuthorizer, not a test, decides what each service may do; then `Ready=True` with
+`username` and `secret`. A deleted KafkaUser's credential and ACLs go. (tls users: a placeholder
+Secret, no certificate: no clients CA runs here.)
 
 The stand-in runs in threads of the test process: one watch per kind (re-listed every
 `resync_s`, so a missed event is repaired), Kafka calls on an event loop of their own.
@@ -32,7 +35,6 @@ import contextlib
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -45,6 +47,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from tests.integration.kafka_users import acl_bindings
+
 log = logging.getLogger("strimzi-standin")
 
 GROUP = "kafka.strimzi.io"
@@ -52,6 +56,7 @@ VERSION = "v1beta2"
 CLUSTER_LABEL = "strimzi.io/cluster"
 TOPIC_FINALIZER = "strimzi.io/topic-operator"
 MAX_REPLICAS = 1  # one broker
+SCRAM_ITERATIONS = 4096  # Strimzi's, and Kafka's minimum for SCRAM-SHA-512
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -99,6 +104,7 @@ class StrimziStandIn:
         self._threads: list[threading.Thread] = []
         self._loop = asyncio.new_event_loop()
         self._admin: AIOKafkaAdminClient | None = None
+        self._confluent: Any = None
         self.errors: list[str] = []  # what failed, for a test's message
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -245,6 +251,8 @@ class StrimziStandIn:
                         return
                     if event["type"] in ("ADDED", "MODIFIED"):
                         self._safely(reconcile, event["object"])
+                    elif event["type"] == "DELETED" and plural == "kafkausers":
+                        self._safely(self._user_deleted, event["object"])
             except ApiException as exc:
                 if exc.status == 404:  # the CRD is not installed (yet)
                     self._stop.wait(1)
@@ -362,18 +370,82 @@ class StrimziStandIn:
         body: Body = {"conditions": _ready(True), "observedGeneration": generation}
         body["username"] = username
         if authentication in ("tls", "scram-sha-512"):
-            self._user_secret(user, authentication)
+            password = self._user_secret(user, authentication)
             body["secret"] = meta["name"]
+            if authentication == "scram-sha-512" and password is not None:
+                self._scram_credential(meta["name"], password)
+        bindings = acl_bindings(user)
+        if bindings:
+            self._acls(bindings)
         self._patch("kafkausers", user, {"status": body}, status=True)
 
-    def _user_secret(self, user: Body, authentication: str) -> None:
+    def _admin_client(self) -> Any:
+        """confluent-kafka's admin (SCRAM and ACL calls, which aiokafka lacks); one for the
+        stand-in's life: a client collected while its futures wait fails them."""
+        if self._confluent is None:
+            from confluent_kafka.admin import AdminClient
+
+            self._confluent = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        return self._confluent
+
+    def _scram_credential(self, name: str, password: str) -> None:
+        from confluent_kafka.admin import (
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+        upsert = UserScramCredentialUpsertion(name, info, password.encode())
+        for future in self._admin_client().alter_user_scram_credentials([upsert]).values():
+            future.result(timeout=30)
+
+    def _acls(self, bindings: list[Any]) -> None:
+        for future in self._admin_client().create_acls(bindings, request_timeout=30).values():
+            future.result(timeout=30)
+
+    def _user_deleted(self, user: Body) -> None:
+        """What Strimzi's User Operator does when a KafkaUser goes: its ACLs and credential."""
+        if not self._ours(user):
+            return
+        from confluent_kafka.admin import (
+            AclBindingFilter,
+            AclOperation,
+            AclPermissionType,
+            ResourcePatternType,
+            ResourceType,
+            ScramMechanism,
+            UserScramCredentialDeletion,
+        )
+
+        name = user["metadata"]["name"]
+        admin = self._admin_client()
+        every = AclBindingFilter(  # None: any name, any host
+            ResourceType.ANY,
+            None,  # type: ignore[arg-type]
+            ResourcePatternType.ANY,
+            f"User:{name}",
+            None,  # type: ignore[arg-type]
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        for future in admin.delete_acls([every], request_timeout=30).values():
+            future.result(timeout=30)
+        if (user.get("spec") or {}).get("authentication", {}).get("type") == "scram-sha-512":
+            deletion = UserScramCredentialDeletion(name, ScramMechanism.SCRAM_SHA_512)
+            for future in admin.alter_user_scram_credentials([deletion]).values():
+                with contextlib.suppress(Exception):  # never made, or gone already
+                    future.result(timeout=30)
+
+    def _user_secret(self, user: Body, authentication: str) -> str | None:
         """The Secret Strimzi's User Operator writes, owned by the KafkaUser (so it goes with
         it): for scram-sha-512 the password and the JAAS line; for tls a placeholder key pair
         (no client CA exists here)."""
         meta = user["metadata"]
         try:
-            self.core.read_namespaced_secret(meta["name"], meta["namespace"])
-            return
+            existing = self.core.read_namespaced_secret(meta["name"], meta["namespace"])
+            stored: dict[str, Any] = existing.data or {}
+            return base64.b64decode(stored["password"]).decode() if "password" in stored else None
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -405,15 +477,4 @@ class StrimziStandIn:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
         self.core.create_namespaced_secret(meta["namespace"], secret)  # type: ignore[arg-type]
-
-
-def wait_for(probe: Callable[[], T | None], *, within: float, what: str, every: float = 0.2) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
-        time.sleep(every)
+        return data.get("password")

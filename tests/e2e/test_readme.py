@@ -12,6 +12,7 @@ deadline, and says what it waited for."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -24,6 +25,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from sagaline.apache_kafka import ApacheKafka
 from services.common.definition import load_definition
@@ -506,12 +509,39 @@ def topic_operations(user: Body) -> tuple[set[str], set[str]]:
     return reads, writes
 
 
+def produce_as(servers: str, user: str, password: str, topic: str) -> None:
+    """One record to `topic`, authenticated as `user` (SCRAM-SHA-512)."""
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=servers,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_plain_username=user,
+            sasl_plain_password=password,
+            acks="all",
+            request_timeout_ms=10_000,
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b'{"forged": true}', key=b"forged")
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+
+
 def test_kafka_authentication_gives_each_service_a_least_privilege_user(
-    cluster: Cluster, applied: str, operator: OperatorProcess | None
+    cluster: Cluster,
+    applied: str,
+    operator: OperatorProcess | None,
+    request: pytest.FixtureRequest,
 ) -> None:
     """`kafka.authentication: scram-sha-512`: a KafkaUser per service, whose ACLs let only the
-    orchestrator write a command; Strimzi (or its stand-in) makes them Ready with their Secret;
-    the pods read the password from it. Taken away again, the users go."""
+    orchestrator write a command; Strimzi (or its stand-in) makes them Ready with their Secret
+    and, in the authorizing Kafka, their credentials and ACLs: a command (`payment`) sent by any
+    other service is refused by the broker. The pods read the password from the Secret. Taken
+    away again, the users go."""
     cluster.kubectl(
         "patch", "saga", SAGA, "-n", applied, "--type=merge",
         "-p", json.dumps({"spec": {"kafka": {"authentication": {"type": "scram-sha-512"}}}}),
@@ -541,6 +571,23 @@ def test_kafka_authentication_gives_each_service_a_least_privilege_user(
         assert len(groups) == 1, name
         secret = get(cluster, "secret", user["status"]["secret"], "-n", applied)
         assert base64.b64decode(secret["data"]["password"])
+    if mode() != KIND:  # the stand-in made the users and ACLs real in an authorizing Kafka
+        kafka: ApacheKafka = request.getfixturevalue("kafka")
+        passwords = {
+            name: base64.b64decode(
+                get(cluster, "secret", name, "-n", applied)["data"]["password"]
+            ).decode()
+            for name in users
+        }
+        for forger in ("payment-service", "stock-service", "order-service"):
+            with pytest.raises(TopicAuthorizationFailedError):
+                produce_as(kafka.sasl_bootstrap_servers, forger, passwords[forger], "payment")
+        produce_as(
+            kafka.sasl_bootstrap_servers,
+            "order-orchestrator",
+            passwords["order-orchestrator"],
+            "payment",
+        )
     if mode() != KIND:  # the kind workflow's Kafka has no SCRAM listener: its pods would fail
         saga = wait_ready(cluster, applied, operator)
         assert saga["metadata"]["generation"] >= 3
