@@ -34,7 +34,7 @@ integration: install
 
 # The end-to-end tests' Kubernetes tools (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, kwok, kwokctl, helm), built once into ~/.cache/sagaline (Go needed;
-# ≈6 min cold on 2 cores, instant after).
+# ≈13 min cold on two idle cores, instant after).
 e2e-tools: install
 	$(BIN)/python -m sagaline.controlplane tools
 

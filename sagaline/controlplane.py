@@ -4,8 +4,9 @@ and kube-scheduler v1.34.4 built from the `k8s.io/kubernetes` Go modules, etcd f
 without running their containers.
 
 `ensure_tools()` builds the binaries once into the cache outside the repo
-(`~/.cache/sagaline/kubernetes-v1.34.4/bin`, ≈6 min cold on 2 cores, ≈450 MB), under a file
-lock and with a marker per part, so a second call is instant:
+(`~/.cache/sagaline/kubernetes-v1.34.4/bin`, ≈560 MB), under a file lock and with a marker per
+part, so a second call is instant. Cold, on two idle cores: ≈7 min for Kubernetes, ≈4 for kwok,
+≈2.5 for helm (each `go install` compiles its own versions of the Kubernetes libraries):
 
 - kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from a throwaway Go module
   that requires `k8s.io/kubernetes` and replaces each staging module its go.mod pins at v0.0.0
@@ -227,8 +228,8 @@ def _exclusive(lock_path: Path, progress: Progress) -> Iterator[None]:
 
 
 def ensure_tools(progress: Progress | None = None, steps: Steps | None = None) -> Path:
-    """The bin directory with every tool built; builds what is missing (≈6 min cold, on 2
-    cores; instant when built). Raises ControlPlaneError with what to fix."""
+    """The bin directory with every tool built; builds what is missing (≈13 min cold on two
+    idle cores; instant when built). Raises ControlPlaneError with what to fix."""
     say = progress or (lambda _message: None)
     if tools_built():
         return bin_dir()
@@ -419,7 +420,7 @@ def _build_kubernetes(go: str, say: Progress, steps: Steps | None) -> None:
         steps(0, total)
     say(
         f"building {', '.join(KUBERNETES_COMMANDS)} {KUBERNETES_VERSION} "
-        f"(≈6 min cold on 2 cores; log: {log_path})"
+        f"(≈7 min cold on 2 cores; log: {log_path})"
     )
     staging = Path(tempfile.mkdtemp(prefix="bin.", dir=home))
     compiled = 0
