@@ -235,10 +235,14 @@ def test_every_child_belongs_to_the_saga(cluster: Cluster, applied: str) -> None
 
 
 def test_the_operator_runs_under_the_charts_role(
-    cluster: Cluster, applied: str, e2e_dir: Path
+    cluster: Cluster, applied: str, e2e_dir: Path, operator: OperatorProcess | None
 ) -> None:
     """The chart's ServiceAccount may do what the operator needs and nothing more: the operator
-    did all of the above with it."""
+    did all of the above with it, and was refused nothing on the way."""
+    if operator is not None:
+        log = operator.log_path.read_text(errors="replace")
+        refusals = [line for line in log.splitlines() if "403" in line or "orbidden" in line]
+        assert refusals == [], "\n".join(refusals[:10])
     kubeconfig = cluster.service_account_kubeconfig(
         RELEASE, applied, e2e_dir / "check-role.kubeconfig"
     )
