@@ -646,6 +646,67 @@ def bench(
 
 
 @app.command()
+def simulate(
+    execution: ExecutionOption = None,
+    exhaustive: Annotated[
+        bool,
+        typer.Option(
+            "--exhaustive",
+            help="Every schedule of the saga up to --max-faults faults (else random ones).",
+        ),
+    ] = False,
+    max_faults: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=50, help="Faults per schedule at most. Default: 2 exhaustive, 6 random."
+        ),
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Random schedules to run.")] = 1000,
+    seed_start: Annotated[int, typer.Option(min=0, help="The first seed.")] = 0,
+    replay: Annotated[
+        int | None,
+        typer.Option(min=0, help="Run this seed alone and print its trace (and its violation)."),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=10,
+            help="Events a schedule may take to become quiescent (liveness). "
+            "Default: 120 exhaustive, 400 random.",
+        ),
+    ] = None,
+    shrink: Annotated[
+        bool, typer.Option(help="Shrink a violating schedule before printing it.")
+    ] = True,
+    saga_file: SagaFile = default_definition_path(),
+    as_json: JsonFlag = False,
+) -> None:
+    """The saga protocol in simulation: the real decisions, a seeded scheduler, every fault."""
+    from sagaline.simulate import SimulateOptions, run_simulation
+
+    options = SimulateOptions(
+        saga_file=saga_file,
+        execution=execution,
+        exhaustive=exhaustive,
+        max_faults=max_faults,
+        seeds=seeds,
+        seed_start=seed_start,
+        replay=replay,
+        max_steps=max_steps,
+        shrink=shrink,
+    )
+    try:
+        summary = run_simulation(options, console, show=not as_json)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps(summary))
+    if summary["violations"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def verify(
     database_url: DatabaseUrl = None,
     state_dir: StateDir = Path(".sagaline"),

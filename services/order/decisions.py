@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from services.common.backoff import attempt_timeout_s
+from services.common.definition import SagaDefinition
 from services.common.messages import SAGA_COMPLETED
 
 
@@ -52,6 +53,14 @@ class Send:
 @dataclass(frozen=True)
 class InitiatorPolicy:
     start_timeout_s: float
+
+    @classmethod
+    def of(
+        cls, definition: SagaDefinition, start_timeout_s: float | None = None
+    ) -> InitiatorPolicy:
+        """By default a start waits as long as every step's first attempt, and one more."""
+        spec = definition.spec
+        return cls(start_timeout_s or spec.step_timeout_seconds * (len(spec.steps) + 1))
 
     def wait_s(self, attempt: int) -> float:
         return attempt_timeout_s(self.start_timeout_s, attempt)

@@ -40,9 +40,8 @@ class OrderSagaInitiator:
         self.definition = definition
         self.name = definition.spec.initiator.name
         self.topics = [ORCHESTRATOR_RESPONSE]
-        spec = definition.spec
-        self.start_timeout_s = start_timeout_s or spec.step_timeout_seconds * (len(spec.steps) + 1)
-        self.initiator = Initiator(InitiatorPolicy(start_timeout_s=self.start_timeout_s))
+        self.initiator = Initiator(InitiatorPolicy.of(definition, start_timeout_s))
+        self.start_timeout_s = self.initiator.policy.start_timeout_s
         self._committer: GroupCommitter | None = None
         self.waiters = DecisionWaiters()
 
