@@ -4,11 +4,14 @@ Given a saga's state and an event (start, a step's reply, the clock), it returns
 the actions to take (commands and compensations to send, the saga's outcome). The orchestrator
 persists the state and turns actions into outbox messages in one transaction.
 
-Rules: a step that may have taken effect (it succeeded, or its command is in flight or timed out)
-is compensated when the saga fails; a step that was rejected took no effect and is not; a step
-never started is skipped. Commands and compensations are re-sent on timeout with exponential
-backoff up to `max_attempts`; a command that never answers fails its step (and is compensated),
-a compensation that never answers leaves the saga FAILED, which is visible and counted.
+Rules: a step that may have taken effect (it succeeded, or its command is in flight, timed out
+or was dead-lettered) is compensated when the saga fails; a step that was rejected took no effect
+and is not; a step never started is skipped. Commands and compensations are re-sent on timeout
+with exponential backoff up to `max_attempts`; a command that never answers fails its step (and
+is compensated), a compensation that never answers leaves the saga FAILED, which is visible and
+counted. A success that comes for a step the saga has failed or given up is answered with a
+compensation, even after the saga ended (it is then reopened until that compensation ends), so
+no effect can stand unclaimed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pydantic import BaseModel
 
 from services.common.backoff import attempt_timeout_s
 from services.common.definition import Execution
+
+GIVEN_UP = "; compensation given up for "
 
 
 class SagaStatus(StrEnum):
@@ -87,7 +92,11 @@ class Finish:
 
 @dataclass(frozen=True)
 class ResendOutcome:
-    """Answer the initiator again with the saga's original outcome (the stored message)."""
+    """Answer the initiator again with the saga's original outcome: the stored message itself,
+    or (`fresh`) a new message that carries it, which an inbox that dropped or dead-lettered the
+    original does not take for a duplicate."""
+
+    fresh: bool = False
 
 
 Action = SendCommand | SendCompensation | Finish | ResendOutcome
@@ -134,11 +143,25 @@ class Engine:
             self.actions.append(ResendOutcome())
         return self._take()
 
+    def cancel(self, reason: str, now: float) -> list[Action]:
+        """The initiator gave up its start. A saga never started ends compensated (nothing ran:
+        every step is skipped), a running one is compensated, a compensating one goes on, and
+        one that ended answers with its outcome in a new message."""
+        if self.state.status is SagaStatus.RUNNING:
+            self._compensate(reason, now)
+        elif self.state.status.terminal:
+            self.actions.append(ResendOutcome(fresh=True))
+        return self._take()
+
     def succeeded(self, step: str, now: float) -> list[Action]:
         state = self.state.steps[step]
         if state.status is StepStatus.RUNNING:
             state.status, state.deadline = StepStatus.SUCCEEDED, None
             self._advance(now)
+        elif state.status in (StepStatus.FAILED, StepStatus.COMPENSATION_FAILED):
+            # A late success (any cause): the effect took place after all, and must be undone.
+            self._reopen()
+            self._compensation(step, now, attempt=1)
         return self._take()
 
     def failed(self, step: str, reason: str, now: float) -> list[Action]:
@@ -151,12 +174,16 @@ class Engine:
     def dead_lettered(self, step: str, *, command: bool, reason: str, now: float) -> list[Action]:
         """The step's service could not read a message of this saga and dead-lettered it.
 
-        A dead-lettered command fails the step; a dead-lettered compensation is re-sent on
-        timeout like a lost one.
+        A dead-lettered command fails the step, and the step is compensated like one that timed
+        out: another attempt of the command may be in flight and take effect (or have taken it),
+        and the compensation undoes it or leaves the tombstone that refuses it. A dead-lettered
+        compensation is re-sent on timeout like a lost one.
         """
-        if not command:
-            return self._take()
-        return self.failed(step, reason, now)
+        state = self.state.steps[step]
+        if command and state.status is StepStatus.RUNNING:
+            state.reason = reason
+            self._compensate(f"{step}: {reason}", now)
+        return self._take()
 
     def compensated(self, step: str, now: float) -> list[Action]:
         state = self.state.steps[step]
@@ -226,6 +253,12 @@ class Engine:
                 state.status = StepStatus.SKIPPED
         self._finish_compensation()
 
+    def _reopen(self) -> None:
+        """A saga that ended compensated or failed compensates again (a late success)."""
+        if self.state.status in (SagaStatus.COMPENSATED, SagaStatus.FAILED):
+            reason = (self.state.reason or "").split(GIVEN_UP, 1)[0]
+            self.state.status, self.state.reason = SagaStatus.COMPENSATING, reason
+
     def _finish_compensation(self) -> None:
         steps = self.state.steps.values()
         if self.state.status is not SagaStatus.COMPENSATING:
@@ -236,10 +269,7 @@ class Engine:
             failed = [
                 n for n, s in self.state.steps.items() if s.status is StepStatus.COMPENSATION_FAILED
             ]
-            self._finish(
-                SagaStatus.FAILED,
-                f"{self.state.reason}; compensation given up for {', '.join(failed)}",
-            )
+            self._finish(SagaStatus.FAILED, f"{self.state.reason}{GIVEN_UP}{', '.join(failed)}")
         else:
             self._finish(SagaStatus.COMPENSATED, self.state.reason)
 

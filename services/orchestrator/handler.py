@@ -26,6 +26,7 @@ from services.common.messages import (
     ORCHESTRATOR,
     ORCHESTRATOR_DLT,
     ORCHESTRATOR_RESPONSE,
+    SAGA_CANCEL,
     SAGA_COMPENSATED,
     SAGA_COMPLETED,
     SAGA_FAILED,
@@ -88,7 +89,7 @@ class Orchestrator:
         if envelope.saga != self.definition.name:
             raise Unprocessable(f"unknown saga {envelope.saga!r}")
         if topic == ORCHESTRATOR:
-            expected = {SAGA_START}
+            expected = {SAGA_START, SAGA_CANCEL}
         else:
             step = self._step_by_topic[topic]
             types = self.types[step]
@@ -116,6 +117,8 @@ class Orchestrator:
             await self._on_dead_letter(session, message)
         elif envelope.type == SAGA_START:
             await self._on_start(session, envelope)
+        elif envelope.type == SAGA_CANCEL:
+            await self._on_cancel(session, envelope)
         else:
             await self._on_reply(session, message.topic, envelope)
 
@@ -142,6 +145,28 @@ class Orchestrator:
         record(session, saga.id, "received", envelope)
         engine = Engine(self.policy, state)
         self._apply(session, saga, engine, engine.start(time.time()))
+
+    async def _on_cancel(self, session: AsyncSession, envelope: Envelope) -> None:
+        """The initiator gave up its start; a saga never seen is recorded as cancelled (it
+        answers a late start with that outcome)."""
+        saga = await self._saga(session, envelope.saga_id)
+        if saga is None:
+            saga = Saga(
+                id=envelope.saga_id,
+                name=self.definition.name,
+                status=SagaStatus.RUNNING,
+                execution=self.policy.execution,
+                payload={},
+                state={},
+            )
+            session.add(saga)
+            batch_cache(session, "sagas")[saga.id] = saga
+            engine = Engine(self.policy, SagaState.new(self.definition.step_names))
+        else:
+            engine = self._engine(saga)
+        reason = str(envelope.payload.get("reason") or "cancelled by the initiator")[:500]
+        record(session, saga.id, "received", envelope, detail=reason)
+        self._apply(session, saga, engine, engine.cancel(reason, time.time()))
 
     async def _on_reply(self, session: AsyncSession, topic: str, envelope: Envelope) -> None:
         saga = await self._saga(session, envelope.saga_id)
@@ -222,9 +247,11 @@ class Orchestrator:
         self, session: AsyncSession, saga: Saga, engine: Engine, actions: list[Action]
     ) -> None:
         for action in actions:
-            if isinstance(action, ResendOutcome):  # the original outcome, same message id
+            if isinstance(action, ResendOutcome):  # the original outcome
                 if saga.response is not None:
                     response = Envelope.model_validate(saga.response)
+                    if action.fresh:
+                        response = response.model_copy(update={"id": uuid.uuid4()})
                     outbox.send(session, ORCHESTRATOR_RESPONSE, [response])
                     record(session, saga.id, "sent", response, detail="re-sent outcome")
                 continue
