@@ -151,8 +151,18 @@ def kind(problems: list[str]) -> str:
 
 
 class Explorer:
-    def __init__(self, report: Report, progress: Progress | None, keep: int) -> None:
+    def __init__(
+        self,
+        report: Report,
+        progress: Progress | None,
+        keep: int,
+        *,
+        reduce: bool = True,
+        ends: set[tuple[object, ...]] | None = None,
+    ) -> None:
         self.report = report
+        self.reduce = reduce
+        self.ends = ends  # the keys of the end states, if asked (the reduction's tests)
         self.progress = progress
         self.keep = keep
         self.memo: dict[tuple[object, ...], tuple[int, int]] = {}
@@ -164,23 +174,31 @@ class Explorer:
             self.report.revisits += 1
             return known
         report = self.report
-        if world.quiescent() or world.steps_taken >= report.max_steps:
+        paths = bad = 0
+        quiescent = world.quiescent()
+        if quiescent or world.steps_taken >= report.max_steps:  # a schedule ends here
             problems = judge(world)
             if problems:
                 self._record(world, problems, path)
-            result = (1, 1 if problems else 0)
+            if self.ends is not None:
+                self.ends.add(key)
+            paths, bad = 1, 1 if problems else 0
+            # and goes on only with what can come after the end: stale copies
+            choices = world.actions() if quiescent and world.faults_left > 0 else []
+        elif world.faults_left > 0 or not self.reduce:
+            choices = world.actions()
         else:
-            paths = bad = 0
-            for act in world.actions():
-                after = world.clone()
-                after.apply(act)
-                report.transitions += 1
-                path.append(act)
-                below = self.visit(after, path)
-                path.pop()
-                paths += below[0]
-                bad += below[1]
-            result = (paths, bad)
+            choices = world.persistent()
+        for act in choices:
+            after = world.clone()
+            after.apply(act)
+            report.transitions += 1
+            path.append(act)
+            below = self.visit(after, path)
+            path.pop()
+            paths += below[0]
+            bad += below[1]
+        result = (paths, bad)
         self.memo[key] = result
         report.states += 1
         if self.progress is not None and report.states % 5000 == 0:
@@ -202,6 +220,8 @@ def exhaustive(
     progress: Progress | None = None,
     keep: int = 5,
     shrinking: bool = True,
+    reduce: bool = True,
+    ends: set[tuple[object, ...]] | None = None,
 ) -> Report:
     started = time.perf_counter()
     report = Report("exhaustive", definition.spec.execution, definition.name, max_faults, max_steps)
@@ -211,7 +231,7 @@ def exhaustive(
         for answers in scenarios(definition):
             model = Model(definition, answers)
             report.scenarios.append(model.describe())
-            explorer = Explorer(report, progress, keep)
+            explorer = Explorer(report, progress, keep, reduce=reduce, ends=ends)
             before = len(report.violations)
             paths, bad = explorer.visit(World(model, max_faults), [])
             report.schedules += paths
@@ -327,11 +347,16 @@ def replay(
 
 
 def shrink(model: Model, script: list[Act], target: str, max_steps: int) -> list[Act]:
-    """A shorter script that still breaks the same invariant: the shortest failing prefix
-    (binary search), then every choice whose removal keeps it failing."""
+    """A shorter script that still breaks the same invariant with no more faults: the shortest
+    failing prefix (binary search), then every choice whose removal keeps it failing (a choice
+    removed may turn a later timer into a delay: a fault more, which is refused)."""
+    most = sum(act.fault for act in replay(model, script, max_steps)[1])
 
     def fails(candidate: list[Act]) -> bool:
-        return category(judge(replay(model, candidate, max_steps)[0])) == target
+        world, made = replay(model, candidate, max_steps)
+        if sum(act.fault for act in made) > most:
+            return False
+        return category(judge(world)) == target
 
     low, high = 0, len(script)
     while low < high:

@@ -40,6 +40,7 @@ compensation is a re-send by another name, which the timers already make.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -47,6 +48,7 @@ from services.common.definition import SagaDefinition
 from services.common.messages import (
     ORCHESTRATOR,
     ORCHESTRATOR_RESPONSE,
+    SAGA_CANCEL,
     SAGA_START,
     StepTopics,
     StepTypes,
@@ -69,10 +71,9 @@ from services.orchestrator.engine import (
     SagaStatus,
     SendCommand,
     SendCompensation,
-    StepState,
 )
 from services.orchestrator.handler import OUTCOME_TYPES
-from services.order.decisions import Initiator, InitiatorPolicy, OrderStatus, Send
+from services.order.decisions import Initiator, InitiatorPolicy, OrderStatus, Send, SendCancel
 
 ORCHESTRATOR_SERVICE = "orchestrator"
 DEAD_LETTER = "dead-letter"
@@ -122,6 +123,7 @@ class OrderRecord:
 
     status: OrderStatus = OrderStatus.PENDING
     start_attempt: int = 1
+    cancel_attempt: int = 0
     resend_at: float | None = None
     reason: str | None = None
 
@@ -165,6 +167,13 @@ class Model:
         for step, topics in self.topics.items():
             self.writes[ORCHESTRATOR_SERVICE] |= {topics.command, topics.compensation}
             self.writes[step] = {topics.success, topics.dlt}
+        # What a delivery to a service can write (the order-service writes on its timer only).
+        self.replies = {service: frozenset(self.writes[service]) for service in self.services}
+        self.replies[self.initiator_name] = frozenset()
+        self.reads = {
+            service: tuple(t for t, reader in self.reader.items() if reader == service)
+            for service in self.services
+        }
         self.stale_readers = (ORCHESTRATOR_SERVICE, self.initiator_name)
         # What a reader may be unable to read for good: a message with a payload of the order.
         self.poisonable = {ORCHESTRATOR: SAGA_START}
@@ -176,13 +185,11 @@ class Model:
 
 
 def _copy_state(state: SagaState) -> SagaState:
-    steps = {
-        name: StepState.model_construct(
-            status=s.status, attempt=s.attempt, deadline=s.deadline, reason=s.reason
-        )
-        for name, s in state.steps.items()
-    }
-    return SagaState.model_construct(status=state.status, steps=steps, reason=state.reason)
+    """A copy the Engine may change (pydantic's own copy, without its validation)."""
+    copied = copy.copy(state)
+    steps = {name: copy.copy(step) for name, step in state.steps.items()}
+    object.__setattr__(copied, "__dict__", {**state.__dict__, "steps": steps})
+    return copied
 
 
 class World:
@@ -299,6 +306,41 @@ class World:
                 acts.append(Act("crash", "", service))
         return acts
 
+    def persistent(self) -> list[Act]:
+        """With no fault left: a persistent set of the deliveries (partial-order reduction).
+
+        Deliveries to different services commute (each changes its reader's state and appends
+        to channels with one writer each), and a timer fires only when nothing is in flight. So
+        the deliveries to one service R are a persistent set if no delivery elsewhere can fill a
+        channel of R that is empty now: the services that can act without R (those with
+        messages waiting, and transitively those their replies reach) write to none of them.
+        Exploring only that set still reaches every end state (Godefroid, 1996); the
+        simulator's tests check it against the full search.
+        """
+        if not self.net:
+            return self.actions(faults=False)
+        waiting: dict[str, list[str]] = {}
+        for topic in self.net:
+            waiting.setdefault(self.m.reader[topic], []).append(topic)
+        for reader in sorted(waiting, key=lambda r: len(waiting[r])):
+            empty = {topic for topic in self.m.reads[reader] if topic not in self.net}
+            active = [r for r in waiting if r != reader]
+            seen = set(active)
+            filled = False
+            while active and not filled:
+                writer = active.pop()
+                for topic in self.m.replies[writer]:
+                    if topic in empty:
+                        filled = True
+                        break
+                    other = self.m.reader[topic]
+                    if other != reader and other not in seen:
+                        seen.add(other)
+                        active.append(other)
+            if not filled:
+                return [Act("deliver", t, self.net[t][0].label) for t in waiting[reader]]
+        return self.actions(faults=False)
+
     # -- moving on --------------------------------------------------------------------------------
 
     def apply(self, act: Act) -> Act | None:
@@ -386,7 +428,8 @@ class World:
 
     def _enqueue(self, topic: str, msg: Msg) -> None:
         if not msg.stale and msg.id in self.inbox[self.m.reader[topic]]:
-            self._note(f"{msg.id} on {topic}: its reader's inbox will drop it")
+            if self.trace is not None:
+                self._note(f"{msg.id} on {topic}: its reader's inbox will drop it")
             return
         self.net[topic] = (*self.net.get(topic, ()), msg)
 
@@ -422,11 +465,12 @@ class World:
             self.net.pop(topic, None)
 
     def _commit(self, service: str, outputs: Outputs) -> None:
-        if outputs:
+        if outputs and self.trace is not None:
             self._note(f"{service} sends {', '.join(m.id for _, m in outputs)}")
         for topic, msg in outputs:
             self._enqueue(topic, msg)
-        self._note(self.summary())
+        if self.trace is not None:
+            self._note(self.summary())
 
     def _crash(self, service: str) -> None:
         """Its uncommitted reads come again (the inbox drops them all: nothing to queue); its
@@ -445,9 +489,11 @@ class World:
     def _dead_letter(self, service: str, topic: str, msg: Msg) -> Outputs:
         if service in self.m.accepts:  # a step: to <step>.dlt, which the orchestrator reads
             dead = Msg(f"dlt:{msg.label}", DEAD_LETTER, service, msg.attempt, topic)
-            self._note(f"{service} dead-letters {msg.label} to {self.m.topics[service].dlt}")
+            if self.trace is not None:
+                self._note(f"{service} dead-letters {msg.label} to {self.m.topics[service].dlt}")
             return [(self.m.topics[service].dlt, dead)]
-        self._note(f"{service} dead-letters {msg.label} to orchestrator.dlt (read by nobody)")
+        if self.trace is not None:
+            self._note(f"{service} dead-letters {msg.label} to orchestrator.dlt (read by nobody)")
         return []
 
     # -- the timers ---------------------------------------------------------------------------
@@ -473,7 +519,11 @@ class World:
             return
         self.order.resend_at = self.now + send.wait_s
         message = send.message
-        msg = Msg(f"{SAGA_START}#{message.attempt}", SAGA_START, None, message.attempt)
+        if isinstance(message, SendCancel):
+            msg = Msg(f"{SAGA_CANCEL}#{message.attempt}", SAGA_CANCEL, None, message.attempt)
+            msg = msg._replace(detail=message.reason)
+        else:
+            msg = Msg(f"{SAGA_START}#{message.attempt}", SAGA_START, None, message.attempt)
         self._note(f"{self.m.initiator_name}: {why}")
         self._commit(self.m.initiator_name, [(ORCHESTRATOR, msg)])
 
@@ -483,10 +533,14 @@ class World:
         self._own()
         policy, now = self.m.policy, self.now
         if topic == ORCHESTRATOR:
+            new = self.saga is None
             if self.saga is None:
                 self.saga = SagaState.new(self.m.steps)
-                return self._orchestrator_out(Engine(policy, self.saga).start(now))
-            return self._orchestrator_out(Engine(policy, self.saga).repeated_start())
+            engine = Engine(policy, self.saga)
+            if msg.type == SAGA_CANCEL:
+                actions = engine.cancel(msg.detail or "cancelled", now)
+                return self._orchestrator_out(actions, answering=msg)
+            return self._orchestrator_out(engine.start(now) if new else engine.repeated_start())
         if self.saga is None:
             self._note(f"orchestrator: no saga for {msg.id}: dead-lettered to orchestrator.dlt")
             return []
@@ -505,7 +559,7 @@ class World:
             actions = engine.failed(step, msg.detail or "rejected", now)
         return self._orchestrator_out(actions)
 
-    def _orchestrator_out(self, actions: list[Action]) -> Outputs:
+    def _orchestrator_out(self, actions: list[Action], answering: Msg | None = None) -> Outputs:
         out: Outputs = []
         for action in actions:
             if isinstance(action, SendCommand | SendCompensation):
@@ -520,7 +574,11 @@ class World:
                 self.response = Msg(type_, type_, detail=action.reason)
                 out.append((ORCHESTRATOR_RESPONSE, self.response))
             elif isinstance(action, ResendOutcome) and self.response is not None:
-                out.append((ORCHESTRATOR_RESPONSE, self.response))
+                response = self.response
+                if action.fresh:  # a new message: named after what it answers
+                    answer = "" if answering is None else answering.id
+                    response = response._replace(id=f"{response.id}@{answer}")
+                out.append((ORCHESTRATOR_RESPONSE, response))
         return out
 
     def _participant(self, step: str, topic: str, msg: Msg) -> Outputs:
@@ -637,7 +695,7 @@ class World:
         key: tuple[object, ...] = (
             saga,
             None if self.response is None else self.response.id,
-            (order.status, order.start_attempt, resend),
+            (order.status, order.start_attempt, order.cancel_attempt, resend),
             net,
             outcomes,
             tuple(self.ledger.values()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SAGA_START = "saga.start"
+SAGA_CANCEL = "saga.cancel"  # the initiator gave up its start: end the saga, answer its outcome
 SAGA_COMPLETED = "saga.completed"
 SAGA_COMPENSATED = "saga.compensated"
 SAGA_FAILED = "saga.failed"

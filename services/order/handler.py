@@ -6,6 +6,7 @@ re-send deadlines, and turns what the decisions send into outbox messages.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -24,13 +25,16 @@ from services.common.messages import (
     ORCHESTRATOR,
     ORCHESTRATOR_DLT,
     ORCHESTRATOR_RESPONSE,
+    SAGA_CANCEL,
     SAGA_OUTCOMES,
     SAGA_START,
 )
 from services.common.metrics import RESENDS
-from services.order.decisions import Initiator, InitiatorPolicy, Send
+from services.order.decisions import Initiator, InitiatorPolicy, Send, SendCancel, SendStart
 from services.order.models import Order, OrderStatus
 from services.order.waiters import DecisionWaiters
+
+log = logging.getLogger(__name__)
 
 MAX_ATTEMPT = 1000  # the envelope's bound; re-sends go on, numbered no higher
 
@@ -58,14 +62,22 @@ class OrderSagaInitiator:
 
     def _send(self, session: AsyncSession, order: Order, send: Send) -> None:
         order.resend_at = seconds_from_now(send.wait_s)
-        outbox.send(session, ORCHESTRATOR, [self._start_message(order, send.message.attempt)])
+        outbox.send(session, ORCHESTRATOR, [self._message(order, send.message)])
 
-    def _start_message(self, order: Order, attempt: int) -> Envelope:
+    def _message(self, order: Order, message: SendStart | SendCancel) -> Envelope:
+        if isinstance(message, SendCancel):
+            return Envelope(
+                type=SAGA_CANCEL,
+                saga_id=order.id,
+                saga=self.definition.name,
+                attempt=min(message.attempt, MAX_ATTEMPT),
+                payload={"reason": message.reason},
+            )
         return Envelope(
             type=SAGA_START,
             saga_id=order.id,
             saga=self.definition.name,
-            attempt=min(attempt, MAX_ATTEMPT),
+            attempt=min(message.attempt, MAX_ATTEMPT),
             payload={
                 "order_id": str(order.id),
                 "customer_id": order.customer_id,
@@ -112,7 +124,8 @@ class OrderSagaInitiator:
     # -- the clock --------------------------------------------------------------------------------
 
     async def tick(self, db: Database, limit: int = 200) -> int:
-        """Re-send saga.start for orders still pending past their deadline (rule 4)."""
+        """Re-send saga.start for orders still pending past their deadline (rule 4), or, once
+        its attempts are spent, saga.cancel."""
         async with db.transaction() as session:
             due = (
                 await session.scalars(
@@ -132,5 +145,12 @@ class OrderSagaInitiator:
                     order.resend_at = None
                     continue
                 self._send(session, order, send)
-                RESENDS.labels(self.name, SAGA_START).inc()
+                sent = SAGA_CANCEL if isinstance(send.message, SendCancel) else SAGA_START
+                RESENDS.labels(self.name, sent).inc()
+                if isinstance(send.message, SendCancel) and send.message.attempt == 1:
+                    log.warning(
+                        "order %s: %s; asking the orchestrator to cancel",
+                        order.id,
+                        send.message.reason,
+                    )
             return len(due)

@@ -28,4 +28,5 @@ class Order(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     decided_at: datetime | None = None
     start_attempt: int = 1
+    cancel_attempt: int = 0  # the start given up, the cancels sent since
     resend_at: datetime | None = Field(default=None, index=True)
