@@ -1,22 +1,29 @@
 """Walking the simulated world: every schedule up to a bound of faults, or random ones.
 
 Exhaustive: a depth-first search over the scheduler's choices from the start of the saga, for
-each business answer of the steps. Two reductions keep it small, both exact:
+each business answer of the steps (accept or reject; in sequential execution the answers after a
+rejection are never asked, so three for two steps, four in parallel). A schedule ends when the
+system is quiescent (nothing in flight, no timer set); what can still come then, a stale copy of
+something already read, is explored too while faults are left. Reductions, all exact (every end
+state of the full search is reached; the unit tests compare both):
 
-- State hashing: a state already explored is not explored again; its count of schedules (paths
-  to a quiescent end) and of violating ones is remembered. Deliveries to different services
-  commute (each touches its reader's state and appends to channels only its reader's replies
-  use), so the interleavings that differ only in their order meet in one state: this is where
-  partial-order reduction's savings come from, without its bookkeeping.
+- State hashing: a state met again is not explored again; its counts (schedules below it, and
+  violating ones) are remembered, so `schedules` counts every path of the explored graph.
+  Deliveries to different services commute (each changes its reader's state and appends to
+  channels that have one writer each), so interleavings that differ only by their order meet
+  in one state.
 - Canonical states: message ids are named by what the message is, times are relative to the
-  clock, reasons (text) are left out, and what only a fault could use (uncommitted offsets, the
-  relay's last batch) is left out once the budget is spent.
+  clock, reasons (text) are left out, and a copy its reader's inbox would drop is dropped at
+  once (a crash or a duplicate that only makes such copies changes nothing but the budget).
+- Partial-order reduction once no fault is left: only a persistent set of the deliveries is
+  explored (those to one service that nothing else can feed meanwhile; `World.persistent`).
 
-The depth is bounded (`max_steps`): a schedule that is not quiescent by then breaks liveness.
+The depth is bounded (`max_steps`): a schedule not quiescent by then breaks liveness ("not
+terminal"), which is how an order left PENDING for ever shows.
 
 Random: from a seed, the business answers, a fault intensity and every choice. A violation is
-shrunk (the shortest prefix that still fails, then every choice that can go) and replayed with a
-trace; the seed replays it (`--replay SEED`).
+shrunk (the shortest failing prefix, then every choice that can go without adding a fault) and
+replayed with a trace; the seed replays it (`--replay SEED`).
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ FAULT_WEIGHTS = {
     "crash": 1,
 }
 ACCEPT_PROBABILITY = 0.75
-INTENSITIES = (0.05, 0.15, 0.35)  # chance that a choice is a fault, per seed
+INTENSITIES = (0.1, 0.25, 0.5)  # chance that a choice is a fault, one per seed
 NO_QUIESCENCE = "not terminal: no quiescence"
 Progress = Callable[[int], None]
 
