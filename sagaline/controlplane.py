@@ -42,6 +42,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -51,6 +52,8 @@ from types import TracebackType
 from typing import Any
 
 import yaml
+
+from sagaline.ports import free_port
 
 KUBERNETES_VERSION = "v1.34.4"
 KWOK_VERSION = "v0.7.0"
@@ -488,6 +491,7 @@ class ControlPlane:
         self.name = name or f"sagaline-{uuid.uuid4().hex[:6]}"
         self.nodes = nodes
         self.extra_args = list(extra_args)  # more `kwokctl create cluster` flags
+        self._component_ports: dict[str, int] = {}
         self.started = False
 
     # -- where things are ---------------------------------------------------------------------
@@ -547,6 +551,7 @@ class ControlPlane:
         deadline = time.monotonic() + timeout_s
         self.state_dir.mkdir(parents=True, exist_ok=True)
         etcd = binary("etcd")
+        ports = self._ports()
         say(f"creating the control plane {self.name} in {self.state_dir}")
         self.started = True  # from here on, stop() has something to delete
         try:
@@ -566,6 +571,8 @@ class ControlPlane:
                     # back-off and pods turn Ready 3-17 s late (a 3-pod rollout took 70-95 s).
                     # Off, clients list and watch as before: Ready in ≈1 s.
                     "--kube-feature-gates=WatchList=false",
+                    f"--config={ports}",
+                    *self._port_flags(),
                     # A context goes into this file, never into the user's ~/.kube/config.
                     f"--kubeconfig={self._contexts_file}",
                     f"--wait={max(1, int(deadline - time.monotonic()))}s",
@@ -675,6 +682,36 @@ class ControlPlane:
         return path
 
     # -- inside --------------------------------------------------------------------------------
+
+    def _ports(self) -> Path:
+        """Ports of the kernel's choosing for every component (kwokctl's own choice counts
+        down from 32765, the same for two control planes started at once); the etcd peer port
+        has no flag, only this configuration file."""
+        chosen: set[int] = set()
+
+        def port() -> int:
+            while (candidate := free_port()) in chosen:
+                pass
+            chosen.add(candidate)
+            return candidate
+
+        self._component_ports = {
+            "kube-apiserver-port": port(),
+            "etcd-port": port(),
+            "controller-port": port(),
+            "kube-controller-manager-port": port(),
+            "kube-scheduler-port": port(),
+        }
+        path = self.state_dir / "kwokctl-ports.yaml"
+        path.write_text(
+            "apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
+            "kind: KwokctlConfiguration\n"
+            f"options:\n  etcdPeerPort: {port()}\n"
+        )
+        return path
+
+    def _port_flags(self) -> list[str]:
+        return [f"--{flag}={value}" for flag, value in self._component_ports.items()]
 
     def _kwokctl(self, arguments: list[str], deadline: float, *, check: bool = True) -> None:
         remaining = max(deadline - time.monotonic(), 1)
@@ -802,6 +839,10 @@ def _build_with_progress() -> Path:
     if tools_built():
         console.print(f"[green]the Kubernetes tools are built[/green] in {bin_dir()}")
         return bin_dir()
+    reason = unavailable_reason()
+    if reason is not None:
+        console.print(f"[red]{reason}[/red]")
+        raise SystemExit(1)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -850,11 +891,12 @@ def _up(state_dir: Path | None, nodes: int) -> None:
     console.print(f'export PATH="{bin_dir()}:$PATH"')
     console.print(f"logs          {plane.logs_dir}")
     console.print("Ctrl-C (or SIGTERM) stops it.")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
     try:
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
+        while not stopping.wait(1):
+            pass
     finally:
         console.print("stopping")
         plane.stop()
