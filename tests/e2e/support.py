@@ -311,10 +311,13 @@ class OperatorProcess:
         return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
+        """The log's last lines, without Kopf's line per successful timer run."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+        kept = [line for line in text.splitlines() if not line.endswith("' succeeded.")]
+        return "\n".join(kept[-lines:])
 
     def stop(self, grace_s: float = 15) -> None:
         if self.process is None:
