@@ -4,9 +4,12 @@ Deployment's pods scheduled by the real scheduler and made Running and Ready (KW
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from pathlib import Path
 
-from sagaline.controlplane import KUBERNETES_VERSION
+from sagaline import controlplane
+from sagaline.controlplane import KUBERNETES_VERSION, ControlPlane
 from tests.e2e.support import Cluster, apply, get, is_true, mode, wait_for
 
 
@@ -88,3 +91,32 @@ def test_a_deployment_gets_running_and_ready_pods(cluster: Cluster) -> None:
         assert deployment["status"].get("availableReplicas") == 3
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_the_tools_are_built_once(local_only: None) -> None:
+    """A second call finds them built (the markers): nothing is rebuilt, nothing waits."""
+    started = time.monotonic()
+    assert controlplane.ensure_tools() == controlplane.bin_dir()
+    assert time.monotonic() - started < 2
+    assert controlplane.tools_built()
+
+
+def test_a_control_plane_stops_clean(local_only: None, tmp_path: Path) -> None:
+    """Start, answer, stop: its processes end, kwokctl's work dir was under the state dir (not
+    ~/.kwok), and the user's ~/.kube/config got no context."""
+    kube_config = Path.home() / ".kube" / "config"
+    before = kube_config.read_bytes() if kube_config.exists() else None
+    plane = ControlPlane(tmp_path / "state", name="stop-clean", nodes=1)
+    plane.start(timeout_s=120)
+    try:
+        assert plane.cluster_dir.is_relative_to(tmp_path)
+        assert not (Path.home() / ".kwok" / "clusters" / "stop-clean").exists()
+        nodes = json.loads(plane.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        assert len(nodes) == 1
+        pids = plane._pids()
+        assert len(pids) == 5  # etcd, kube-apiserver, kube-controller-manager, scheduler, kwok
+    finally:
+        plane.stop()
+    assert not [pid for pid in pids if controlplane._alive(pid)]
+    assert not plane.cluster_dir.exists()
+    assert (kube_config.read_bytes() if kube_config.exists() else None) == before
