@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -163,7 +164,7 @@ def render(report: Report, console: Console) -> None:
 
 
 def _print_violation(console: Console, violation: Violation, execution: str) -> None:
-    console.print(f"[red]violated[/red]: {'; '.join(violation.problems)}")
+    console.print(f"[red]violated[/red]: {escape('; '.join(violation.problems))}")
     if violation.seed is not None:
         replay = f"sagaline simulate --execution {execution} --replay {violation.seed}"
         console.print(f"replay: {replay}")
