@@ -36,7 +36,7 @@ from services.common.envelope import Envelope, Headers, header_value
 from services.common.errors import Unprocessable, is_transient
 from services.common.kafka import ensure_topics, make_consumer, start
 from services.common.kafka_security import PLAINTEXT, KafkaSecurity
-from services.common.metrics import BATCH_SECONDS, MESSAGES
+from services.common.metrics import BATCH_SECONDS, FORGED_DEAD_LETTERS, MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +113,47 @@ def dead_letter(
 
     A copy over `max_bytes` is cut (and says so), or its relay could never publish it.
     """
-    value: bytes = record.value or b""
-    headers: Headers = [(k, bytes(v)) for k, v in (record.headers or ()) if v is not None]
+    value, headers = dead_letter_copy(
+        record.value or b"",
+        record.headers,
+        reason,
+        origin=(str(record.topic), record.partition, record.offset),
+        max_bytes=max_bytes,
+    )
+    outbox.send_raw(session, topic=topic, key=record.key, value=value, headers=headers)
+
+
+def dead_letter_copy(
+    value: bytes,
+    original_headers: Any,
+    reason: str,
+    *,
+    origin: tuple[str, int, int],
+    max_bytes: int,
+) -> tuple[bytes, Headers]:
+    """The value and headers of a dead letter: the original bytes (cut to `max_bytes`, saying so),
+    the original headers, why, and where it came from (topic, partition, offset).
+
+    Dead-letter headers the original already carried (forged, or an earlier dead letter's) are
+    kept renamed `original.dlt.*`, so that the new ones are the only ones a reader sees.
+    """
+    headers: Headers = [
+        (f"original.{k}" if k.startswith("dlt.") else k, bytes(v))
+        for k, v in (original_headers or ())
+        if v is not None
+    ]
     headers = headers[:MAX_COPIED_HEADERS]
+    topic, partition, offset = origin
     headers += [
         (DLT_REASON, reason[:MAX_REASON_LENGTH].encode()),
-        (DLT_TOPIC, str(record.topic).encode()),
-        (DLT_PARTITION, str(record.partition).encode()),
-        (DLT_OFFSET, str(record.offset).encode()),
+        (DLT_TOPIC, topic.encode()),
+        (DLT_PARTITION, str(partition).encode()),
+        (DLT_OFFSET, str(offset).encode()),
     ]
     if len(value) > max_bytes:
         headers.append((DLT_TRUNCATED, str(len(value)).encode()))
         value = value[:max_bytes]
-    outbox.send_raw(session, topic=topic, key=record.key, value=value, headers=headers)
+    return value, headers
 
 
 def awaiting_at(awaitable: Any) -> str:
@@ -386,7 +414,10 @@ class MessageLoop:
                 if self.handler.reads_dead_letters(record.topic):
                     messages.append(Incoming(record, None))
                 else:
-                    MESSAGES.labels(self.handler.name, record.topic, "ignored_dead_letter").inc()
+                    # Only the dead-letter path sets this header, and never on this topic: a
+                    # foreign client forged it. Poison, logged and counted like any other.
+                    FORGED_DEAD_LETTERS.labels(self.handler.name, record.topic).inc()
+                    poison.append((record, f"forged {DLT_REASON} header on {record.topic}"))
                 continue
             size = len(record.value or b"")
             if size > self.max_message_bytes:
@@ -399,10 +430,9 @@ class MessageLoop:
                 continue
             try:
                 envelope = Envelope.decode(record.value)
-                if record.key is not None and record.key != envelope.key:
-                    raise Unprocessable(
-                        f"key {record.key[:64]!r} does not match saga_id {envelope.saga_id}"
-                    )
+                if record.key != envelope.key:  # a null key too: the key is the saga id
+                    key = "null" if record.key is None else repr(record.key[:64])
+                    raise Unprocessable(f"key {key} does not match saga_id {envelope.saga_id}")
                 self.handler.check(record.topic, envelope)
                 messages.append(Incoming(record, envelope))
             except (ValueError, Unprocessable) as exc:

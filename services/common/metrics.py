@@ -23,3 +23,13 @@ RESENDS = Counter(
     "sagaline_resends_total", "Messages re-sent after a timeout.", ["service", "type"]
 )
 SAGAS = Counter("sagaline_sagas_total", "Sagas that reached a terminal state.", ["status"])
+FORGED_DEAD_LETTERS = Counter(
+    "sagaline_forged_dead_letters_total",
+    "Records carrying a dead-letter header on a topic no dead letter is sent to (dead-lettered).",
+    ["service", "topic"],
+)
+RELAY_DEAD_LETTERED = Counter(
+    "sagaline_relay_dead_lettered_total",
+    "Outbox rows the broker refused for good, dead-lettered by the relay.",
+    ["service", "topic"],
+)

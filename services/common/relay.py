@@ -16,27 +16,39 @@ import fcntl
 import functools
 import logging
 import os
+import uuid
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from sqlalchemy import Update, bindparam, delete, select, update
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    UnsupportedForMessageFormatError,
+)
+from sqlalchemy import Update, bindparam, delete, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.brokers import BrokerKind, broker_for
 from services.common.clock import utcnow
+from services.common.consumer import DLT_REASON, dead_letter_copy
 from services.common.db import NOTIFY_CHANNEL, Database, among
+from services.common.envelope import header_value
 from services.common.errors import is_transient
 from services.common.inbox import INBOX
 from services.common.kafka import ensure_topics, make_producer, start
 from services.common.kafka_security import PLAINTEXT, KafkaSecurity
-from services.common.metrics import PUBLISHED, RELAY_LAG
-from services.common.outbox import OUTBOX, decode_headers
+from services.common.messages import ORCHESTRATOR_DLT
+from services.common.metrics import PUBLISHED, RELAY_DEAD_LETTERED, RELAY_LAG
+from services.common.outbox import OUTBOX, decode_headers, encode_headers
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_ID = 0x5A6A_11E0
@@ -55,6 +67,61 @@ def _mark_published(dialect: str) -> Update:
         .where(among(OUTBOX.c.seq, dialect))
         .values(published_at=bindparam("published_at"))
     )
+
+
+ACKNOWLEDGED = None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The broker refused a row for good (sending it again would be refused again)."""
+
+    reason: str
+
+
+Outcome = Refused | None
+# Errors about the record itself, not the broker's state: the same record is refused again.
+_REFUSALS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+)
+_ORCHESTRATOR_OWNED = frozenset({"orchestrator", "order"})
+
+
+def refused_for_good(exc: Exception) -> bool:
+    return isinstance(exc, _REFUSALS)
+
+
+def describe_error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def settled(
+    rows: Sequence[Any], outcomes: dict[int, Outcome]
+) -> tuple[list[int], list[tuple[Any, str]]]:
+    """The rows that may be marked published, in seq order, and those among them to dead-letter.
+
+    A row is settled when it and every earlier row of its key were acknowledged or refused for
+    good: a row behind one of its key still missing waits, whatever its own outcome, so that it
+    is never marked (and, if sent again, never sent) before the one it follows.
+    """
+    done: list[int] = []
+    refused: list[tuple[Any, str]] = []
+    waiting: set[bytes | None] = set()
+    for row in rows:
+        if row.key in waiting:
+            continue
+        if row.seq not in outcomes:
+            waiting.add(row.key)
+            continue
+        outcome = outcomes[row.seq]
+        done.append(row.seq)
+        if isinstance(outcome, Refused):
+            refused.append((row, outcome.reason))
+    return done, refused
 
 
 class Relay:
@@ -76,6 +143,8 @@ class Relay:
         replicas: int = 1,
         security: KafkaSecurity = PLAINTEXT,
         broker: BrokerKind = "kafka",
+        dead_letter_topic: str | None = None,
+        max_dead_letter_bytes: int = 256 * 1024,
     ) -> None:
         self.db = db
         self.service = service
@@ -95,6 +164,16 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.is_leader = False
+        self.failures = 0  # attempts that failed (broker or database away) and were retried
+        self._dead_letter_topic = dead_letter_topic
+        self.max_dead_letter_bytes = max_dead_letter_bytes
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Where this service's refused rows go: a step's own `.dlt`, else `orchestrator.dlt`."""
+        if self._dead_letter_topic is not None:
+            return self._dead_letter_topic
+        return ORCHESTRATOR_DLT if self.service in _ORCHESTRATOR_OWNED else f"{self.service}.dlt"
 
     def stop(self) -> None:
         self._stopping.set()
@@ -114,11 +193,13 @@ class Relay:
                         return
                     await self._publish_while_leader()
             except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.failures += 1
                 log.warning("relay %s: %s; retrying", self.service, exc)
                 await self._sleep(1.0)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
+                self.failures += 1
                 log.warning("relay %s: database unavailable (%s); retrying", self.service, exc)
                 await self._sleep(1.0)
 
@@ -230,43 +311,95 @@ class Relay:
                 await asyncio.sleep(self.linger_s)
 
     async def publish_once(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> int:
-        """Publish one batch; returns how many rows were published."""
+        """Publish one batch; returns how many rows were marked published (or dead-lettered)."""
         rows = (await connection.execute(_UNPUBLISHED, {"limit": self.batch_size})).all()
         await connection.rollback()
         RELAY_LAG.labels(self.service).set(len(rows))
         if not rows:
             return 0
-        acknowledged = await self._produce(producer, rows)
-        if acknowledged:
+        outcomes = await self._produce(producer, rows)
+        done, refused = settled(rows, outcomes)
+        if done:
+            now = utcnow()
+            letters = [self._dead_letter(row, reason) for row, reason in refused]
+            if letters := [letter for letter in letters if letter is not None]:
+                await connection.execute(insert(OUTBOX), letters)
             await connection.execute(
-                _mark_published(connection.dialect.name),
-                {"values": acknowledged, "published_at": utcnow()},
+                _mark_published(connection.dialect.name), {"values": done, "published_at": now}
             )
             await connection.commit()
-            PUBLISHED.labels(self.service).inc(len(acknowledged))
-        if len(acknowledged) < len(rows):
-            raise KafkaError(f"{len(rows) - len(acknowledged)} messages not acknowledged")
-        return len(acknowledged)
+            for row, reason in refused:
+                log.error(
+                    "relay %s: message %s to %s refused for good (%s); %s",
+                    self.service,
+                    row.seq,
+                    row.topic,
+                    reason,
+                    "a dead letter: dropped"
+                    if header_value(decode_headers(row.headers), DLT_REASON) is not None
+                    else f"dead-lettered to {self.dead_letter_topic}",
+                )
+                RELAY_DEAD_LETTERED.labels(self.service, row.topic).inc()
+            PUBLISHED.labels(self.service).inc(len(done) - len(refused))
+        if len(done) < len(rows):
+            raise KafkaError(f"{len(rows) - len(done)} messages not acknowledged")
+        return len(done)
 
-    async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Any]) -> list[int]:
+    def _dead_letter(self, row: Any, reason: str) -> dict[str, Any] | None:
+        """An outbox row carrying a refused row to the owner's dead-letter topic; None for a row
+        that is a dead letter already (its copy could be refused again, for ever): it is dropped,
+        logged and counted."""
+        if header_value(decode_headers(row.headers), DLT_REASON) is not None:
+            return None
+        value, headers = dead_letter_copy(
+            row.value,
+            decode_headers(row.headers),
+            f"refused by the broker: {reason}",
+            origin=(row.topic, -1, row.seq),  # never on a partition: the offset is the outbox seq
+            max_bytes=self.max_dead_letter_bytes,
+        )
+        return {
+            "message_id": uuid.uuid4(),
+            "topic": self.dead_letter_topic,
+            "key": row.key,
+            "value": value,
+            "headers": encode_headers(headers),
+            "created_at": utcnow(),
+            "published_at": None,
+        }
+
+    async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Any]) -> dict[int, Outcome]:
+        """Send every row; each row's outcome by seq: acknowledged (None), refused for good (the
+        reason), or missing (not acknowledged, to be sent again). After a row of a key that was
+        not sent, later rows of that key are not sent either."""
+        outcomes: dict[int, Outcome] = {}
         pending: list[tuple[int, asyncio.Future[Any]]] = []
+        unsent: set[bytes | None] = set()
         for seq, topic, key, value, headers in rows:
+            if key in unsent:
+                continue
             try:
                 future = await producer.send(
                     topic, value=value, key=key, headers=decode_headers(headers)
                 )
             except KafkaError as exc:
+                if refused_for_good(exc):
+                    outcomes[seq] = Refused(describe_error(exc))
+                    continue
                 log.warning("relay %s: send to %s failed: %s", self.service, topic, exc)
-                break
+                unsent.add(key)
+                continue
             pending.append((seq, future))
-        acknowledged: list[int] = []
         for seq, future in pending:
             try:
                 await future
-                acknowledged.append(seq)
+                outcomes[seq] = ACKNOWLEDGED
             except KafkaError as exc:
-                log.warning("relay %s: message %s not acknowledged: %s", self.service, seq, exc)
-        return acknowledged
+                if refused_for_good(exc):
+                    outcomes[seq] = Refused(describe_error(exc))
+                else:
+                    log.warning("relay %s: message %s not acknowledged: %s", self.service, seq, exc)
+        return outcomes
 
     async def purge(self, connection: AsyncConnection) -> None:
         now = utcnow()

@@ -11,17 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from sagaline.apache_kafka import ApacheKafka
 from sagaline.broker import EmbeddedBroker
 from sagaline.ports import free_port
 from services.common import outbox
+from services.common import relay as relay_module
 from services.common.brokers import BrokerKind
 from services.common.clock import utcnow
 from services.common.db import Database
-from services.common.envelope import Envelope
+from services.common.envelope import Envelope, header_value
 from services.common.inbox import INBOX, claim
+from services.common.kafka import make_producer
 from services.common.migrate import upgrade
 from services.common.outbox import OUTBOX
 from services.common.relay import Relay
@@ -123,9 +127,11 @@ async def test_nothing_is_lost_while_the_broker_is_away(
     saga_id = uuid.uuid4()
     sent = await write(db, saga_id, 5)
     late_broker = make_broker(kind_of(broker), tmp_path / "late", port)
+    relay = relay_for(db, late_broker)
 
-    async with running(relay_for(db, late_broker)):
-        await asyncio.sleep(0)  # the relay is trying a broker that is not there
+    async with running(relay):
+        # The relay has tried, twice, a broker that is not there: nothing is marked.
+        await eventually(lambda: _true(relay.failures >= 2), what="two failed attempts")
         assert await unpublished(db) == 5
         late_broker.start()
         try:
@@ -136,6 +142,127 @@ async def test_nothing_is_lost_while_the_broker_is_away(
             late_broker.stop()
 
     assert [Envelope.decode(r.value).id for r in received] == [e.id for e in sent]
+
+
+DEAD_LETTERS = "payment.dlt"
+
+
+class Refusing:
+    """A producer that fails the sends of the records `refuse` picks (the failure in the send's
+    future, as a broker's answer is), `times` times each; everything else goes to the broker."""
+
+    def __init__(
+        self, producer: Any, refuse: Any, error: Exception, times: int, refused: dict[bytes, int]
+    ) -> None:
+        self.producer, self.refuse, self.error, self.times = producer, refuse, error, times
+        self.refused = refused  # shared by the producers the relay makes one after the other
+
+    async def send(self, topic: str, value: bytes, **options: Any) -> asyncio.Future[Any]:
+        if topic == TOPIC and self.refuse(value) and self.refused.get(value, 0) < self.times:
+            self.refused[value] = self.refused.get(value, 0) + 1
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(self.error)
+            return failed
+        return await self.producer.send(topic, value=value, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.producer, name)
+
+
+def refusing(
+    monkeypatch: pytest.MonkeyPatch, refuse: Any, error: Exception, times: int
+) -> list[Refusing]:
+    made: list[Refusing] = []
+    refused: dict[bytes, int] = {}
+
+    def make(*args: Any, **options: Any) -> Refusing:
+        made.append(Refusing(make_producer(*args, **options), refuse, error, times, refused))
+        return made[-1]
+
+    monkeypatch.setattr(relay_module, "make_producer", make)
+    return made
+
+
+async def published_at(db: Database) -> list[Any]:
+    """Each row's published_at (None if not yet), in seq order."""
+    async with db.engine.connect() as connection:
+        query = select(OUTBOX.c.published_at).order_by(OUTBOX.c.seq)
+        return list((await connection.execute(query)).scalars())
+
+
+async def test_a_row_is_marked_only_after_every_earlier_row_of_its_key(
+    db: Database, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second of three rows of a key is not acknowledged the first time: the third, although
+    acknowledged, is not marked published before the second is."""
+    saga_id = uuid.uuid4()
+    sent = await write(db, saga_id, 3)
+    second = sent[1].encode()
+    made = refusing(monkeypatch, lambda value: value == second, KafkaTimeoutError(), times=1)
+
+    async with running(relay_for(db, broker)):
+        await eventually(lambda: _zero(unpublished(db)), what="every row marked published")
+
+    assert made and made[0].refused == {second: 1}, "the second row was refused once"
+    marked = await published_at(db)
+    assert marked == sorted(marked), f"rows of one key marked out of order: {marked}"
+    async with Kafka(broker.bootstrap_servers) as kafka:
+        received = await kafka.read(TOPIC, keyed(saga_id), count=3)
+    assert [Envelope.decode(r.value).id for r in received][:2] == [sent[0].id, sent[2].id]
+
+
+@pytest.mark.parametrize("how", ["too large to send", "refused by the broker"])
+async def test_a_row_the_broker_always_refuses_is_dead_lettered_and_the_outbox_moves_on(
+    db: Database, broker: Broker, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A row refused for good goes to the owner's dead-letter topic with the reason, is counted,
+    and the rows behind it (of its key and of others) are published in order."""
+    saga_id, other_saga = uuid.uuid4(), uuid.uuid4()
+    blob = "x" * 2**21 if how == "too large to send" else "ordinary"
+    before = await write(db, saga_id, 1)
+    refused = Envelope(type="payment.charge", saga_id=saga_id, saga="order", payload={"b": blob})
+    async with db.transaction() as session:
+        outbox.send(session, TOPIC, [refused])
+    after = await write(db, saga_id, 2)
+    await write(db, other_saga, 1)
+    value = refused.encode()
+    if how == "refused by the broker":
+        refusing(monkeypatch, lambda v: v == value, MessageSizeTooLargeError(), times=10**6)
+    counted = _dead_lettered_count()
+
+    async with (
+        running(relay_for(db, broker, create_topics=[TOPIC, DEAD_LETTERS])),
+        Kafka(broker.bootstrap_servers) as kafka,
+    ):
+        dead = await kafka.read(DEAD_LETTERS, keyed(saga_id))
+        received = await kafka.read(TOPIC, keyed(saga_id), count=3)
+        await kafka.read(TOPIC, keyed(other_saga))
+        await eventually(lambda: _zero(unpublished(db)), what="every row marked published")
+
+    assert [Envelope.decode(r.value).id for r in received] == [before[0].id] + [e.id for e in after]
+    assert len(dead) == 1
+    headers = dead[0].headers
+    assert "MessageSizeTooLargeError" in (header_value(headers, "dlt.reason") or "")
+    assert header_value(headers, "dlt.origin.topic") == TOPIC
+    assert header_value(headers, "type") == "payment.charge", "the original headers are kept"
+    if len(value) > LIMIT:  # cut, so that the dead letter itself can be published
+        assert dead[0].value == value[:LIMIT]
+        assert header_value(headers, "dlt.truncated") == str(len(value))
+    else:
+        assert dead[0].value == value
+    assert _dead_lettered_count() == counted + 1
+
+
+LIMIT = 256 * 1024  # the relay's max_dead_letter_bytes default
+
+
+def _dead_lettered_count() -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "sagaline_relay_dead_lettered_total", {"service": "payment", "topic": TOPIC}
+        )
+        or 0.0
+    )
 
 
 async def test_purges_published_rows_and_old_inbox_ids_after_their_retention(
