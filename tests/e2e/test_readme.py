@@ -479,6 +479,40 @@ def test_a_spec_edit_rolls_the_deployments(
     wait_ready(cluster, applied, operator)
 
 
+def test_more_partitions_grow_the_topics_and_restart_nothing(
+    cluster: Cluster, applied: str, operator: OperatorProcess | None, request: pytest.FixtureRequest
+) -> None:
+    """`kafka.partitions` 6 → 8: every KafkaTopic asks for 8, Strimzi (or its stand-in) grows
+    the topic in Kafka; the services' pods stay (the topics' layout is not in their config)."""
+    saga = get(cluster, "saga", SAGA, "-n", applied)
+    partitions = saga["spec"]["kafka"]["partitions"] + 2
+    before = {d: set(replica_sets(cluster, applied, d)) for d in DEPLOYMENTS}
+    cluster.kubectl(
+        "patch", "saga", SAGA, "-n", applied, "--type=merge",
+        "-p", json.dumps({"spec": {"kafka": {"partitions": partitions}}}),
+    )  # fmt: skip
+
+    def grown() -> bool:
+        topics = items(cluster, "kafkatopics", applied, SAGA_SELECTOR)
+        return len(topics) == len(TOPICS) and all(
+            t["spec"]["partitions"] == partitions
+            and is_true(t)
+            and t["status"].get("observedGeneration") == t["metadata"]["generation"]
+            for t in topics
+        )
+
+    wait_for(
+        grown, within=READY_WITHIN, what=f"every KafkaTopic Ready with {partitions} partitions"
+    )
+    wait_ready(cluster, applied, operator)
+    if mode() != KIND:
+        strimzi: StrimziStandIn = request.getfixturevalue("strimzi")
+        assert {name: strimzi.partitions(name) for name in TOPICS} == dict.fromkeys(
+            TOPICS, partitions
+        )
+    assert {d: set(replica_sets(cluster, applied, d)) for d in DEPLOYMENTS} == before
+
+
 EXPECTED_WRITES = {  # commands and compensations, the initiator's answers, dead letters
     "order-orchestrator": {
         *(f"{s}{x}" for s in DEFINITION.step_names for x in ("", ".compensation")),
@@ -669,7 +703,11 @@ def test_deleting_the_saga_under_delete_removes_the_topics(
 ) -> None:
     """The Saga again, with `topicDeletionPolicy: delete`: it takes the retained topics back;
     deleted, its topics go, and with them (Strimzi's finalizer) the topics in Kafka."""
-    apply_saga(cluster, applied, saga_document(topicDeletionPolicy="delete"))
+    document = saga_document(topicDeletionPolicy="delete")
+    # As many partitions as the retained topics have now (a topic never shrinks).
+    retained = max(t["spec"]["partitions"] for t in kafka_topics(cluster, applied).values())
+    document["spec"]["kafka"]["partitions"] = retained
+    apply_saga(cluster, applied, document)
     wait_ready(cluster, applied, operator)
     delete_saga(cluster, applied)
     wait_for(
