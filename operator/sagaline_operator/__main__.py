@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Kopf logs every handler and timer run at INFO ("Timer 'resync' succeeded." per Saga every
+    # few seconds); what a pass changed is in the operator's own log lines and Events.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     run(OperatorConfig())
 
 

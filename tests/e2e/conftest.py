@@ -124,8 +124,8 @@ def installed(cluster: Cluster) -> str:
 
     kind: the image built from the Containerfile (SAGALINE_E2E_IMAGE) runs the operator. Local:
     KWOK runs no container, so the chart's Deployment becomes Available without running
-    anything; it is then scaled to 0 (nothing may reconcile twice) and the operator runs as a
-    local process with the chart's ServiceAccount (the `operator` fixture)."""
+    anything; the release is then upgraded to `replicas=0` (nothing may reconcile twice) and the
+    operator runs as a local process with the chart's ServiceAccount (the `operator` fixture)."""
     arguments = ["install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace"]
     if mode() == KIND:
         image = os.environ.get("SAGALINE_E2E_IMAGE", "sagaline:e2e")
@@ -134,11 +134,13 @@ def installed(cluster: Cluster) -> str:
         arguments += ["--set", "image.pullPolicy=IfNotPresent"]
     cluster.helm(*arguments, "--wait", "--timeout=3m", timeout_s=240)
     if mode() == LOCAL:
-        cluster.kubectl("scale", f"deployment/{RELEASE}", "-n", NAMESPACE, "--replicas=0")
+        cluster.helm(
+            "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values", "--set", "replicas=0"
+        )
         wait_for(
             lambda: not get(cluster, "pods", "-n", NAMESPACE, "-l", _operator_selector())["items"],
             within=60,
-            what="the chart's operator pod to go (scaled to 0)",
+            what="the chart's operator pod to go (replicas=0)",
         )
     return NAMESPACE
 

@@ -354,7 +354,8 @@ def test_disruption_budget_of_the_single_pod(chart: Any, allow: bool, budget: Ob
 # -- the values' schema ----------------------------------------------------------------------------
 
 BAD_VALUES = {
-    "unknown top-level key": {"replicas": 2},
+    "two operators at once": {"replicas": 2},
+    "unknown top-level key": {"replica": 1},
     "unknown nested key": {"image": {"name": "sagaline"}},
     "pull policy": {"image": {"pullPolicy": "Sometimes"}},
     "digest": {"image": {"digest": "latest"}},
