@@ -226,6 +226,65 @@ async def test_unreadable_command_fails_the_step_of_a_known_saga(api: Api, kafka
     dead = await kafka.read("payment.dlt", dead_letters_of(start.key, "payment"))
     assert "invalid payment.charge payload" in header_value(dead[0].headers, "dlt.reason")
     saga = await api.saga_status(str(saga_id), "COMPENSATED", within=5)
-    assert saga["steps"]["payment"]["status"] == "FAILED"
+    # A dead-lettered command may still have a copy in flight: the step is compensated (hole 1).
+    assert saga["steps"]["payment"]["status"] == "COMPENSATED"
     assert "unprocessable by payment" in saga["reason"]
     assert saga["steps"]["payment"]["attempt"] == 1, "failed by the dead letter, not a timeout"
+
+
+async def test_valid_envelope_with_a_null_key_is_dead_lettered(api: Api, kafka: Kafka) -> None:
+    """A foreign client's record with no key: the key must be the saga id, so it is poison."""
+    envelope = Envelope(type="saga.start", saga_id=uuid.uuid4(), saga="order", payload={})
+    await kafka.send("orchestrator", envelope.encode(), None, envelope.headers())
+
+    def null_keyed(record: Any) -> bool:
+        return (
+            record.key is None
+            and header_value(record.headers, "dlt.origin.topic") == "orchestrator"
+            and str(envelope.saga_id) in (header_value(record.headers, "dlt.reason") or "")
+        )
+
+    dead = await kafka.read("orchestrator.dlt", null_keyed)
+    assert dead, "no dead letter"
+    assert "key null does not match saga_id" in header_value(dead[0].headers, "dlt.reason")
+    assert dead[0].value == envelope.encode()
+    response = await api.get("orchestrator", f"/sagas/{envelope.saga_id}")
+    assert response.status_code == 404, "the start was not handled"
+
+
+async def test_forged_dead_letter_header_is_logged_counted_and_dead_lettered(
+    api: Api, kafka: Kafka
+) -> None:
+    """Only the dead-letter path sets `dlt.reason`: a command carrying it was forged."""
+    customer = await api.account("10.00")
+    command = Envelope(
+        type="payment.charge",
+        saga_id=uuid.uuid4(),
+        saga="order",
+        step="payment",
+        payload={"customer_id": customer, "total_cents": 100},
+    )
+    counted = await forged(api, "payment", "payment")
+    headers = [*command.headers(), ("dlt.reason", b"trust me")]
+    await kafka.send("payment", command.encode(), command.key, headers)
+
+    dead = await kafka.read("payment.dlt", dead_letters_of(command.key, "payment"))
+    assert dead, "no dead letter"
+    assert "forged dlt.reason header" in header_value(dead[0].headers, "dlt.reason")
+    assert header_value(dead[0].headers, "original.dlt.reason") == "trust me"
+    assert dead[0].value == command.encode()
+    assert await forged(api, "payment", "payment") == counted + 1
+    assert await api.balance(customer) == "10.00", "not charged"
+
+
+async def forged(api: Api, service: str, topic: str) -> float:
+    """The service's counter of records from `topic` carrying a forged dead-letter header."""
+    response = await api.client.get(api.url(service, "/metrics/"))
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if (
+                sample.name == "sagaline_forged_dead_letters_total"
+                and sample.labels.get("topic") == topic
+            ):
+                return sample.value
+    return 0.0
