@@ -13,7 +13,7 @@ from sagaline.stack import Stack
 from sagaline.verify import verify
 from services.common.definition import Execution
 from tests.integration.conftest import server_for
-from tests.integration.support import STACK_PARTS, Api, Parts, running_stack
+from tests.integration.support import STACK_PARTS, Api, Kafka, Parts, of_saga, running_stack
 
 
 @contextlib.contextmanager
@@ -75,15 +75,36 @@ async def test_parallel_order_is_approved(parallel_stack: Stack, client: httpx.A
 async def test_stock_fails_before_payment_succeeds(
     parallel_stack: Stack, client: httpx.AsyncClient
 ) -> None:
-    """Parallel mode: the payment must still be compensated, exactly once."""
+    """Parallel mode: the stock step fails while the charge is still unanswered; then the charge
+    succeeds. The payment must still be compensated (refunded), exactly once.
+
+    The order of events is forced: payment and stock are frozen until both commands are on the
+    broker; the orchestrator's relay is then frozen, so that no compensation can reach payment
+    before its charge; stock is thawed and fails; payment is thawed and charges; last, the
+    orchestrator's relay is thawed and the compensation goes out."""
     api = Api(parallel_stack, client)
     customer = await api.account("40.00")
 
-    with paused(parallel_stack, "payment"):
-        order = await api.order(customer, ("no-such-product", 1, "25.00"))
-        saga = await api.saga_status(order["id"], "COMPENSATING")
-        assert saga["steps"]["stock"]["status"] == "FAILED"
-        assert saga["steps"]["payment"]["status"] == "COMPENSATING"
+    async with Kafka(parallel_stack.bootstrap_servers) as kafka:
+        with paused(parallel_stack, "payment"):
+            with paused(parallel_stack, "stock"):
+                order = await api.order(customer, ("no-such-product", 1, "25.00"))
+                await kafka.read("payment", of_saga(order["id"], "payment.charge"))
+                await kafka.read("stock", of_saga(order["id"], "stock.reserve"))
+                parallel_stack.processes["orchestrator-relay"].signal(signal.SIGSTOP)
+            try:
+                saga = await api.saga_status(order["id"], "COMPENSATING")
+                assert saga["steps"]["stock"]["status"] == "FAILED", "stock failed first"
+                assert saga["steps"]["payment"]["status"] == "COMPENSATING"
+            except BaseException:
+                parallel_stack.processes["orchestrator-relay"].signal(signal.SIGCONT)
+                raise
+        try:  # payment is thawed: only its charge is there to read
+            await kafka.read("payment.success", of_saga(order["id"], "payment.charged"))
+            charge = await api.get("payment", f"/charges/{order['id']}")
+            assert charge.json()["status"] != "REFUNDED", "the charge succeeded, unrefunded yet"
+        finally:
+            parallel_stack.processes["orchestrator-relay"].signal(signal.SIGCONT)
 
     decided = await api.decided(order["id"])
     assert decided["status"] == "REJECTED"
@@ -92,8 +113,7 @@ async def test_stock_fails_before_payment_succeeds(
     assert received.count("payment.compensated") == 1
     assert await api.balance(customer) == "40.00"
     charge = await api.get("payment", f"/charges/{order['id']}")
-    # Either the charge came first and was refunded, or the tombstone refused it.
-    assert charge.status_code == 404 or charge.json()["status"] == "REFUNDED"
+    assert charge.json()["status"] == "REFUNDED", "the charge took effect and was refunded"
     report = verify(parallel_stack.urls)
     assert report.ok, report.violations
 
