@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from tests.e2e.support import (
     DATABASES_DIR,
     HERE,
     KIND,
+    KIND_NEEDS_DOCKER,
     LOCAL,
     NAMESPACE,
     RELEASE,
@@ -37,14 +39,36 @@ from tests.e2e.support import (
     wait_for,
 )
 
+KIND_ONLY = pytest.StashKey[list[str]]()
 KAFKA_CLUSTER = "sagaline"  # the Saga's kafka.cluster: the strimzi.io/cluster label
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test here is an e2e test (`make e2e`), whatever its own marks."""
+    """Every test here is an e2e test (`make e2e`), whatever its own marks. On the local
+    control plane the checks only kind can make (they use the `kind_only` fixture) are not
+    collected, and the summary says why: they run in the kind workflow, and nothing that can run
+    here is skipped."""
+    kept, kind_only = [], []
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+            if mode() != KIND and "kind_only" in getattr(item, "fixturenames", ()):
+                kind_only.append(item)
+                continue
+        kept.append(item)
+    if kind_only:
+        config.hook.pytest_deselected(items=kind_only)
+        items[:] = kept
+        config.stash[KIND_ONLY] = [item.name for item in kind_only]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    names = config.stash.get(KIND_ONLY, [])
+    if names:
+        terminalreporter.write_line(
+            f"{len(names)} kind-only checks not run on this control plane ({', '.join(names)}): "
+            + KIND_NEEDS_DOCKER
+        )
 
 
 @pytest.fixture(scope="session")

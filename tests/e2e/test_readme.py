@@ -372,7 +372,7 @@ def test_an_order_saga_completes(cluster: Cluster, applied: str, services: dict[
 @pytest.fixture
 def kind_only() -> None:
     """KWOK's pods run no container and no CloudNativePG runs here: these checks need kind,
-    and they skip in the local mode even under CI (kind needs Docker)."""
+    and the local mode does not collect them (conftest.py says so in the summary)."""
     if mode() != KIND:
         pytest.skip(KIND_NEEDS_DOCKER)
 
