@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from sagaline.broker import BrokerError
+from sagaline.cache import cache_dir
 from sagaline.ports import free_port, wait_for_port
 
 KAFKA_VERSION = "4.1.1"
@@ -54,12 +55,6 @@ def new_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def cache_dir() -> Path:
-    """Where heavy downloads live: outside the repo, shared by every checkout."""
-    configured = os.environ.get("SAGALINE_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "sagaline"
 
 
 def kafka_home() -> Path:

@@ -53,6 +53,7 @@ from typing import Any
 
 import yaml
 
+from sagaline.cache import cache_dir
 from sagaline.ports import free_port
 
 KUBERNETES_VERSION = "v1.34.4"
@@ -73,12 +74,6 @@ Steps = Callable[[int, int], None]
 
 class ControlPlaneError(RuntimeError):
     pass
-
-
-def cache_dir() -> Path:
-    """Where heavy downloads and builds live: outside the repo, shared by every checkout."""
-    configured = os.environ.get("SAGALINE_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "sagaline"
 
 
 def tools_home() -> Path:

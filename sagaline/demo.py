@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sagaline.load import bearer, latencies_ms, percentile, run_orders, throughput
+from sagaline.progress import counting_progress
 from sagaline.scenario import APPROVED, classify, plan
 from sagaline.stack import Stack
 from sagaline.verify import verify
@@ -33,15 +33,7 @@ def run_demo(stack: Stack, options: DemoOptions, console: Console, *, show: bool
     scenario = plan(options.orders, seed=options.seed, run_id=run_id)
     urls = {service: stack.service_url(service) for service in SERVICES}
     deadline = options.deadline_s or max(60.0, options.orders / 20)
-    progress = Progress(
-        TextColumn("{task.description:<16}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show,
-        transient=False,
-    )
+    progress = counting_progress(console, show=show, label_width=16)
     with progress:
         placed_bar = progress.add_task("orders placed", total=options.orders)
         decided_bar = progress.add_task("orders decided", total=options.orders)

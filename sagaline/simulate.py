@@ -11,8 +11,6 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -20,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sagaline.progress import counting_progress
 from sagaline.simulation.explore import Report, Violation, exhaustive, random_runs, replay_seed
 from services.common.definition import Execution, load_definition
 
@@ -76,15 +75,7 @@ def run_simulation(options: SimulateOptions, console: Console, *, show: bool) ->
         max_faults = _pick(options.max_faults, RANDOM_MAX_FAULTS)
         max_steps = _pick(options.max_steps, RANDOM_MAX_STEPS)
         seeds = range(options.seed_start, options.seed_start + options.seeds)
-        progress = Progress(
-            TextColumn("{task.description:<10}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not show,
-            transient=False,
-        )
+        progress = counting_progress(console, show=show, label_width=10)
         with progress:
             bar = progress.add_task("schedules", total=len(seeds))
             report = random_runs(
