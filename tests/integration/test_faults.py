@@ -81,7 +81,12 @@ async def test_stock_fails_before_payment_succeeds(
     The order of events is forced: payment and stock are frozen until both commands are on the
     broker; the orchestrator's relay is then frozen, so that no compensation can reach payment
     before its charge; stock is thawed and fails; payment is thawed and charges; last, the
-    orchestrator's relay is thawed and the compensation goes out."""
+    orchestrator's relay is thawed and the compensation goes out.
+
+    Not on SQLite: a relay stopped by SIGSTOP may hold the database's only write lock (it marks
+    rows published), and the orchestrator could then never record the stock failure."""
+    if parallel_stack.server_url is None:
+        pytest.skip("SIGSTOP of a relay can freeze SQLite's single writer; forced on PostgreSQL")
     api = Api(parallel_stack, client)
     customer = await api.account("40.00")
 
