@@ -2,25 +2,73 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from sagaline.demo import DemoOptions, run_demo, sparkline
-from sagaline.stack import Stack
+from sagaline.profiling import profiled
+from sagaline.stack import Stack, cpu_s
+
+
+def tree_cpu_s(pids: list[int]) -> float:
+    """CPU seconds of processes, including their children already exited and reaped
+    (cutime, cstime): a PostgreSQL backend that ends mid-run still counts, in the postmaster."""
+    return sum(cpu_s(pid, reaped_children=True) or 0.0 for pid in pids)
+
+
+def postgres_cpu_s(stack: Stack) -> float | None:
+    """CPU of the embedded PostgreSQL (postmaster and backends) so far; None if not started here."""
+    return tree_cpu_s(stack.postgres.pids()) if stack.postgres is not None else None
+
+
+def cpu_ms_per_saga_by_process(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], decided: int
+) -> dict[str, float]:
+    return {
+        name: round(
+            (after[name]["cpu_s"] - before.get(name, {}).get("cpu_s", 0)) * 1000 / max(decided, 1),
+            2,
+        )
+        for name in sorted(after)
+        if "cpu_s" in after[name]
+    }
+
+
+def _pids(stack: Stack) -> dict[str, int]:
+    """The Python processes of the stack (services and relays), for profiling."""
+    return {
+        name: process.process.pid
+        for name, process in stack.processes.items()
+        if process.alive() and process.process is not None
+    }
 
 
 def run_bench(
-    stack: Stack, orders: int, concurrencies: list[int], console: Console, *, show: bool
+    stack: Stack,
+    orders: int,
+    concurrencies: list[int],
+    console: Console,
+    *,
+    show: bool,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     rows = []
     for concurrency in concurrencies:
         before = stack.usage()
-        summary = run_demo(stack, DemoOptions(orders, concurrency), console, show=show)
+        postgres_before = postgres_cpu_s(stack)
+        with profiled(profile, _pids(stack), f"c{concurrency}", console):
+            summary = run_demo(stack, DemoOptions(orders, concurrency), console, show=show)
+        postgres_after = postgres_cpu_s(stack)
         after = summary["processes"]
         cpu = sum(after[name]["cpu_s"] - before.get(name, {}).get("cpu_s", 0) for name in after)
         decided = summary["approved"] + summary["rejected"]
+        by_process = cpu_ms_per_saga_by_process(before, after, decided)
+        if postgres_before is not None and postgres_after is not None:
+            postgres_ms = (postgres_after - postgres_before) * 1000 / max(decided, 1)
+            by_process["postgres"] = round(postgres_ms, 2)
         rows.append(
             {
                 "concurrency": concurrency,
@@ -30,6 +78,7 @@ def run_bench(
                 "p50_ms": summary["p50_ms"],
                 "p99_ms": summary["p99_ms"],
                 "cpu_ms_per_saga": round(cpu * 1000 / max(decided, 1), 2),
+                "cpu_ms_per_saga_by_process": by_process,
                 "peak_rss_mb": {name: usage["peak_rss_mb"] for name, usage in after.items()},
                 "latency_timeline_ms": summary["latency_timeline_ms"],
                 "invariants_ok": summary["invariants_ok"],
@@ -61,6 +110,12 @@ def render_bench(result: dict[str, Any], console: Console, title: str) -> None:
             sparkline(row["latency_timeline_ms"]),
         )
     console.print(table)
+    for row in result["runs"]:
+        parts = row.get("cpu_ms_per_saga_by_process", {})
+        console.print(
+            f"CPU ms/saga at {row['concurrency']} in flight: "
+            + ", ".join(f"{name} {ms:.1f}" for name, ms in parts.items())
+        )
     peaks = result["runs"][-1]["peak_rss_mb"] if result["runs"] else {}
     console.print(
         "peak memory (MB): " + ", ".join(f"{name} {mb:.0f}" for name, mb in sorted(peaks.items()))

@@ -11,17 +11,20 @@ import signal
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from sagaline.ports import wait_for_port
 from sagaline.stack import Stack, StackConfig, StackError
+from sagaline.trace import DEFAULT_URL as TRACE_URL
 from services.common.db import redact, redact_text
 from services.common.definition import Execution, default_definition_path
 from services.registry import PORTS, SERVICES
@@ -337,6 +340,31 @@ def _parts(summary: dict[str, Any]) -> str:
     return f"{summary['broker']}, {summary['database']}"
 
 
+def _report(
+    summary: dict[str, Any],
+    config: StackConfig,
+    *,
+    as_json: bool,
+    render: Callable[[dict[str, Any], Console, str], None],
+    title: str,
+    failed: Callable[[dict[str, Any]], bool],
+    detail: str = "",
+) -> None:
+    """The end of every measuring command: label the result with its broker and database, print
+    it (JSON, or rendered under `title (broker, database<detail>)`), exit 1 if it failed."""
+    _label(summary, config)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        render(summary, Console(), f"{title} ({_parts(summary)}{detail})")
+    if failed(summary):
+        raise typer.Exit(1)
+
+
+def _unfinished(summary: dict[str, Any]) -> bool:
+    return not summary["invariants_ok"] or bool(summary["pending"])
+
+
 def _token_file(state_dir: Path, token: str) -> Path:
     """Where `sagaline up` leaves a generated token for its user: readable by them only."""
     path = state_dir.resolve() / TOKEN_FILE
@@ -455,13 +483,9 @@ def demo(
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
     summary["execution"] = (execution.value if execution else None) or "as defined"
-    _label(summary, config)
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        render(summary, Console(), title=f"sagaline demo ({_parts(summary)})")
-    if not summary["invariants_ok"] or summary["pending"]:
-        raise typer.Exit(1)
+    _report(
+        summary, config, as_json=as_json, render=render, title="sagaline demo", failed=_unfinished
+    )
 
 
 def _targets(value: str) -> tuple[str, ...]:
@@ -577,17 +601,35 @@ def chaos(
                 drop(stack.urls)
             if temporary:
                 shutil.rmtree(directory, ignore_errors=True)
-    _label(summary, config)
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        render(summary, Console(), title=f"sagaline chaos ({_parts(summary)}, seed {seed})")
-    if not summary["invariants_ok"] or summary["pending"]:
-        raise typer.Exit(1)
+    _report(
+        summary,
+        config,
+        as_json=as_json,
+        render=render,
+        title="sagaline chaos",
+        failed=_unfinished,
+        detail=f", seed {seed}",
+    )
 
 
-@app.command()
+bench_app = typer.Typer(
+    help="Measure the stack (sagas/s, latency, CPU, memory) or one relay (`bench relay`).",
+    no_args_is_help=False,
+)
+app.add_typer(bench_app, name="bench")
+ProfileDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--profile",
+        file_okay=False,
+        help="Write py-spy flame graphs (SVG) of the Python processes to this directory.",
+    ),
+]
+
+
+@bench_app.callback(invoke_without_command=True)
 def bench(
+    ctx: typer.Context,
     orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="Orders per run.")] = 2000,
     concurrency: Annotated[
         str, typer.Option(help="Comma-separated orders in flight, one run each.")
@@ -601,10 +643,13 @@ def bench(
     saga_file: SagaFile = default_definition_path(),
     base_port: BasePort = 8080,
     api_token: ApiToken = None,
+    profile: ProfileDir = None,
 ) -> None:
     """Measure sagas/s, latency, CPU per saga and memory at several loads on one stack."""
     from sagaline.bench import render_bench, run_bench
 
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         loads = [int(part) for part in concurrency.split(",") if part.strip()]
     except ValueError as exc:
@@ -629,20 +674,69 @@ def bench(
     try:
         with console.status("starting") as status:
             stack.start(progress=lambda message: status.update(message))
-        result = run_bench(stack, orders, loads, console, show=not as_json)
+        result = run_bench(stack, orders, loads, console, show=not as_json, profile=profile)
     except StackError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     finally:
         stack.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    _label(result, config)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        render_bench(result, Console(), title=f"sagaline bench ({_parts(result)})")
-    if not result["invariants_ok"]:
-        raise typer.Exit(1)
+    _report(
+        result,
+        config,
+        as_json=as_json,
+        render=render_bench,
+        title="sagaline bench",
+        failed=lambda result: not result["invariants_ok"],
+    )
+
+
+@bench_app.command("relay")
+def bench_relay(
+    messages: Annotated[
+        int, typer.Option(min=1, max=10_000_000, help="Outbox rows, committed at once.")
+    ] = 20_000,
+    keys: Annotated[int, typer.Option(min=1, help="Distinct keys (saga ids), round-robin.")] = 1000,
+    broker: BrokerOption = None,
+    bootstrap_servers: BootstrapServers = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonFlag = False,
+    profile: ProfileDir = None,
+) -> None:
+    """Measure one outbox relay on PostgreSQL: rows committed to published, and per-key order."""
+    from sagaline.bench_relay import RelayBenchOptions, render_relay_bench, run_relay_bench
+
+    directory = Path(tempfile.mkdtemp(prefix="sagaline-bench-relay-"))
+    config = _stack_config(
+        directory,
+        database_url,
+        bootstrap_servers,
+        default_definition_path(),
+        None,
+        8080,
+        None,
+        broker=broker,
+        database=DatabaseChoice.POSTGRES,
+    )
+    if database_url:  # a run of its own: fresh databases, dropped after
+        config.database_prefix = f"bench_{uuid.uuid4().hex[:8]}_"
+    _stop_on_sigterm()
+    options = RelayBenchOptions(messages=messages, keys=keys, profile=profile)
+    try:
+        result = run_relay_bench(config, options, console, show=not as_json)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    _report(
+        result,
+        config,
+        as_json=as_json,
+        render=render_relay_bench,
+        title="sagaline bench relay",
+        failed=lambda result: not result["order_ok"] or bool(result["missing"]),
+    )
 
 
 @app.command()
@@ -740,3 +834,30 @@ def verify(
             console.print(f"[red]violated: {name}[/red] ({len(details)}), e.g. {details[:3]}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def trace(
+    saga_id: Annotated[str, typer.Argument(help="The saga's id (the order's id).")],
+    url: Annotated[str, typer.Option(help="The orchestrator's address.")] = TRACE_URL,
+    api_token: Annotated[
+        str | None,
+        typer.Option(
+            "--api-token",
+            envvar="SAGALINE_API_TOKEN",
+            show_default=False,
+            help="Sent as a bearer token (reads need none; a proxy in front may).",
+        ),
+    ] = None,
+) -> None:
+    """One saga's timeline: each command, reply, re-send, dead letter and compensation, with
+    the offset from its start and the reason of a failure. Exit 1 if there is no such saga,
+    2 if the orchestrator cannot be asked."""
+    from sagaline.trace import TraceError, fetch_saga, parse_saga_id, render
+
+    try:
+        saga = fetch_saga(url, parse_saga_id(saga_id), token=api_token)
+    except TraceError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(exc.exit_code) from exc
+    render(saga, Console())

@@ -37,8 +37,13 @@ def bearer(token: str | None) -> dict[str, str] | None:
     return {"Authorization": f"Bearer {token}"} if token else None
 
 
-async def _post(client: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    async with client.post(url, json=body) as response:
+async def _post(
+    client: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    async with client.post(url, json=body, headers=headers) as response:
         if response.status not in (200, 201):
             text = await response.text()
             raise LoadError(f"POST {url} answered {response.status}: {text[:300]}")
@@ -68,9 +73,9 @@ async def run_orders(
     tick: Tick = lambda placed, decided: None,
     headers: dict[str, str] | None = None,
 ) -> Outcome:
-    """Keep `concurrency` orders in flight: each worker places an order, waits for its decision
-    (a long-polling GET), then places the next; what is still pending at the deadline is read
-    as it stands."""
+    """Keep `concurrency` orders in flight: each worker places an order asking to hear its
+    decision in the same answer (`Prefer: wait`), long-polls with GET if it is still pending,
+    then places the next; what is still pending at the deadline is read as it stands."""
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     timeout = aiohttp.ClientTimeout(total=LONG_POLL_S + 30)
     async with aiohttp.ClientSession(
@@ -89,7 +94,9 @@ async def run_orders(
         async def worker() -> None:
             while not queue.empty() and time.perf_counter() < deadline:
                 body, expect = queue.get_nowait()
-                order = await _post(client, order_url, body)
+                wait = min(LONG_POLL_S, max(0.0, deadline - time.perf_counter()))
+                prefer = {"Prefer": f"wait={wait:.3f}"}
+                order = await _post(client, order_url, body, prefer)
                 expected[order["id"]] = expect
                 while order["status"] == "PENDING" and time.perf_counter() < deadline:
                     wait = min(LONG_POLL_S, max(0.0, deadline - time.perf_counter()))

@@ -110,18 +110,27 @@ class ManagedProcess:
             return ""
 
 
-def process_usage(pid: int) -> dict[str, float]:
+def cpu_s(pid: int, *, reaped_children: bool = False) -> float | None:
+    """CPU seconds of a process (user + system) from /proc; with `reaped_children`, also those
+    of its children already exited and reaped (cutime, cstime). None if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = sum(int(value) for value in fields[11 : 15 if reaped_children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_usage(pid: int) -> dict[str, float]:
+    used = cpu_s(pid)
+    try:
         status = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
         return {}
-    ticks = os.sysconf("SC_CLK_TCK")
+    if used is None:
+        return {}
     peak_kb = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
-    return {
-        "cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 2),
-        "peak_rss_mb": round(peak_kb / 1024, 1),
-    }
+    return {"cpu_s": round(used, 2), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 class Stack:

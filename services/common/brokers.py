@@ -4,7 +4,9 @@ Apache Kafka (and Strimzi, Redpanda) needs nothing beyond the protocol: its fetc
 its producers can be idempotent, a restart keeps topics, logs and committed offsets, and it
 answers a fetch past a partition's end with OFFSET_OUT_OF_RANGE. Its consumer settings are the
 client's defaults, which a broker on its default configuration accepts
-(`group.min.session.timeout.ms` is 6 s there: a 3 s session is refused).
+(`group.min.session.timeout.ms` is 6 s there: a 3 s session is refused). On both brokers a member
+that holds no partitions for its join patience is replaced by a new client (on Apache Kafka a
+backstop: nothing there has been seen to need it).
 
 The embedded broker (Tansu, in memory) has quirks the loop must survive, each seen here:
 - a restart loses topics and committed offsets, and a consumer's position can be left past the
@@ -118,6 +120,8 @@ class KafkaBroker:
     def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
         self.name = name
         self.fetch_wait_ms = fetch_wait_ms or KAFKA_FETCH_WAIT_MS
+        self._join_patience = JOIN_PATIENCE_S
+        self._join_deadline = 0.0
 
     def consumer_options(self) -> dict[str, Any]:
         return {"fetch_max_wait_ms": self.fetch_wait_ms}
@@ -128,47 +132,12 @@ class KafkaBroker:
 
     def client_started(self, now: float) -> None:
         """A new consumer client joined the group."""
-
-    async def healthy(self, consumer: Any, assigned: int, now: float) -> bool:
-        """Called after each fetch; False replaces the client. Kafka needs no such check."""
-        return True
-
-
-class EmbeddedBroker(KafkaBroker):
-    """The embedded broker's settings, and the checks that get a client past its quirks."""
-
-    kind: BrokerKind = "embedded"
-
-    def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
-        super().__init__(name, fetch_wait_ms or EMBEDDED_FETCH_WAIT_MS)
-        self._join_patience = JOIN_PATIENCE_S
-        self._join_deadline = 0.0
-        self._next_check = 0.0
-        self._progress = Progress(answered_at=0.0)
-
-    def consumer_options(self) -> dict[str, Any]:
-        return {
-            "fetch_max_wait_ms": self.fetch_wait_ms,
-            "session_timeout_ms": 3_000,
-            "heartbeat_interval_ms": 300,
-            "metadata_max_age_ms": 5_000,
-        }
-
-    def producer_options(self) -> dict[str, Any]:
-        return {}  # InitProducerId is refused: no idempotent producer
-
-    def client_started(self, now: float) -> None:
         self._join_deadline = now + self._join_patience
-        self._next_check = 0.0
-        self._progress = Progress(answered_at=now)
 
     async def healthy(self, consumer: Any, assigned: int, now: float) -> bool:
-        if self._stuck_joining(assigned, now):
-            return False
-        if now < self._next_check:
-            return True
-        self._next_check = now + POSITION_CHECK_S
-        return await self._check_positions(consumer, now)
+        """Called after each fetch; False replaces the client. On Kafka only a member left
+        without partitions for its join patience is replaced (a backstop)."""
+        return not self._stuck_joining(assigned, now)
 
     def _stuck_joining(self, assigned: int, now: float) -> bool:
         """True if this member has held no partitions for its join patience: a fresh member
@@ -187,6 +156,41 @@ class EmbeddedBroker(KafkaBroker):
         log.warning("%s: no partitions for %ss; joining again", self.name, self._join_patience)
         self._join_patience = min(self._join_patience * 2, JOIN_PATIENCE_MAX_S)
         return True
+
+
+class EmbeddedBroker(KafkaBroker):
+    """The embedded broker's settings, and the checks that get a client past its quirks."""
+
+    kind: BrokerKind = "embedded"
+
+    def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
+        super().__init__(name, fetch_wait_ms or EMBEDDED_FETCH_WAIT_MS)
+        self._next_check = 0.0
+        self._progress = Progress(answered_at=0.0)
+
+    def consumer_options(self) -> dict[str, Any]:
+        return {
+            "fetch_max_wait_ms": self.fetch_wait_ms,
+            "session_timeout_ms": 3_000,
+            "heartbeat_interval_ms": 300,
+            "metadata_max_age_ms": 5_000,
+        }
+
+    def producer_options(self) -> dict[str, Any]:
+        return {}  # InitProducerId is refused: no idempotent producer
+
+    def client_started(self, now: float) -> None:
+        super().client_started(now)
+        self._next_check = 0.0
+        self._progress = Progress(answered_at=now)
+
+    async def healthy(self, consumer: Any, assigned: int, now: float) -> bool:
+        if not await super().healthy(consumer, assigned, now):
+            return False
+        if now < self._next_check:
+            return True
+        self._next_check = now + POSITION_CHECK_S
+        return await self._check_positions(consumer, now)
 
     async def _check_positions(self, consumer: Any, now: float) -> bool:
         """Judge each held partition's position (see `Progress`); False if the client is stuck."""

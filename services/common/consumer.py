@@ -31,14 +31,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common import inbox, outbox
 from services.common.brokers import BrokerKind, broker_for
-from services.common.db import Database
+from services.common.consumer_lag import ConsumerLag
+from services.common.db import Database, after_commit
 from services.common.envelope import Envelope, Headers, header_value
 from services.common.errors import Unprocessable, is_transient
-from services.common.kafka import ensure_topics, make_consumer, start
+from services.common.kafka import STOP_TIMEOUT_S, ensure_topics, make_consumer, start, stop
 from services.common.kafka_security import PLAINTEXT, KafkaSecurity
-from services.common.metrics import BATCH_SECONDS, FORGED_DEAD_LETTERS, MESSAGES
+from services.common.metrics import (
+    BATCH_SECONDS,
+    DEAD_LETTERS,
+    FORGED_DEAD_LETTERS,
+    MESSAGES,
+    DeadLetterReason,
+)
 
 log = logging.getLogger(__name__)
+Poison = tuple[Any, str, DeadLetterReason]  # a record, why it is dead-lettered, and its category
 
 DLT_REASON = "dlt.reason"
 DLT_TOPIC = "dlt.origin.topic"
@@ -52,7 +60,6 @@ COMMIT_INTERVAL_S = 0.2
 COMMIT_TIMEOUT_S = 10
 COMMIT_TIMEOUTS_TO_REPLACE = 2  # commits timing out this many times in a row: a new client
 START_TIMEOUT_S = 20.0  # aiokafka's start() waits, unbounded, for the group join to complete
-STOP_TIMEOUT_S = 10.0
 REBALANCE_WAIT_S = 2.0  # a fetch that waits longer is waiting for a rebalance to complete
 WEDGED_S = 60.0  # the loop blocked this long on one await: the client is abandoned for a new one
 WATCH_INTERVAL_S = 1.0
@@ -60,6 +67,11 @@ WATCH_INTERVAL_S = 1.0
 
 class Wedged(Exception):
     """The consumer loop stayed blocked on one await for WEDGED_S."""
+
+
+class CancelledInside(Exception):
+    """The loop's work ended cancelled while nobody cancelled the loop: a CancelledError from
+    inside the client library. Were it let through, the loop would end silently, for good."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +254,10 @@ class MessageLoop:
                 self.kafka_ok, self.assigned = False, 0
                 log.warning("%s: broker unavailable (%s); reconnecting", self.handler.name, exc)
                 await self._pause(1.0)
+            except CancelledInside as exc:
+                self.kafka_ok, self.assigned = False, 0
+                log.warning("%s: %s; starting a new client", self.handler.name, exc)
+                await self._pause(1.0)
             except Exception:  # e.g. aiokafka's RuntimeError on a closed transport
                 self.kafka_ok, self.assigned = False, 0
                 log.exception("%s: Kafka client failed; starting a new one", self.handler.name)
@@ -259,6 +275,8 @@ class MessageLoop:
             while True:
                 done, _ = await asyncio.wait({work}, timeout=WATCH_INTERVAL_S)
                 if done:
+                    if work.cancelled():  # not by this loop: a client's own task cancelled it
+                        raise CancelledInside("the Kafka client's work was cancelled inside it")
                     return work.result()
                 if self.idle_s >= self.wedged_s:
                     break
@@ -297,15 +315,16 @@ class MessageLoop:
                 start(consumer, self.security, self.bootstrap_servers), timeout=START_TIMEOUT_S
             )
         except TimeoutError:
-            await self._close(consumer)
+            await stop(consumer, self.handler.name)
             raise KafkaTimeoutError(f"no group join within {START_TIMEOUT_S:.0f}s") from None
         except BaseException:
-            await self._close(consumer)
+            await stop(consumer, self.handler.name)
             raise
         loop = asyncio.get_running_loop()
         self.broker.client_started(loop.time())
         handled: dict[TopicPartition, int] = {}
         next_commit = 0.0
+        lag = ConsumerLag(self.handler.name)
         try:
             while not self._stopping.is_set():
                 self._alive()
@@ -321,6 +340,7 @@ class MessageLoop:
                 if records and not await self.process(records):
                     break  # stopping: the batch was not handled and will be redelivered
                 handled.update((tp, part[-1].offset + 1) for tp, part in batches.items() if part)
+                await lag.update(consumer)
                 # Offsets follow the transactions, at most every COMMIT_INTERVAL_S: a message
                 # redelivered after a crash or a rebalance is a duplicate the inbox recognises.
                 if handled and (not records or loop.time() >= next_commit):
@@ -332,7 +352,8 @@ class MessageLoop:
             if handled:
                 await self._commit(consumer, handled)
         finally:
-            await self._close(consumer)
+            lag.clear()
+            await stop(consumer, self.handler.name)
 
     async def _fetch(self, consumer: Any) -> dict[TopicPartition, list[Any]] | None:
         """The next records by partition; None while a rebalance keeps the member waiting.
@@ -350,13 +371,6 @@ class MessageLoop:
         except TimeoutError:
             return None
         return batches
-
-    async def _close(self, consumer: Any) -> None:
-        """Stop a client, within STOP_TIMEOUT_S: one that lost its broker may never answer."""
-        try:
-            await asyncio.wait_for(consumer.stop(), timeout=STOP_TIMEOUT_S)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            log.info("%s: Kafka client not stopped cleanly (%r)", self.handler.name, exc)
 
     async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> bool:
         """Commit offsets; False once commits have timed out COMMIT_TIMEOUTS_TO_REPLACE times in
@@ -406,9 +420,9 @@ class MessageLoop:
                 return True
         return False
 
-    def _decode(self, records: Sequence[Any]) -> tuple[list[Incoming], list[tuple[Any, str]]]:
+    def _decode(self, records: Sequence[Any]) -> tuple[list[Incoming], list[Poison]]:
         messages: list[Incoming] = []
-        poison: list[tuple[Any, str]] = []
+        poison: list[Poison] = []
         for record in records:
             if header_value(record.headers, DLT_REASON) is not None:
                 if self.handler.reads_dead_letters(record.topic):
@@ -417,33 +431,37 @@ class MessageLoop:
                     # Only the dead-letter path sets this header, and never on this topic: a
                     # foreign client forged it. Poison, logged and counted like any other.
                     FORGED_DEAD_LETTERS.labels(self.handler.name, record.topic).inc()
-                    poison.append((record, f"forged {DLT_REASON} header on {record.topic}"))
+                    why = f"forged {DLT_REASON} header on {record.topic}"
+                    poison.append((record, why, DeadLetterReason.FORGED_HEADER))
                 continue
             size = len(record.value or b"")
             if size > self.max_message_bytes:
-                poison.append(
-                    (
-                        record,
-                        f"message of {size} bytes over the limit of {self.max_message_bytes} bytes",
-                    )
-                )
+                why = f"message of {size} bytes over the limit of {self.max_message_bytes} bytes"
+                poison.append((record, why, DeadLetterReason.TOO_LARGE))
                 continue
             try:
                 envelope = Envelope.decode(record.value)
-                if record.key != envelope.key:  # a null key too: the key is the saga id
-                    key = "null" if record.key is None else repr(record.key[:64])
-                    raise Unprocessable(f"key {key} does not match saga_id {envelope.saga_id}")
+            except ValueError as exc:
+                poison.append((record, describe(exc), DeadLetterReason.INVALID_ENVELOPE))
+                continue
+            if record.key != envelope.key:  # a null key too: the key is the saga id
+                key = "null" if record.key is None else repr(record.key[:64])
+                why = f"key {key} does not match saga_id {envelope.saga_id}"
+                poison.append((record, why, DeadLetterReason.KEY_MISMATCH))
+                continue
+            try:
                 self.handler.check(record.topic, envelope)
-                messages.append(Incoming(record, envelope))
             except (ValueError, Unprocessable) as exc:
-                poison.append((record, describe(exc)))
+                poison.append((record, describe(exc), DeadLetterReason.UNEXPECTED_MESSAGE))
+                continue
+            messages.append(Incoming(record, envelope))
         return messages, poison
 
-    async def _transaction(self, messages: list[Incoming], poison: list[tuple[Any, str]]) -> None:
+    async def _transaction(self, messages: list[Incoming], poison: list[Poison]) -> None:
         async with self.db.transaction() as session:
-            unread = [(record, why, record_identity(record)) for record, why in poison]
+            unread = [(letter, record_identity(letter[0])) for letter in poison]
             claims = [(m.identity, m.topic) for m in messages]
-            claims += [(identity, record.topic) for record, _, identity in unread]
+            claims += [(identity, letter[0].topic) for letter, identity in unread]
             fresh = await inbox.claim(session, claims)
             todo: list[Incoming] = []
             for message in messages:
@@ -454,7 +472,7 @@ class MessageLoop:
                     MESSAGES.labels(self.handler.name, message.topic, "duplicate").inc()
             # A record dead-lettered before (read again: a rebalance, a crash before the offset
             # commit) is not dead-lettered twice.
-            dead = [(record, why) for record, why, identity in unread if identity in fresh]
+            dead = [letter for letter, identity in unread if identity in fresh]
             with session.no_autoflush:
                 await self.handler.prepare(session, todo)
                 for message in todo:
@@ -462,11 +480,13 @@ class MessageLoop:
                         await self.handler.handle(session, message)
                         MESSAGES.labels(self.handler.name, message.topic, "handled").inc()
                     except Unprocessable as exc:
-                        dead.append((message.record, exc.reason))
-            for record, reason in dead:
-                self._dead_letter(session, record, reason)
+                        dead.append((message.record, exc.reason, DeadLetterReason.UNPROCESSABLE))
+            for record, reason, category in dead:
+                self._dead_letter(session, record, reason, category)
 
-    def _dead_letter(self, session: AsyncSession, record: Any, reason: str) -> None:
+    def _dead_letter(
+        self, session: AsyncSession, record: Any, reason: str, category: DeadLetterReason
+    ) -> None:
         log.warning(
             "%s: dead-lettering %s[%s]@%s: %s",
             self.handler.name,
@@ -478,6 +498,7 @@ class MessageLoop:
         topic = self.handler.dead_letter_topic(record.topic)
         dead_letter(session, topic, record, reason, max_bytes=self.max_message_bytes)
         MESSAGES.labels(self.handler.name, record.topic, "dead_lettered").inc()
+        after_commit(session, DEAD_LETTERS.labels(self.handler.name, category).inc)
 
     async def _dead_letter_alone(self, record: Any, exc: Exception) -> bool:
         """Dead-letter a record its handler cannot take, once; False if stopping first (the
@@ -491,7 +512,7 @@ class MessageLoop:
                 async with self.db.transaction() as session:
                     identity = self._identity_of(record)
                     if await inbox.claim(session, [(identity, record.topic)]):
-                        self._dead_letter(session, record, reason)
+                        self._dead_letter(session, record, reason, DeadLetterReason.HANDLER_FAILED)
                 return True
             except Exception as retry_exc:
                 if not is_transient(retry_exc):

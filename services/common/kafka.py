@@ -9,8 +9,10 @@ which turns a refused login into a `KafkaAuthError` that says who was refused.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -22,10 +24,25 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
 )
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def key_partitioner(key: bytes | None, all_partitions: Sequence[int], available: Any) -> int:
+    """The default partitioner (the Java client's murmur2, so every client agrees on a key's
+    partition), with each key's hash remembered: a saga's messages share one key, and hashing
+    in pure Python was a fifth of the relay's CPU."""
+    if key is None:
+        return int(DefaultPartitioner()(key, all_partitions, available))
+    return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
 class KafkaAuthError(KafkaError):
@@ -34,6 +51,38 @@ class KafkaAuthError(KafkaError):
 
 class _Startable(Protocol):
     async def start(self) -> None: ...
+
+
+class _Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+STOP_TIMEOUT_S = 10.0
+
+
+def cancelling() -> bool:
+    """Whether the current task has been asked to cancel (as opposed to having caught the
+    CancelledError of another task it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def stop(client: _Stoppable, name: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop a client within `timeout_s`: one that lost its broker may never answer.
+
+    aiokafka's `stop` cancels its own tasks and awaits them, and the CancelledError of one it
+    cancelled can escape (seen after an Apache Kafka restart, where it silently ended a
+    consumer loop for good): unless this task is being cancelled itself (a shutdown), that is a
+    client failing to stop cleanly, and the caller goes on to a new one.
+    """
+    try:
+        await asyncio.wait_for(client.stop(), timeout=timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.info("%s: Kafka client not stopped cleanly (%r)", name, exc)
+    except asyncio.CancelledError:
+        if cancelling():
+            raise
+        log.info("%s: Kafka client not stopped cleanly (cancelled inside)", name)
 
 
 async def start(client: _Startable, security: KafkaSecurity, bootstrap_servers: str) -> None:
@@ -94,6 +143,7 @@ def make_producer(
         "max_batch_size": 64 * 1024,
         "request_timeout_ms": 15_000,
         "retry_backoff_ms": 100,
+        "partitioner": key_partitioner,
     }
     options.update(broker_options)
     return AIOKafkaProducer(

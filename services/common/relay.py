@@ -1,11 +1,12 @@
 """The outbox relay: publishes what the service committed, in commit order, keyed by saga id.
 
 It reads unpublished rows in `seq` order, produces them in a batch with acks=all, and marks rows
-published only after the broker acknowledged them. It wakes on PostgreSQL NOTIFY (polling is the
-fallback and SQLite's only way) and purges published outbox rows and old inbox ids after their
-retention. Only the relay holding the leader lock publishes (a PostgreSQL advisory lock held by
-its LISTEN connection, or a file lock beside an SQLite database), so several relays on one
-database never reorder one key; when a leader dies its lock goes with its connection.
+published only after the broker acknowledged them. It wakes on PostgreSQL NOTIFY, or on an SQLite
+database on a datagram from its service (`services.common.wake`), with polling as the fallback, and
+purges published outbox rows and old inbox ids after their retention. Only the relay holding the
+leader lock publishes (a PostgreSQL advisory lock held by its LISTEN connection, or a file lock
+beside an SQLite database), so several relays on one database never reorder one key; when a leader
+dies its lock goes with its connection.
 """
 
 from __future__ import annotations
@@ -33,30 +34,49 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     UnsupportedForMessageFormatError,
 )
-from sqlalchemy import Update, bindparam, delete, insert, select, update
+from sqlalchemy import Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.brokers import BrokerKind, broker_for
 from services.common.clock import utcnow
 from services.common.consumer import DLT_REASON, dead_letter_copy
-from services.common.db import NOTIFY_CHANNEL, Database, among
+from services.common.db import NOTIFY_CHANNEL, Database, among, sqlite_path
 from services.common.envelope import header_value
 from services.common.errors import is_transient
 from services.common.inbox import INBOX
-from services.common.kafka import ensure_topics, make_producer, start
+from services.common.kafka import ensure_topics, make_producer, start, stop
 from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 from services.common.messages import ORCHESTRATOR_DLT
-from services.common.metrics import PUBLISHED, RELAY_DEAD_LETTERED, RELAY_LAG
+from services.common.metrics import (
+    DEAD_LETTERS,
+    PUBLISHED,
+    RELAY_DEAD_LETTERED,
+    DeadLetterReason,
+)
 from services.common.outbox import OUTBOX, decode_headers, encode_headers
+from services.common.relay_backlog import BacklogGauges
+from services.common.wake import listening
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_ID = 0x5A6A_11E0
-_UNPUBLISHED = (
-    select(OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers)
+_COLUMNS = (OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers)
+_OLDEST = (
+    select(
+        *_COLUMNS,
+        func.sum(func.length(OUTBOX.c.value)).over(order_by=OUTBOX.c.seq).label("through"),
+    )
     .where(OUTBOX.c.published_at.is_(None))
     .order_by(OUTBOX.c.seq)
     .limit(bindparam("limit"))
+    .subquery()
+)
+# The oldest unpublished rows, at most `limit` of them and, past the first, at most `max_bytes`
+# of values: a batch of many rows is what makes a relay fast, and its memory stays bounded.
+_UNPUBLISHED = (
+    select(*(_OLDEST.c[column.key] for column in _COLUMNS), _OLDEST.c.through)
+    .where(_OLDEST.c.through - func.length(_OLDEST.c.value) < bindparam("max_bytes"))
+    .order_by(_OLDEST.c.seq)
 )
 
 
@@ -131,13 +151,14 @@ class Relay:
         *,
         service: str,
         bootstrap_servers: str,
-        batch_size: int = 500,
+        batch_size: int = 2000,
+        batch_bytes: int = 16 * 1024 * 1024,
         poll_interval_s: float = 0.02,
         listen_timeout_s: float = 1.0,
         outbox_retention_s: float = 3600,
         inbox_retention_s: float = 7 * 24 * 3600,
         purge_interval_s: float = 60,
-        linger_s: float = 0.005,
+        linger_s: float = 0.0,
         create_topics: Sequence[str] = (),
         partitions: int = 6,
         replicas: int = 1,
@@ -152,6 +173,8 @@ class Relay:
         self.security = security
         self.producer_options = broker_for(broker, f"relay {service}").producer_options()
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self._more = False  # the last batch was full: read again without waiting
         self.poll_interval_s = poll_interval_s
         self.listen_timeout_s = listen_timeout_s
         self.outbox_retention = timedelta(seconds=outbox_retention_s)
@@ -164,9 +187,11 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.is_leader = False
+        self._woken = False  # an SQLite relay bound its wake-up socket (else it polls fast)
         self.failures = 0  # attempts that failed (broker or database away) and were retried
         self._dead_letter_topic = dead_letter_topic
         self.max_dead_letter_bytes = max_dead_letter_bytes
+        self.backlog = BacklogGauges(service)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -212,7 +237,8 @@ class Relay:
         """Hold the leader lock (and, on PostgreSQL, LISTEN) for as long as the block runs."""
         if self.db.sqlite:
             async with self._file_lock():
-                yield
+                with listening(sqlite_path(self.db.url), self._wake.set) as self._woken:
+                    yield
             return
         dsn = make_url(self.db.url).set(drivername="postgresql")
         connection = await asyncpg.connect(
@@ -253,8 +279,7 @@ class Relay:
 
     @contextlib.asynccontextmanager
     async def _file_lock(self) -> Any:
-        database = make_url(self.db.url).database or "sagaline.db"
-        path = Path(f"{database}.relay.lock")
+        path = Path(f"{sqlite_path(self.db.url)}.relay.lock")
         descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             while not self._stopping.is_set():
@@ -291,30 +316,37 @@ class Relay:
                     connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
                 await self._publish_loop(producer, connection)
         finally:
-            await producer.stop()
+            self.backlog.clear()
+            await stop(producer, f"relay {self.service}")
 
     async def _publish_loop(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> None:
         next_purge = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set() and self.is_leader:
             self._wake.clear()
-            published = await self.publish_once(producer, connection)
+            await self.publish_once(producer, connection)
             if loop.time() >= next_purge:
                 await self.purge(connection)
                 next_purge = loop.time() + self.purge_interval_s
-            if published >= self.batch_size:
+            if self._more:  # a full batch: more rows are waiting, no need to be woken
                 continue
-            timeout = self.poll_interval_s if self.db.sqlite else self.listen_timeout_s
+            polling = self.db.sqlite and not self._woken
+            timeout = self.poll_interval_s if polling else self.listen_timeout_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-                # Let the commits that arrive together share one read and one batch.
-                await asyncio.sleep(self.linger_s)
+                if self.linger_s:  # commits arriving together share one read and one batch
+                    await asyncio.sleep(self.linger_s)
 
     async def publish_once(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> int:
         """Publish one batch; returns how many rows were marked published (or dead-lettered)."""
-        rows = (await connection.execute(_UNPUBLISHED, {"limit": self.batch_size})).all()
+        limits = {"limit": self.batch_size, "max_bytes": self.batch_bytes}
+        rows = (await connection.execute(_UNPUBLISHED, limits)).all()
+        # The last row crossing the byte budget means the budget, not the backlog, ended it.
+        self._more = len(rows) >= self.batch_size or bool(
+            rows and rows[-1].through >= self.batch_bytes
+        )
+        await self.backlog.measure(connection)
         await connection.rollback()
-        RELAY_LAG.labels(self.service).set(len(rows))
         if not rows:
             return 0
         outcomes = await self._produce(producer, rows)
@@ -340,6 +372,7 @@ class Relay:
                     else f"dead-lettered to {self.dead_letter_topic}",
                 )
                 RELAY_DEAD_LETTERED.labels(self.service, row.topic).inc()
+                DEAD_LETTERS.labels(self.service, DeadLetterReason.REFUSED_BY_BROKER).inc()
             PUBLISHED.labels(self.service).inc(len(done) - len(refused))
         if len(done) < len(rows):
             raise KafkaError(f"{len(rows) - len(done)} messages not acknowledged")
@@ -375,7 +408,7 @@ class Relay:
         outcomes: dict[int, Outcome] = {}
         pending: list[tuple[int, asyncio.Future[Any]]] = []
         unsent: set[bytes | None] = set()
-        for seq, topic, key, value, headers in rows:
+        for seq, topic, key, value, headers, _ in rows:
             if key in unsent:
                 continue
             try:

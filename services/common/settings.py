@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # How long a fetch waits for records; default: the broker's (500 ms long poll on Kafka).
     consumer_fetch_wait_ms: int | None = Field(None, ge=1, le=5_000)
 
-    relay_batch_size: int = Field(500, ge=1, le=10_000)
+    relay_batch_size: int = Field(2000, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(0.02, gt=0, le=10)
     relay_listen_timeout_s: float = Field(1.0, gt=0, le=60)
     # The relay's own HTTP port (/metrics, /healthz); 0: none (`sagaline up` runs many relays).

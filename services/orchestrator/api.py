@@ -1,65 +1,27 @@
-"""order-orchestrator HTTP API: sagas, their state and their history."""
+"""order-orchestrator HTTP API: sagas, their state and their history (and the timeline page)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel
-from sqlalchemy import select
-from sqlmodel import col
 
 from services.common.api import PAGE_LIMIT, count_by
 from services.common.service import Runtime, runtime_of
 from services.orchestrator.engine import SagaStatus
-from services.orchestrator.models import Saga, SagaEvent
+from services.orchestrator.models import Saga
+from services.orchestrator.saga_queries import (
+    FilterDep,
+    SagaDetailOut,
+    SagaOut,
+    find_sagas,
+    saga_detail,
+)
+from services.orchestrator.ui import router as ui_router
 
 router = APIRouter(tags=["sagas"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
-
-
-class SagaEventOut(BaseModel):
-    at: datetime
-    direction: str
-    type: str
-    step: str | None
-    attempt: int
-    message_id: uuid.UUID | None
-    detail: str | None
-
-
-class SagaOut(BaseModel):
-    id: uuid.UUID
-    name: str
-    status: str
-    execution: str
-    reason: str | None
-    steps: dict[str, Any]
-    payload: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-
-class SagaDetailOut(SagaOut):
-    history: list[SagaEventOut]
-
-
-def _saga_out(saga: Saga) -> dict[str, Any]:
-    return {
-        "id": saga.id,
-        "name": saga.name,
-        "status": saga.status,
-        "execution": saga.execution,
-        "reason": saga.reason,
-        "steps": saga.state.get("steps", {}),
-        "payload": saga.payload,
-        "created_at": saga.created_at,
-        "updated_at": saga.updated_at,
-        "finished_at": saga.finished_at,
-    }
 
 
 @router.get("/sagas/summary")
@@ -74,30 +36,26 @@ async def summary(runtime: RuntimeDep) -> dict[str, int]:
 @router.get("/sagas", response_model=list[SagaOut])
 async def list_sagas(
     runtime: RuntimeDep,
-    status: SagaStatus | None = None,
+    where: FilterDep,
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[SagaOut]:
-    query = select(Saga).order_by(col(Saga.created_at), col(Saga.id))
-    if status is not None:
-        query = query.where(col(Saga.status) == status)
+    """Sagas oldest first (`newest_first=true` to reverse), filtered by status, age in seconds
+    (`older_than_s`, `newer_than_s`) and a piece of the failure reason (`reason`)."""
     async with runtime.db.reads() as session:
-        sagas = (await session.scalars(query.limit(limit).offset(offset))).all()
-    return [SagaOut(**_saga_out(saga)) for saga in sagas]
+        sagas = await find_sagas(session, where, limit=limit, offset=offset)
+    return [SagaOut.of(saga) for saga in sagas]
 
 
 @router.get("/sagas/{saga_id}", response_model=SagaDetailOut)
 async def get_saga(saga_id: uuid.UUID, runtime: RuntimeDep) -> SagaDetailOut:
     async with runtime.db.reads() as session:
-        saga = await session.get(Saga, saga_id)
-        if saga is None:
-            raise HTTPException(404, f"no saga {saga_id}")
-        events = (
-            await session.scalars(
-                select(SagaEvent)
-                .where(col(SagaEvent.saga_id) == saga_id)
-                .order_by(col(SagaEvent.id))
-            )
-        ).all()
-    history = [SagaEventOut.model_validate(event, from_attributes=True) for event in events]
-    return SagaDetailOut(**_saga_out(saga), history=history)
+        detail = await saga_detail(session, saga_id)
+    if detail is None:
+        raise HTTPException(404, f"no saga {saga_id}")
+    return detail
+
+
+# The page is read-only and GET-only: the token guard every router carries lets it through, as
+# it does every read of the JSON API.
+router.include_router(ui_router)

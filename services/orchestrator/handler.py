@@ -6,6 +6,7 @@ records the history and writes the resulting commands to the outbox.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from sqlmodel import col
 from services.common import outbox
 from services.common.clock import from_epoch, utcnow
 from services.common.consumer import Incoming
-from services.common.db import Database, append, batch_cache, load_locked
+from services.common.db import Database, after_commit, append, batch_cache, load_locked
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope, header_value
 from services.common.errors import Unprocessable
@@ -34,7 +35,7 @@ from services.common.messages import (
     StepTopics,
     StepTypes,
 )
-from services.common.metrics import RESENDS, SAGAS
+from services.common.metrics import RESENDS
 from services.common.tables import table_of
 from services.orchestrator.engine import (
     Action,
@@ -48,6 +49,7 @@ from services.orchestrator.engine import (
     SendCompensation,
 )
 from services.orchestrator.models import Saga, SagaEvent
+from services.orchestrator.saga_metrics import SagasInFlight, saga_finished
 
 OUTCOME_TYPES = {
     SagaStatus.COMPLETED: SAGA_COMPLETED,
@@ -76,6 +78,7 @@ class Orchestrator:
             self._step_by_topic[topics.success] = name
             self._step_by_topic[topics.dlt] = name
         self.topics = [ORCHESTRATOR, *self._step_by_topic]
+        self.in_flight = SagasInFlight()
 
     # -- Handler protocol -------------------------------------------------------------------------
 
@@ -217,7 +220,9 @@ class Orchestrator:
     # -- the clock --------------------------------------------------------------------------------
 
     async def tick(self, db: Database, limit: int = 200) -> int:
-        """Hand timed-out sagas to the engine; returns how many were due."""
+        """Hand timed-out sagas to the engine; returns how many were due. Every few seconds it
+        also counts the sagas in flight."""
+        await self.in_flight.refresh(db)
         async with db.transaction() as session:
             due = (
                 await session.scalars(
@@ -234,7 +239,8 @@ class Orchestrator:
                 actions = engine.tick(now)
                 for action in actions:
                     if isinstance(action, SendCommand | SendCompensation) and action.attempt > 1:
-                        RESENDS.labels(self.name, type(action).__name__).inc()
+                        resent = RESENDS.labels(self.name, type(action).__name__)
+                        after_commit(session, resent.inc)
                 self._apply(session, saga, engine, actions)
             return len(due)
 
@@ -262,7 +268,7 @@ class Orchestrator:
             if isinstance(action, Finish):
                 saga.response = envelope.model_dump(mode="json")
                 saga.finished_at = utcnow()
-                SAGAS.labels(action.status).inc()
+                after_commit(session, functools.partial(saga_finished, saga, action.status))
         state = engine.state
         saga.state = state.model_dump(mode="json")
         saga.status = state.status

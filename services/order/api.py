@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,8 +76,32 @@ class OrderOut(BaseModel):
         )
 
 
+def preferred_wait(prefer: str | None) -> float:
+    """The seconds of an RFC 7240 `Prefer: wait=N` (0 if absent or unreadable, which the RFC
+    says to ignore), at most MAX_WAIT_S."""
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return 0.0
+            return 0.0 if math.isnan(seconds) else min(max(seconds, 0.0), MAX_WAIT_S)
+    return 0.0
+
+
 @router.post("/orders", status_code=201, response_model=OrderOut)
-async def place_order(body: OrderIn, runtime: RuntimeDep) -> OrderOut:
+async def place_order(
+    body: OrderIn,
+    runtime: RuntimeDep,
+    response: Response,
+    prefer: Annotated[
+        str | None,
+        Header(description="`wait=N`: answer once the order is decided, or after N seconds"),
+    ] = None,
+) -> OrderOut:
+    """Place an order. With `Prefer: wait=N` (RFC 7240) the answer waits up to N seconds for
+    the decision: one request instead of a POST and a long-polling GET."""
     items: list[dict[str, object]] = [
         {
             "product_id": item.product_id,
@@ -100,6 +125,12 @@ async def place_order(body: OrderIn, runtime: RuntimeDep) -> OrderOut:
         initiator.start(session, order)
 
     await initiator.committer(runtime.db).run(write)
+    wait = preferred_wait(prefer)
+    if wait:
+        response.headers["Preference-Applied"] = f"wait={wait:g}"
+        decided = await initiator.waiters.decision(order.id, wait, placed_here=True)
+        if decided is not None:
+            return OrderOut.of(decided)
     return OrderOut.of(order)
 
 
@@ -124,12 +155,17 @@ async def get_order(
     initiator = runtime.handler
     assert isinstance(initiator, OrderSagaInitiator)
     deadline = time.monotonic() + wait
+    decided = await initiator.waiters.decision(order_id, wait) if wait else None
+    if decided is not None:  # decided here, or placed here and decided while waiting: no read
+        return OrderOut.of(decided)
     while True:
         order = await get_or_404(runtime.db, Order, order_id, "order")
         remaining = deadline - time.monotonic()
         if order.status is not OrderStatus.PENDING or remaining <= 0:
             return OrderOut.of(order)
-        await initiator.waiters.wait(order_id, remaining)
+        decided = await initiator.waiters.wait(order_id, remaining)
+        if decided is not None:
+            return OrderOut.of(decided)
 
 
 @router.get("/orders", response_model=list[OrderOut])

@@ -59,6 +59,7 @@ class OrderSagaInitiator:
         """Write the order and its saga.start in the caller's transaction."""
         session.add(order)
         self._send(session, order, self.initiator.place(order))
+        after_commit(session, lambda: self.waiters.placed(order))
 
     def _send(self, session: AsyncSession, order: Order, send: Send) -> None:
         order.resend_at = seconds_from_now(send.wait_s)
@@ -119,7 +120,7 @@ class OrderSagaInitiator:
         order.reason = decision.reason[:1000] if decision.reason else None
         order.decided_at = utcnow()
         order.resend_at = None
-        after_commit(session, lambda: self.waiters.decided(order.id))
+        after_commit(session, lambda: self.waiters.decided(order))
 
     # -- the clock --------------------------------------------------------------------------------
 

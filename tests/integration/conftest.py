@@ -6,7 +6,14 @@ import httpx
 import pytest
 
 from sagaline.stack import Stack
-from tests.integration.support import STACK_PARTS, Api, Kafka, Parts, running_stack
+from tests.integration.support import (
+    STACK_PARTS,
+    Api,
+    Kafka,
+    Parts,
+    http_client,
+    running_stack,
+)
 
 
 def server_for(request: pytest.FixtureRequest, parts: Parts) -> str | None:
@@ -19,7 +26,7 @@ def server_for(request: pytest.FixtureRequest, parts: Parts) -> str | None:
 
 @pytest.fixture(scope="session")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with http_client() as http:
         yield http
 
 

@@ -46,6 +46,8 @@ def test_sagas_in_flight_end_within_the_bound_after_the_broker_returns(
     with running_stack(tmp_path, parts, server_url=server_for(request, parts)) as stack:
         measured = asyncio.run(outage(stack))
         report = verify(stack.urls)
+        if measured["converged_in_s"] is None:
+            print(warnings_in(stack.logs))  # what each process complained of, to say why
     print(f"broker outage on {kind}: {measured}")  # shown by `pytest -rP`: the measured figures
 
     assert measured["placed"] >= RATE * (BEFORE_S + DOWN_S + AFTER_S) * 0.8
@@ -73,8 +75,10 @@ async def outage(stack: Stack) -> dict[str, Any]:
         await load
         await placement.drain(timeout_s=30)
         converged: float | None = None
+        unfinished = -1
         while time.monotonic() - back < CONVERGENCE_BOUND_S * 3:
-            if await unfinished_count(client, stack) == 0:
+            unfinished = await unfinished_count(client, stack)
+            if unfinished == 0:
                 converged = time.monotonic() - back
                 break
             await asyncio.sleep(0.25)
@@ -82,4 +86,21 @@ async def outage(stack: Stack) -> dict[str, Any]:
         "placed": placement.placed,
         "converged_in_s": None if converged is None else round(converged, 1),
         "broker_restart_s": round(back - started - BEFORE_S - DOWN_S, 1),
+        "unfinished": unfinished,
     }
+
+
+def warnings_in(logs: Path, last: int = 12) -> str:
+    """The last warnings and errors of every process's log (its own, not its Kafka client's)."""
+    lines: list[str] = []
+    for log in sorted(logs.glob("*.log")):
+        if log.name == "broker.log":
+            continue
+        text = log.read_text(errors="replace").splitlines()
+        found = [
+            line
+            for line in text
+            if ("WARNING" in line or "ERROR" in line) and " aiokafka" not in line
+        ]
+        lines += [f"--- {log.name}: {len(found)} warnings or errors, the last:", *found[-last:]]
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""A consumer loop blocked on an await that never returns is cancelled and starts again."""
+"""A consumer loop blocked on an await that never returns is cancelled and starts again; one that
+meets a CancelledError nobody asked for (let out by the client library) starts again too."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from services.common.outbox import OUTBOX
 from services.payment.participant import PaymentParticipant
 from tests.integration.support import BROKERS, Kafka, broker_and_payment_database, eventually
 
+DEFINITION = load_definition(default_definition_path())
+
 
 class HangsOnce(PaymentParticipant):
     """The payment participant, except that its first batch waits forever."""
@@ -32,24 +35,37 @@ class HangsOnce(PaymentParticipant):
         await super().prepare(session, batch)
 
 
-@pytest.mark.parametrize("kind", BROKERS)
-async def test_a_blocked_loop_is_cancelled_and_its_batch_handled_by_a_new_client(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: BrokerKind
+class CancelledOnce(PaymentParticipant):
+    """The payment participant, except that its first batch meets a CancelledError that nobody
+    asked for: what escapes aiokafka when it awaits one of its own tasks it cancelled."""
+
+    cancelled = 0
+
+    async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
+        if not self.cancelled:
+            self.cancelled += 1
+            inner = asyncio.create_task(asyncio.Event().wait())
+            await asyncio.sleep(0)
+            inner.cancel()
+            await inner
+        await super().prepare(session, batch)
+
+
+async def poison_handled_once(
+    tmp_path: Path, kind: BrokerKind, handler: PaymentParticipant, wedged_s: float = 60
 ) -> None:
-    definition = load_definition(default_definition_path())
-    caplog.set_level(logging.WARNING, logger="services.common.consumer")
+    """Run a loop with `handler`, send it one poison record, and wait until the record is
+    dead-lettered, exactly once, with the loop still running."""
     async with broker_and_payment_database(tmp_path, kind) as (bootstrap_servers, db):
-        handler = HangsOnce(definition)
         loop = MessageLoop(
             db,
             handler,
             bootstrap_servers=bootstrap_servers,
             broker=kind,
-            group_id="watchdog-test",
-            create_topics=definition.topics(),
+            group_id=f"{type(handler).__name__}-test",
+            create_topics=DEFINITION.topics(),
             partitions=1,
-            # Short, to be quick; on Kafka longer than a group join (3 s of initial delay there).
-            wedged_s=3 if kind == "embedded" else 10,
+            wedged_s=wedged_s,
         )
         task = asyncio.create_task(loop.run())
         try:
@@ -62,11 +78,34 @@ async def test_a_blocked_loop_is_cancelled_and_its_batch_handled_by_a_new_client
                     return int((await session.execute(count)).scalar_one())
 
             assert await eventually(dead_lettered, within=60, what="the record handled") == 1
-            assert handler.hung == 1
-            wedged = [r.getMessage() for r in caplog.records if "no progress" in r.getMessage()]
-            # (A 3 s limit may also cut the next client's group join short; 60 s would not.)
-            assert wedged and "in prepare" in wedged[0], "the log says where the loop was blocked"
             assert await dead_lettered() == 1, "handled once: the cancelled batch left nothing"
+            assert not task.done(), "the loop goes on"
         finally:
             loop.stop()
             await asyncio.wait_for(task, timeout=15)
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_a_blocked_loop_is_cancelled_and_its_batch_handled_by_a_new_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: BrokerKind
+) -> None:
+    caplog.set_level(logging.WARNING, logger="services.common.consumer")
+    handler = HangsOnce(DEFINITION)
+    # Short, to be quick; on Kafka longer than a group join (3 s of initial delay there).
+    await poison_handled_once(tmp_path, kind, handler, wedged_s=3 if kind == "embedded" else 10)
+    assert handler.hung == 1
+    wedged = [r.getMessage() for r in caplog.records if "no progress" in r.getMessage()]
+    # (A 3 s limit may also cut the next client's group join short; 60 s would not.)
+    assert wedged and "in prepare" in wedged[0], "the log says where the loop was blocked"
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_a_cancellation_from_inside_the_client_starts_a_new_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: BrokerKind
+) -> None:
+    caplog.set_level(logging.WARNING, logger="services.common.consumer")
+    handler = CancelledOnce(DEFINITION)
+    await poison_handled_once(tmp_path, kind, handler)
+    assert handler.cancelled == 1
+    said = [r.getMessage() for r in caplog.records if "cancelled inside" in r.getMessage()]
+    assert said, "the log says why the client was replaced"

@@ -39,6 +39,28 @@ async def test_approved_order_charges_and_reserves(api: Api) -> None:
     assert types_of(saga, "received") == ["saga.start", "payment.charged", "stock.reserved"]
 
 
+async def test_placing_with_prefer_wait_answers_with_the_decision(api: Api) -> None:
+    """`Prefer: wait=N` (RFC 7240): one request places the order and hears its decision; the
+    GET long poll then answers from what this replica decided, without reading it."""
+    customer = await api.account("100.00")
+    product = await api.product(10)
+    body = {
+        "customer_id": customer,
+        "items": [{"product_id": product, "quantity": 1, "unit_price": "3.00"}],
+    }
+    response = await api.client.post(
+        api.url("order", "/orders"), json=body, headers={"Prefer": "respond-async, wait=20"}
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.headers["Preference-Applied"] == "wait=20"
+    order = response.json()
+    assert (order["status"], order["decided_at"] is not None) == ("APPROVED", True)
+    polled = await api.get("order", f"/orders/{order['id']}?wait=5")
+    assert polled.json() == order
+    assert await api.balance(customer) == "97.00"
+
+
 async def test_payment_rejected_leaves_stock_untouched(api: Api) -> None:
     customer = await api.account("5.00")
     product = await api.product(10)

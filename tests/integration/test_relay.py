@@ -120,6 +120,43 @@ async def test_publishes_in_commit_order_and_marks_rows(db: Database, broker: Br
     assert {(h, v) for h, v in received[0].headers} >= {("type", b"payment.charge")}
 
 
+async def test_a_commit_wakes_the_waiting_relay(db: Database, broker: Broker) -> None:
+    """A relay that would poll only every 30 s publishes a commit at once: PostgreSQL NOTIFYs
+    it, an SQLite database's service sends it a datagram."""
+    relay = relay_for(db, broker, poll_interval_s=30, listen_timeout_s=30)
+    async with running(relay):
+        await write(db, uuid.uuid4(), 1)  # read by the relay's first pass, or woken; then it waits
+        await eventually(lambda: _zero(unpublished(db)), what="the first row published")
+        await write(db, uuid.uuid4(), 1)
+        await eventually(lambda: _zero(unpublished(db)), within=5, what="the woken relay")
+
+
+async def test_a_batch_is_bounded_in_bytes_and_the_rest_follows_at_once(
+    db: Database, broker: Broker
+) -> None:
+    """Twenty rows of a few hundred bytes under a 1,000-byte budget: several batches, each within
+    the budget but for the row that crosses it, each followed at once by the next (a wake-up
+    would come only after 30 s)."""
+    saga_id = uuid.uuid4()
+    sent = await write(db, saga_id, 20)
+    relay = relay_for(db, broker, batch_bytes=1000, poll_interval_s=30, listen_timeout_s=30)
+    batches: list[list[int]] = []  # the value sizes of each batch
+    produce = relay._produce
+
+    async def counted(producer: Any, rows: Any) -> Any:
+        batches.append([len(row.value) for row in rows])
+        return await produce(producer, rows)
+
+    relay._produce = counted  # type: ignore[method-assign]
+    async with running(relay), Kafka(broker.bootstrap_servers) as kafka:
+        received = await kafka.read(TOPIC, keyed(saga_id), count=20)
+        await eventually(lambda: _zero(unpublished(db)), within=10, what="every row published")
+
+    assert [Envelope.decode(r.value).id for r in received] == [e.id for e in sent]
+    assert sum(map(len, batches)) == 20 and len(batches) > 1, batches
+    assert all(sum(batch[:-1]) < 1000 for batch in batches), batches
+
+
 async def test_nothing_is_lost_while_the_broker_is_away(
     db: Database, broker: Broker, tmp_path: Path
 ) -> None:

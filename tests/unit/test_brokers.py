@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.common.brokers import EmbeddedBroker, KafkaBroker, broker_for
+from services.common.brokers import KafkaBroker, broker_for
 
 KAFKA_MIN_SESSION_MS = 6_000  # group.min.session.timeout.ms on a broker's default configuration
 
@@ -26,11 +26,11 @@ def test_kafka_clients_ask_for_nothing_a_stock_broker_refuses() -> None:
     assert broker_for("kafka", "relay").producer_options() == {"enable_idempotence": True}
 
 
-async def test_the_kafka_path_has_no_position_checks_or_join_patience() -> None:
+async def test_the_kafka_path_has_no_position_checks() -> None:
     broker = KafkaBroker("payment")
     broker.client_started(0.0)
-    for now in range(0, 3_600, 2):  # an hour without partitions or progress: nothing to do
-        assert await broker.healthy(Untouchable(), assigned=0, now=float(now))
+    for now in range(0, 3_600, 2):  # an hour holding partitions without progress: nothing to do
+        assert await broker.healthy(Untouchable(), assigned=3, now=float(now))
 
 
 class HoldsNothing:
@@ -38,11 +38,15 @@ class HoldsNothing:
         return frozenset()
 
 
-async def test_the_embedded_broker_joins_again_after_its_patience() -> None:
-    broker = EmbeddedBroker("payment")
+@pytest.mark.parametrize("kind", ["kafka", "embedded"])
+async def test_a_member_without_partitions_joins_again_after_its_patience(kind: Any) -> None:
+    broker = broker_for(kind, "payment")
     broker.client_started(0.0)
     assert await broker.healthy(HoldsNothing(), assigned=0, now=1.0)
     assert not await broker.healthy(HoldsNothing(), assigned=0, now=21.0)
+    broker.client_started(21.0)  # the new client: twice the patience before the next join
+    assert await broker.healthy(HoldsNothing(), assigned=0, now=50.0)
+    assert not await broker.healthy(HoldsNothing(), assigned=0, now=62.0)
 
 
 @pytest.mark.parametrize("kind", ["kafka", "embedded"])

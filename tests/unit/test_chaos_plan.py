@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 
 from sagaline.chaos import (
+    KIND_OF_TARGET,
     TARGETS,
     ChaosOptions,
     Fault,
     Injected,
+    Injector,
     fault_plan,
     recovery_times,
     timeline,
@@ -58,3 +62,25 @@ def test_timeline_marks_each_fault_in_its_column() -> None:
 
     assert sum(line["decided"]) == 10
     assert line["faults"][0] == "B" and line["faults"][-1] == "D"
+
+
+class Recording(Injector):
+    """An injector that only records what it would inject (no stack)."""
+
+    def __init__(self) -> None:
+        super().__init__(stack=None)  # type: ignore[arg-type]
+        self.kinds: list[str] = []
+
+    async def inject(self, fault: Fault) -> None:
+        self.kinds.append(fault.kind)
+
+
+async def test_a_run_past_its_end_still_injects_each_kind_once() -> None:
+    """As when a slow broker repair used up a short run: each kind still comes, once, at once."""
+    injector = Recording()
+    kinds = {KIND_OF_TARGET[target] for target in TARGETS}
+    ended = time.monotonic()
+    await asyncio.wait_for(injector.run(fault_plan(ChaosOptions(seed=11)), ended, kinds), 5)
+    assert sorted(injector.kinds) == sorted(kinds)
+    await injector.run(fault_plan(ChaosOptions(seed=11)), ended)  # no kinds asked: none
+    assert len(injector.kinds) == len(kinds)

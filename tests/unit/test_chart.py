@@ -13,6 +13,9 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
+from sagaline_operator import build
+
+from services.common.definition import default_definition_path, load_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "sagaline-operator"
@@ -77,7 +80,10 @@ ALL_ON: Obj = {
         "healthFrom": [{"namespaceSelector": {}}],
     },
     "podDisruptionBudget": {"enabled": True},
+    "monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "kps"}}},
 }
+# Kinds of the Prometheus Operator's CRDs: not in Kubernetes' own schemas.
+CUSTOM_KINDS = {"PodMonitor"}
 CLUSTERWIDE: Obj = {**ALL_ON, "watch": {"clusterwide": True}}
 BRING_YOUR_OWN: Obj = {
     "rbac": {"create": False},
@@ -148,6 +154,8 @@ def test_every_object_is_valid_for_kubernetes_1_30_and_later(chart: Any, values:
     objects = render(chart, values)
     assert objects
     for obj in objects:
+        if obj["kind"] in CUSTOM_KINDS:  # checked by its own test
+            continue
         for version in KUBE_VERSIONS:
             kubernetes_validate.validate(obj, version, strict=True)
         if obj["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
@@ -167,7 +175,7 @@ def test_defaults_install_what_the_operator_needs(chart: Any) -> None:
 
 def test_every_optional_object_renders_when_enabled(chart: Any) -> None:
     kinds = {obj["kind"] for obj in render(chart, ALL_ON)}
-    assert {"NetworkPolicy", "PodDisruptionBudget"} <= kinds
+    assert {"NetworkPolicy", "PodDisruptionBudget", "PodMonitor"} <= kinds
     assert "ServiceMonitor" not in kinds  # the operator serves no metrics (values.yaml says why)
 
 
@@ -351,6 +359,41 @@ def test_disruption_budget_of_the_single_pod(chart: Any, allow: bool, budget: Ob
     assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
+def test_pod_monitor_scrapes_the_ports_the_operator_names_in_the_watched_namespaces(
+    chart: Any,
+) -> None:
+    monitor = one(render(chart, ALL_ON), "PodMonitor")
+    spec = monitor["spec"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert spec["namespaceSelector"] == {"matchNames": ["shop", "billing"]}
+    assert one(render(chart, CLUSTERWIDE), "PodMonitor")["spec"]["namespaceSelector"] == {
+        "any": True
+    }
+    defaults = {"monitoring": {"podMonitor": {"enabled": True}}}
+    default_spec = one(render(chart, defaults), "PodMonitor")["spec"]
+    assert default_spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert {e["interval"] for e in default_spec["podMetricsEndpoints"]} == {"30s"}
+    # What the operator builds: every pod it runs is selected, and each port it names is scraped.
+    pods = [
+        obj["spec"]["template"]
+        for obj in build.workloads(load_definition(default_definition_path()), "shop")
+        if obj["kind"] == "Deployment"
+    ]
+    assert pods
+    wanted = spec["selector"]["matchLabels"]
+    assert all(wanted.items() <= pod["metadata"]["labels"].items() for pod in pods)
+    ports = {
+        port["name"]
+        for pod in pods
+        for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
+        for port in container.get("ports", [])
+    }
+    paths = {e["port"]: e["path"] for e in spec["podMetricsEndpoints"]}
+    assert paths == {"http": "/metrics/", "metrics": "/metrics"}
+    assert set(paths) == ports
+
+
 # -- the values' schema ----------------------------------------------------------------------------
 
 BAD_VALUES = {
@@ -367,6 +410,8 @@ BAD_VALUES = {
     "port range": {"operator": {"healthPort": 70000}},
     "eviction type": {"podDisruptionBudget": {"allowEviction": "no"}},
     "cidr": {"networkPolicy": {"apiServerCIDRs": ["api.example.com"]}},
+    "scrape interval": {"monitoring": {"podMonitor": {"interval": "30"}}},
+    "unknown monitor": {"monitoring": {"serviceMonitor": {"enabled": True}}},
 }
 
 
@@ -391,7 +436,7 @@ def test_schema_knows_every_default_value() -> None:
 
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     walk(defaults, schema, "values")
-    assert {"image", "watch", "operator", "networkPolicy", "podDisruptionBudget"} <= {
+    assert {"image", "watch", "operator", "networkPolicy", "podDisruptionBudget", "monitoring"} <= {
         key
         for key, value in schema["properties"].items()
         if value.get("additionalProperties") is False

@@ -1,0 +1,49 @@
+"""The relay's backlog gauges: how many outbox rows wait to be published, and for how long.
+
+Measured by one statement on the outbox's partial index of unpublished rows, at most once every
+`interval_s`, so a busy relay pays one extra round trip a second rather than one per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.clock import seconds_since, utcnow
+from services.common.metrics import RELAY_BACKLOG, RELAY_OLDEST_AGE
+from services.common.outbox import OUTBOX
+from services.common.throttle import Every
+
+_UNPUBLISHED = OUTBOX.c.published_at.is_(None)
+_OLDEST_CREATED = (
+    select(OUTBOX.c.created_at).where(_UNPUBLISHED).order_by(OUTBOX.c.seq).limit(1)
+).scalar_subquery()
+_BACKLOG = (
+    select(func.count().label("rows"), _OLDEST_CREATED.label("oldest"))
+    .select_from(OUTBOX)
+    .where(_UNPUBLISHED)
+)
+
+
+class BacklogGauges:
+    """Sets one relay's backlog gauges, at most once every `interval_s`."""
+
+    def __init__(self, service: str, interval_s: float = 1.0) -> None:
+        self.service = service
+        self._every = Every(interval_s)
+
+    async def measure(self, connection: AsyncConnection) -> None:
+        if not self._every.due():
+            return
+        row = (await connection.execute(_BACKLOG)).one()
+        RELAY_BACKLOG.labels(self.service).set(row.rows)
+        RELAY_OLDEST_AGE.labels(self.service).set(seconds_since(row.oldest, utcnow()))
+
+    def clear(self) -> None:
+        """Stop reporting (no longer the leader: the leader's gauges are the ones to read)."""
+        self._every.reset()
+        for gauge in (RELAY_BACKLOG, RELAY_OLDEST_AGE):
+            with contextlib.suppress(KeyError):  # never set
+                gauge.remove(self.service)
