@@ -122,3 +122,5 @@ def render_bench(result: dict[str, Any], console: Console, title: str) -> None:
     )
     verdict = "[green]all hold[/green]" if result["invariants_ok"] else "[red]VIOLATED[/red]"
     console.print(f"invariants after every run: {verdict}")
+    if result.get("tracing"):
+        console.print(f"tracing on: {result.get('spans_received', 0)} spans received")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -30,6 +31,7 @@ from services.common.definition import Execution, default_definition_path
 from services.registry import PORTS, SERVICES
 
 if TYPE_CHECKING:
+    from sagaline.trace_tree import TracePrinter
     from services.common.definition import SagaDefinition
     from services.common.settings import Settings
 
@@ -244,6 +246,7 @@ def relay(
     metrics_host: Annotated[str, typer.Option(help="Address of the metrics port.")] = "0.0.0.0",
 ) -> None:
     """Run the outbox relay of one service's database."""
+    from services.common import tracing
     from services.common.db import Database
     from services.common.relay import Relay
     from services.common.relay_http import start_relay_http
@@ -256,6 +259,7 @@ def relay(
     partitions, replicas = topic_layout(settings, definition)
 
     async def main() -> None:
+        tracing.configure(f"{service}-relay")
         db = Database(settings.database, pool_size=2)
         worker = Relay(
             db,
@@ -313,6 +317,7 @@ def _stack_config(
     *,
     broker: BrokerChoice | None = None,
     database: DatabaseChoice = DatabaseChoice.SQLITE,
+    extra_env: dict[str, str] | None = None,
 ) -> StackConfig:
     if broker is None:
         broker = BrokerChoice.KAFKA if bootstrap_servers else BrokerChoice.EMBEDDED
@@ -326,6 +331,7 @@ def _stack_config(
         execution=execution.value if execution else None,
         ports=_ports(base_port),
         api_token=api_token or secrets.token_urlsafe(32),
+        extra_env=extra_env or {},
     )
 
 
@@ -386,19 +392,48 @@ def up(
     saga_file: SagaFile = default_definition_path(),
     base_port: BasePort = 8080,
     api_token: ApiToken = None,
+    trace: Annotated[
+        bool,
+        typer.Option(
+            "--trace",
+            help="Print each trace's spans here, as a tree, once the trace is quiet (the "
+            "processes export OTLP to a receiver this command runs).",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole stack in the foreground; Ctrl-C stops every process."""
-    config = _stack_config(
-        state_dir,
-        database_url,
-        bootstrap_servers,
-        saga_file,
-        execution,
-        base_port,
-        api_token,
-        broker=broker,
-        database=database,
-    )
+    with contextlib.ExitStack() as resources:
+        printer = None
+        extra_env: dict[str, str] = {}
+        if trace:
+            from sagaline.otlp import SpanReceiver
+            from sagaline.trace_tree import TracePrinter
+
+            printer = TracePrinter(console)
+            receiver = resources.enter_context(SpanReceiver(on_spans=printer.add))
+            extra_env = receiver.exporter_env()
+        _up(
+            _stack_config(
+                state_dir,
+                database_url,
+                bootstrap_servers,
+                saga_file,
+                execution,
+                base_port,
+                api_token,
+                broker=broker,
+                database=database,
+                extra_env=extra_env,
+            ),
+            state_dir,
+            api_token,
+            printer,
+        )
+
+
+def _up(
+    config: StackConfig, state_dir: Path, api_token: str | None, printer: TracePrinter | None
+) -> None:
     _ensure_ports_free(config.ports)
     stack = Stack(config)
     _stop_on_sigterm()
@@ -428,6 +463,8 @@ def up(
                 console.print("[yellow]the broker exited; restarted[/yellow]")
             for name in stack.restart_dead():
                 console.print(f"[yellow]{name} exited; restarted[/yellow]")
+            if printer is not None:
+                printer.print_quiet()
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
@@ -644,6 +681,14 @@ def bench(
     base_port: BasePort = 8080,
     api_token: ApiToken = None,
     profile: ProfileDir = None,
+    trace: Annotated[
+        bool,
+        typer.Option(
+            "--trace",
+            help="Run with tracing on: every process exports its spans (OTLP over HTTP) to a "
+            "receiver in this command, which counts them.",
+        ),
+    ] = False,
 ) -> None:
     """Measure sagas/s, latency, CPU per saga and memory at several loads on one stack."""
     from sagaline.bench import render_bench, run_bench
@@ -657,6 +702,11 @@ def bench(
     if not loads or min(loads) < 1:
         raise typer.BadParameter("--concurrency takes whole numbers of at least 1")
     directory = Path(tempfile.mkdtemp(prefix="sagaline-bench-"))
+    receiver = None
+    if trace:
+        from sagaline.otlp import SpanReceiver
+
+        receiver = SpanReceiver(keep=False)
     config = _stack_config(
         directory,
         database_url,
@@ -667,20 +717,25 @@ def bench(
         api_token,
         broker=broker,
         database=database,
+        extra_env=receiver.exporter_env() if receiver is not None else None,
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
     _stop_on_sigterm()
-    try:
-        with console.status("starting") as status:
-            stack.start(progress=lambda message: status.update(message))
-        result = run_bench(stack, orders, loads, console, show=not as_json, profile=profile)
-    except StackError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
-    finally:
-        stack.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    with receiver or contextlib.nullcontext():
+        try:
+            with console.status("starting") as status:
+                stack.start(progress=lambda message: status.update(message))
+            result = run_bench(stack, orders, loads, console, show=not as_json, profile=profile)
+        except StackError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+        finally:
+            stack.stop()  # each process exports its last spans as it exits
+            shutil.rmtree(directory, ignore_errors=True)
+    result["tracing"] = trace
+    if receiver is not None:
+        result["spans_received"] = receiver.received
     _report(
         result,
         config,

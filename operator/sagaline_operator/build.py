@@ -256,6 +256,19 @@ def _env(unit: Unit, definition: SagaDefinition) -> list[Body]:
     ]
 
 
+def _tracing_env(definition: SagaDefinition, service_name: str) -> list[Body]:
+    """The standard OpenTelemetry variables (services/common/tracing.py reads them)."""
+    tracing = definition.spec.tracing
+    if tracing is None:
+        return []
+    return [
+        {"name": "OTEL_TRACES_EXPORTER", "value": "otlp"},
+        {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "http/protobuf"},
+        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.otlp_endpoint},
+        {"name": "OTEL_SERVICE_NAME", "value": service_name},
+    ]
+
+
 def _kafka_security_env(unit: Unit, definition: SagaDefinition) -> list[Body]:
     """TLS and SASL settings (services/common/settings.py reads them): the CA from the Secret
     the spec names, the credentials from the Secret Strimzi writes for the service's user."""
@@ -371,7 +384,11 @@ def deployment(unit: Unit, definition: SagaDefinition, config: Body, namespace: 
     migrate = _container("migrate", ["sagaline", "migrate", unit.service], env, image, mounts)
     migrate["resources"] = relay_resources
 
-    relay_env = [*env, {"name": "SAGALINE_RELAY_METRICS_PORT", "value": str(RELAY_METRICS_PORT)}]
+    relay_env = [
+        *env,
+        {"name": "SAGALINE_RELAY_METRICS_PORT", "value": str(RELAY_METRICS_PORT)},
+        *_tracing_env(definition, f"{unit.name}-relay"),
+    ]
     relay = _container("relay", ["sagaline", "relay", unit.service], relay_env, image, mounts)
     relay["restartPolicy"] = "Always"  # a native sidecar: started after `migrate`, before the app
     relay["ports"] = [{"name": "metrics", "containerPort": RELAY_METRICS_PORT, "protocol": "TCP"}]
@@ -379,7 +396,7 @@ def deployment(unit: Unit, definition: SagaDefinition, config: Body, namespace: 
     relay["livenessProbe"] = _probe("/healthz", "metrics", period=10, timeout=2, failures=3)
     relay["resources"] = relay_resources
 
-    app_env = list(env)
+    app_env = [*env, *_tracing_env(definition, unit.name)]
     if spec.api_token is not None:
         token = spec.api_token
         app_env.append(_secret_env("SAGALINE_API_TOKEN", token.secret_name, token.secret_key))

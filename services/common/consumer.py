@@ -29,7 +29,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common import inbox, outbox
+from services.common import inbox, outbox, tracing
 from services.common.brokers import BrokerKind, broker_for
 from services.common.consumer_lag import ConsumerLag
 from services.common.db import Database, after_commit
@@ -458,6 +458,11 @@ class MessageLoop:
         return messages, poison
 
     async def _transaction(self, messages: list[Incoming], poison: list[Poison]) -> None:
+        records = [message.record for message in messages] + [letter[0] for letter in poison]
+        with tracing.under(records):
+            await self._transaction_of(messages, poison)
+
+    async def _transaction_of(self, messages: list[Incoming], poison: list[Poison]) -> None:
         async with self.db.transaction() as session:
             unread = [(letter, record_identity(letter[0])) for letter in poison]
             claims = [(m.identity, m.topic) for m in messages]
@@ -477,7 +482,8 @@ class MessageLoop:
                 await self.handler.prepare(session, todo)
                 for message in todo:
                     try:
-                        await self.handler.handle(session, message)
+                        with tracing.processing(message.record):
+                            await self.handler.handle(session, message)
                         MESSAGES.labels(self.handler.name, message.topic, "handled").inc()
                     except Unprocessable as exc:
                         dead.append((message.record, exc.reason, DeadLetterReason.UNPROCESSABLE))

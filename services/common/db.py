@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from services.common.tracing import transaction_span
 from services.common.wake import WakeSender
 
 OUTBOX_TABLE = "outbox"
@@ -139,6 +140,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One local transaction, committed on success (outbox inserts wake the relay)."""
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(transaction_span(self.engine.dialect.name))
             if self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
             session = await stack.enter_async_context(self.sessions())

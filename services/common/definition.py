@@ -137,6 +137,14 @@ class StepSpec(ServiceSpec):
     name: str = Field(pattern=NAME_PATTERN)
 
 
+class TracingSpec(_Spec):
+    """Where every service and relay sends its spans (OTLP over HTTP); unset, tracing is off."""
+
+    otlp_endpoint: str = Field(
+        alias="otlpEndpoint", pattern=r"^https?://[^\s]+$", min_length=8, max_length=2048
+    )
+
+
 class SagaSpec(_Spec):
     execution: Execution = Execution.SEQUENTIAL
     step_timeout_seconds: float = Field(10, gt=0, le=3600, alias="stepTimeoutSeconds")
@@ -148,6 +156,7 @@ class SagaSpec(_Spec):
     image: str = Field("sagaline:dev", min_length=1)
     # The services' API token (SAGALINE_API_TOKEN): every mutating request must carry it.
     api_token: SecretRef | None = Field(None, alias="apiToken")
+    tracing: TracingSpec | None = None
     topic_deletion_policy: Literal["retain", "delete"] = Field(
         "retain", alias="topicDeletionPolicy"
     )

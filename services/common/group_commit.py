@@ -12,23 +12,27 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db import Database
+from services.common.tracing import captured, resumed
 
 Unit = Callable[[AsyncSession], Awaitable[Any]]
+Pending = tuple[Unit, asyncio.Future[Any], Context | None]
 
 
 class GroupCommitter:
     def __init__(self, db: Database, max_group: int = 256) -> None:
         self.db = db
         self.max_group = max_group
-        self._pending: list[tuple[Unit, asyncio.Future[Any]]] = []
+        self._pending: list[Pending] = []
         self._worker: asyncio.Task[None] | None = None
 
     async def run(self, unit: Unit) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((unit, future))
+        # Each unit runs in its caller's trace context (its outbox rows continue its trace).
+        self._pending.append((unit, future, captured()))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
@@ -41,25 +45,30 @@ class GroupCommitter:
             )
             try:
                 async with self.db.transaction() as session:
-                    results = [await unit(session) for unit, _ in group]
+                    results = [await _run(unit, session, ctx) for unit, _, ctx in group]
             except Exception as exc:
                 if len(group) == 1:
                     _settle(group[0][1], exception=exc)
                 else:
                     await self._one_by_one(group)
                 continue
-            for (_, future), result in zip(group, results, strict=True):
+            for (_, future, _), result in zip(group, results, strict=True):
                 _settle(future, result=result)
 
-    async def _one_by_one(self, group: list[tuple[Unit, asyncio.Future[Any]]]) -> None:
-        for unit, future in group:
+    async def _one_by_one(self, group: list[Pending]) -> None:
+        for unit, future, ctx in group:
             try:
                 async with self.db.transaction() as session:
-                    result = await unit(session)
+                    result = await _run(unit, session, ctx)
             except Exception as exc:
                 _settle(future, exception=exc)
             else:
                 _settle(future, result=result)
+
+
+async def _run(unit: Unit, session: AsyncSession, ctx: Context | None) -> Any:
+    with resumed(ctx):
+        return await unit(session)
 
 
 def _settle(

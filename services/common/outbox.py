@@ -14,6 +14,7 @@ from services.common.clock import utcnow
 from services.common.db import append
 from services.common.envelope import Envelope, Headers
 from services.common.tables import OutboxMessage, table_of
+from services.common.tracing import with_current_trace
 
 OUTBOX: Table = table_of(OutboxMessage)
 
@@ -34,7 +35,7 @@ def _row(
         "topic": topic,
         "key": key,
         "value": value,
-        "headers": encode_headers(headers),
+        "headers": encode_headers(with_current_trace(headers)),
         "created_at": utcnow(),
         "published_at": None,
     }

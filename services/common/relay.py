@@ -38,6 +38,7 @@ from sqlalchemy import Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common import tracing
 from services.common.brokers import BrokerKind, broker_for
 from services.common.clock import utcnow
 from services.common.consumer import DLT_REASON, dead_letter_copy
@@ -412,9 +413,9 @@ class Relay:
             if key in unsent:
                 continue
             try:
-                future = await producer.send(
-                    topic, value=value, key=key, headers=decode_headers(headers)
-                )
+                # Published in the trace of the transaction that wrote the row.
+                with tracing.continuing(decode_headers(headers)) as sent_headers:
+                    future = await producer.send(topic, value=value, key=key, headers=sent_headers)
             except KafkaError as exc:
                 if refused_for_good(exc):
                     outcomes[seq] = Refused(describe_error(exc))

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
+from services.common import tracing
 from services.common.api import validation_error
 from services.common.auth import token_guard
 from services.common.brokers import STALL_S
@@ -169,4 +170,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in runtime.routers:
         app.include_router(router, dependencies=[guard])
     app.mount("/metrics", make_asgi_app())
+    if tracing.configure(runtime.name):
+        tracing.instrument_app(app, runtime.db.engine)
     return app

@@ -92,6 +92,26 @@ def test_the_api_token_comes_from_the_secret_the_spec_names_and_only_to_the_app(
     )
 
 
+def test_tracing_sends_every_process_spans_to_the_collector_the_spec_names():
+    collector = "http://otel-collector.observability:4318"
+    pods = containers(
+        deployment(definition_with(tracing={"otlpEndpoint": collector}), "payment-service")
+    )
+    for name, service_name in (("app", "payment-service"), ("relay", "payment-service-relay")):
+        variables = env(pods[name])
+        assert variables["OTEL_EXPORTER_OTLP_ENDPOINT"] == collector, name
+        assert variables["OTEL_TRACES_EXPORTER"] == "otlp"
+        assert variables["OTEL_SERVICE_NAME"] == service_name
+    untraced = containers(deployment(definition_with(), "payment-service"))
+    assert not any(n.startswith("OTEL_") for c in untraced.values() for n in env(c))
+
+
+@pytest.mark.parametrize("endpoint", ["collector:4318", "", "http://a b"])
+def test_a_tracing_endpoint_must_be_an_http_url(endpoint: str):
+    with pytest.raises(ValueError, match="otlpEndpoint"):
+        definition_with(tracing={"otlpEndpoint": endpoint})
+
+
 def test_a_disruption_budget_only_for_more_than_one_replica():
     budgets = {
         o["metadata"]["name"]: o
