@@ -109,12 +109,31 @@ def instrument_app(app: Any, engine: Any) -> None:
 def with_current_trace(headers: Headers) -> Headers:
     """`headers` with `traceparent` naming the current span, if it is sampled (else the saga's
     own synthetic one stays: trace id = saga id)."""
-    if not _enabled or not trace.get_current_span().get_span_context().trace_flags.sampled:
+    current = current_traceparent()
+    if current is None:
         return headers
+    kept = [(name, value) for name, value in headers if name != TRACEPARENT]
+    return [*kept, (TRACEPARENT, current.encode())]
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current span, if tracing is on and it is sampled."""
+    if not _enabled or not trace.get_current_span().get_span_context().trace_flags.sampled:
+        return None
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    kept = [(name, value) for name, value in headers if name != TRACEPARENT]
-    return [*kept, (TRACEPARENT, carrier[TRACEPARENT].encode())]
+    return carrier.get(TRACEPARENT)
+
+
+@contextlib.contextmanager
+def span_in(traceparent: str | None, name: str) -> Iterator[None]:
+    """A span `name` in the trace `traceparent` names (none if tracing is off or it is None)."""
+    if not _enabled or traceparent is None:
+        yield
+        return
+    parent = propagate.extract({TRACEPARENT: traceparent})
+    with _tracer.start_as_current_span(name, context=parent):
+        yield
 
 
 def _extracted(headers: Sequence[tuple[str, bytes | None]] | None) -> Context:

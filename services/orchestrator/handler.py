@@ -16,7 +16,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.common import outbox
+from services.common import outbox, tracing
 from services.common.clock import from_epoch, utcnow
 from services.common.consumer import Incoming
 from services.common.db import Database, after_commit, append, batch_cache, load_locked
@@ -142,6 +142,7 @@ class Orchestrator:
             execution=self.policy.execution,
             payload=envelope.payload,
             state={},
+            traceparent=tracing.current_traceparent(),
         )
         session.add(saga)
         batch_cache(session, "sagas")[saga.id] = saga
@@ -161,6 +162,7 @@ class Orchestrator:
                 execution=self.policy.execution,
                 payload={},
                 state={},
+                traceparent=tracing.current_traceparent(),
             )
             session.add(saga)
             batch_cache(session, "sagas")[saga.id] = saga
@@ -235,13 +237,17 @@ class Orchestrator:
             ).all()
             now = time.time()
             for saga in due:
-                engine = self._engine(saga)
-                actions = engine.tick(now)
-                for action in actions:
-                    if isinstance(action, SendCommand | SendCompensation) and action.attempt > 1:
-                        resent = RESENDS.labels(self.name, type(action).__name__)
-                        after_commit(session, resent.inc)
-                self._apply(session, saga, engine, actions)
+                with tracing.span_in(saga.traceparent, "saga timeout"):
+                    engine = self._engine(saga)
+                    actions = engine.tick(now)
+                    for action in actions:
+                        if (
+                            isinstance(action, SendCommand | SendCompensation)
+                            and action.attempt > 1
+                        ):
+                            resent = RESENDS.labels(self.name, type(action).__name__)
+                            after_commit(session, resent.inc)
+                    self._apply(session, saga, engine, actions)
             return len(due)
 
     # -- outputs ----------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ class Saga(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     next_deadline: datetime | None = Field(default=None, index=True)
+    # The W3C traceparent of the span that started the saga (None with tracing off): the timer's
+    # work for this saga continues that trace.
+    traceparent: str | None = Field(default=None, max_length=55)
 
 
 class SagaEvent(SQLModel, table=True):

@@ -57,18 +57,15 @@ async def place_traced_order(api: Api, trace_id: str, parent_id: str, *, in_stoc
     return status
 
 
-@pytest.mark.parametrize("parts", TRACED_PARTS, ids=str)
 # Two in stock: approved. One: the charge is made, the reservation refused, the charge refunded.
-@pytest.mark.parametrize(("in_stock", "status"), [(2, "APPROVED"), (1, "REJECTED")])
+OUTCOMES = {2: "APPROVED", 1: "REJECTED"}
+
+
+@pytest.mark.parametrize("parts", TRACED_PARTS, ids=str)
 def test_one_saga_is_one_tree_across_the_processes(
-    parts: Parts,
-    in_stock: int,
-    status: str,
-    receiver: SpanReceiver,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
+    parts: Parts, receiver: SpanReceiver, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    callers = {in_stock: (secrets.token_hex(16), secrets.token_hex(8)) for in_stock in OUTCOMES}
     server_url = server_for(request, parts)
     with running_stack(
         tmp_path, parts, server_url=server_url, extra_env=receiver.exporter_env()
@@ -77,37 +74,51 @@ def test_one_saga_is_one_tree_across_the_processes(
         async def scenario() -> None:
             async with httpx.AsyncClient(timeout=30) as client:
                 api = Api(stack, client)
-                decided = await place_traced_order(api, trace_id, parent_id, in_stock=in_stock)
-                assert decided == status
+                decided = await asyncio.gather(
+                    *(
+                        place_traced_order(api, trace_id, parent_id, in_stock=in_stock)
+                        for in_stock, (trace_id, parent_id) in callers.items()
+                    )
+                )
+                assert decided == list(OUTCOMES.values())
 
             async def complete() -> bool:
-                return saga_ended(traced(receiver, trace_id))
+                return all(saga_ended(traced(receiver, t)) for t, _ in callers.values())
 
             with contextlib.suppress(AssertionError):  # what is missing is said below
-                await eventually(complete, within=30, what="the saga's spans")
+                await eventually(complete, within=30, what="the sagas' spans")
 
         asyncio.run(scenario())
-        spans = traced(receiver, trace_id)
 
-    # One tree: a single root (the order-service's request, child of the caller's span), and
-    # every other span's parent is in the trace.
+    for in_stock, (trace_id, parent_id) in callers.items():
+        check_one_tree(traced(receiver, trace_id), parent_id, OUTCOMES[in_stock])
+
+
+def check_one_tree(spans: list[ReceivedSpan], parent_id: str, status: str) -> None:
+    """A single root (the order-service's request, child of the caller's span); every other
+    span's parent is in the trace; every process and each hop of the saga is in it."""
     assert {span.service for span in spans} >= PROCESSES, (
-        f"missing: {PROCESSES - {s.service for s in spans}}"
+        f"{status}: missing {PROCESSES - {s.service for s in spans}}"
     )
     assert len(roots(spans)) == 1, [(r.service, r.name, r.parent_id) for r in roots(spans)]
     (root,) = roots(spans)
     assert (root.service, root.kind, root.parent_id) == ("order", "server", parent_id)
     assert root.name == "POST /orders"
     names = {(span.service, span.name) for span in spans}
-    # Each relay publishes in the trace, and each step's command is processed in it.
-    for service in SERVICES:
+    for service in SERVICES:  # each relay publishes in the trace
         assert any(s == f"{service}-relay" and n.endswith(" send") for s, n in names), service
-    assert ("payment", "process payment") in names
-    assert ("orchestrator", "process orchestrator") in names
+    for hop in (
+        ("orchestrator", "process orchestrator"),
+        ("payment", "process payment"),
+        ("orchestrator", "process payment.success"),
+        ("stock", "process stock"),
+        ("orchestrator", "process stock.success"),
+        ("order", "process orchestrator.response"),
+    ):
+        assert hop in names, (status, hop)
     assert any(name == "transaction" for _, name in names)
     assert any(span.kind == "client" and span.service == "payment" for span in spans), (
         "the payment-service's SQL statements"
     )
-    assert ("orchestrator", "process stock.success") in names
     compensated = ("payment", "process payment.compensation") in names
-    assert compensated == (status == "REJECTED"), "the refund is in the trace of its saga"
+    assert compensated == (status == "REJECTED"), f"{status}: the refund is in its saga's trace"

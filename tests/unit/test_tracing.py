@@ -150,3 +150,19 @@ def test_a_group_commit_runs_each_unit_in_its_callers_context(
         assert [seen[name] for name in names] == callers
 
     asyncio.run(scenario())
+
+
+def test_the_timer_continues_the_trace_the_saga_began_in(exported: InMemorySpanExporter) -> None:
+    with tracing._tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER):
+        started_in = tracing.current_traceparent()
+    assert started_in is not None
+    with tracing.span_in(started_in, "saga timeout"):  # in the timer's task, no span current
+        resent = tracing.with_current_trace(SYNTHETIC)
+    timeout = next(s for s in exported.get_finished_spans() if s.name == "saga timeout")
+    assert timeout.parent is not None
+    assert f"{timeout.parent.span_id:016x}" == started_in.split("-")[2]
+    assert (header_value(resent, "traceparent") or "").split("-")[2] == (
+        f"{timeout.context.span_id:016x}"
+    )
+    with tracing.span_in(None, "saga timeout"):  # a saga begun with tracing off
+        assert tracing.with_current_trace(SYNTHETIC) == SYNTHETIC
