@@ -112,7 +112,8 @@ def check_one_tree(spans: list[ReceivedSpan], parent_id: str, status: str) -> No
         ("payment", "process payment"),
         ("orchestrator", "process payment.success"),
         ("stock", "process stock"),
-        ("orchestrator", "process stock.success"),
+        # the reservation's reply: done on .success, refused on .dlt (DESIGN.md's topics)
+        ("orchestrator", "process stock.success" if status == "APPROVED" else "process stock.dlt"),
         ("order", "process orchestrator.response"),
     ):
         assert hop in names, (status, hop)
