@@ -6,8 +6,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import PurePath
 
 from rich.console import Console
+from rich.markup import escape
 from rich.tree import Tree
 
 from sagaline.otlp import ReceivedSpan
@@ -34,6 +36,13 @@ def children(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
     return below
 
 
+def short_name(span: ReceivedSpan) -> str:
+    """A statement span names its SQLite database by its path: the file's name is enough."""
+    if span.kind != "client":
+        return span.name
+    return " ".join(PurePath(word).name if "/" in word else word for word in span.name.split(" "))
+
+
 def render(spans: list[ReceivedSpan]) -> Tree:
     """One trace: each span as `service  name  duration`, children in start order, and the
     offset of each span from the trace's start."""
@@ -44,7 +53,7 @@ def render(spans: list[ReceivedSpan]) -> Tree:
     def label(span: ReceivedSpan) -> str:
         offset_ms = (span.start_ns - start) / 1e6
         return (
-            f"[cyan]{span.service}[/cyan]  {span.name}  "
+            f"[cyan]{span.service}[/cyan]  {escape(short_name(span))}  "
             f"[dim]+{offset_ms:.1f} ms[/dim]  {span.duration_ms:.1f} ms"
         )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -30,13 +30,14 @@ _EXCLUDED_URLS = "healthz,readyz,metrics"  # probes and scrapes: not part of any
 
 _enabled = False
 _tracer: trace.Tracer = trace.NoOpTracer()
+_OFF: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()  # reusable, does nothing
 
 
 def enabled() -> bool:
     return _enabled
 
 
-def exporters_from_env(env: os._Environ[str] | dict[str, str] = os.environ) -> list[str]:
+def exporters_from_env(env: Mapping[str, str] = os.environ) -> list[str]:
     """The span exporters the standard variables ask for; empty when tracing is off."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return []
@@ -62,13 +63,13 @@ def configure(service_name: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from services.common.trace_sampling import saga_sampler
+    from services.common.trace_sampling import sampler_from_env
 
     # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME, if set, wins.
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: name}),
-        sampler=None if os.environ.get("OTEL_TRACES_SAMPLER") else saga_sampler(),
+        sampler=sampler_from_env(os.environ),
     )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(_exporter(exporter)))
@@ -127,15 +128,12 @@ def current_traceparent() -> str | None:
     return carrier.get(TRACEPARENT)
 
 
-@contextlib.contextmanager
-def span_in(traceparent: str | None, name: str) -> Iterator[None]:
+def span_in(traceparent: str | None, name: str) -> contextlib.AbstractContextManager[Any]:
     """A span `name` in the trace `traceparent` names (none if tracing is off or it is None)."""
     if not _enabled or traceparent is None:
-        yield
-        return
+        return _OFF
     parent = propagate.extract({TRACEPARENT: traceparent})
-    with _tracer.start_as_current_span(name, context=parent):
-        yield
+    return _tracer.start_as_current_span(name, context=parent)
 
 
 def _extracted(headers: Sequence[tuple[str, bytes | None]] | None) -> Context:
@@ -152,27 +150,31 @@ def captured() -> Context | None:
     return context.get_current() if _enabled else None
 
 
-@contextlib.contextmanager
-def resumed(captured_context: Context | None) -> Iterator[None]:
+def resumed(captured_context: Context | None) -> contextlib.AbstractContextManager[Any]:
     """Within: `captured_context` is the current context (nothing changes for None)."""
-    if captured_context is None:
-        yield
-        return
-    token = context.attach(captured_context)
+    return _OFF if captured_context is None else _attached(captured_context)
+
+
+@contextlib.contextmanager
+def _attached(attached_context: Context) -> Iterator[None]:
+    token = context.attach(attached_context)
     try:
         yield
     finally:
         context.detach(token)
 
 
-@contextlib.contextmanager
-def continuing(headers: Headers) -> Iterator[Headers]:
+def continuing(headers: Headers) -> contextlib.AbstractContextManager[Headers]:
     """Within: the context `headers` carry is the current one; yields the headers without their
     `traceparent` (aiokafka's instrumentation adds the publish span's own)."""
     if not _enabled:
-        yield headers
-        return
-    with resumed(_extracted(headers)):
+        return contextlib.nullcontext(headers)
+    return _continuing(headers)
+
+
+@contextlib.contextmanager
+def _continuing(headers: Headers) -> Iterator[Headers]:
+    with _attached(_extracted(headers)):
         yield [(name, value) for name, value in headers if name != TRACEPARENT]
 
 
@@ -181,17 +183,15 @@ def under(records: Sequence[Any]) -> contextlib.AbstractContextManager[None]:
     joins the trace of the message that opened the batch (each record's `process` span is a
     child of its own producer's)."""
     if not _enabled or not records:
-        return contextlib.nullcontext()
-    return resumed(_extracted(records[0].headers))
+        return _OFF
+    return _attached(_extracted(records[0].headers))
 
 
-@contextlib.contextmanager
-def processing(record: Any) -> Iterator[None]:
+def processing(record: Any) -> contextlib.AbstractContextManager[Any]:
     """A `process <topic>` span for one consumed record, continuing the producer's trace."""
     if not _enabled:
-        yield
-        return
-    with _tracer.start_as_current_span(
+        return _OFF
+    return _tracer.start_as_current_span(
         f"process {record.topic}",
         context=_extracted(record.headers),
         kind=trace.SpanKind.CONSUMER,
@@ -202,12 +202,11 @@ def processing(record: Any) -> Iterator[None]:
             "messaging.destination.partition.id": str(record.partition),
             "messaging.kafka.offset": record.offset,
         },
-    ):
-        yield
+    )
 
 
 def transaction_span(dialect: str) -> contextlib.AbstractContextManager[Any]:
     """A span around one local transaction (its statements are SQLAlchemy's spans inside)."""
     if not _enabled:
-        return contextlib.nullcontext()
+        return _OFF
     return _tracer.start_as_current_span("transaction", attributes={"db.system.name": dialect})

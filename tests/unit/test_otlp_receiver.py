@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 from rich.console import Console
 
-from sagaline.otlp import SpanReceiver
-from sagaline.trace_tree import TracePrinter, by_trace, render, roots
+from sagaline.otlp import ReceivedSpan, SpanReceiver
+from sagaline.trace_tree import TracePrinter, by_trace, render, roots, short_name
 
 
 def export_a_trace(endpoint: str, compression: Compression) -> str:
@@ -70,3 +70,11 @@ def test_what_is_not_an_otlp_export_is_refused() -> None:
         assert receiver.spans() == []
     assert refused.status_code == 400
     assert wrong_path.status_code == 404
+
+
+def test_a_statement_names_its_sqlite_database_by_file_name() -> None:
+    def span(name: str, kind: str) -> ReceivedSpan:
+        return ReceivedSpan("t" * 32, "s" * 16, None, name, "payment", kind, 0, 1)
+
+    assert short_name(span("SELECT /tmp/state/paymentdb.db", "client")) == "SELECT paymentdb.db"
+    assert short_name(span("GET /orders/{order_id}", "server")) == "GET /orders/{order_id}"

@@ -22,7 +22,7 @@ from services.common import tracing
 from services.common.db import Database
 from services.common.envelope import header_value
 from services.common.group_commit import GroupCommitter
-from services.common.trace_sampling import saga_sampler
+from services.common.trace_sampling import saga_sampler, sampler_from_env
 
 SYNTHETIC = [
     ("type", b"payment.charge"),
@@ -166,3 +166,50 @@ def test_the_timer_continues_the_trace_the_saga_began_in(exported: InMemorySpanE
     )
     with tracing.span_in(None, "saga timeout"):  # a saga begun with tracing off
         assert tracing.with_current_trace(SYNTHETIC) == SYNTHETIC
+
+
+@pytest.mark.parametrize(
+    ("env", "description"),
+    [
+        ({}, "EntryPoints{1.0}"),
+        ({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}, "EntryPoints{1.0}"),
+        (
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+            "EntryPoints{0.1}",
+        ),
+        ({"OTEL_TRACES_SAMPLER": "always_on"}, None),  # the SDK's own, read by the SDK
+    ],
+)
+def test_the_sampler_follows_the_standard_variables(
+    env: dict[str, str], description: str | None
+) -> None:
+    sampler = sampler_from_env(env)
+    if description is None:
+        assert sampler is None
+    else:
+        assert sampler is not None and description in sampler.get_description()
+
+
+@pytest.mark.parametrize("argument", ["1.5", "-0.1", "a tenth"])
+def test_a_ratio_outside_zero_to_one_is_refused_with_what_to_set(argument: str) -> None:
+    env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": argument}
+    with pytest.raises(ValueError, match="a ratio from 0 to 1"):
+        sampler_from_env(env)
+
+
+def test_at_a_ratio_only_that_share_of_sagas_is_traced() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=saga_sampler(0.25))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    for _ in range(2000):
+        with (
+            tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER),
+            tracer.start_as_current_span("transaction"),
+        ):
+            pass
+    spans = exporter.get_finished_spans()
+    requests = [span for span in spans if span.name == "POST /orders"]
+    assert 400 <= len(requests) <= 600  # 500 expected; binomial sd ≈ 19
+    assert len(spans) == 2 * len(requests)  # a sampled saga is whole
+    provider.shutdown()
