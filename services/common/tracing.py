@@ -110,8 +110,9 @@ def instrument_app(app: Any, engine: Any) -> None:
 
 
 def with_current_trace(headers: Headers) -> Headers:
-    """`headers` with `traceparent` naming the current span, if it is sampled (else the saga's
-    own synthetic one stays: trace id = saga id)."""
+    """`headers` with `traceparent` naming the current span, sampled or not (its flags carry the
+    decision on: a saga left out at its start stays out). With no span current (a timer's own
+    work), the saga's synthetic one stays: trace id = saga id."""
     current = current_traceparent()
     if current is None:
         return headers
@@ -119,9 +120,14 @@ def with_current_trace(headers: Headers) -> Headers:
     return [*kept, (TRACEPARENT, current.encode())]
 
 
+def _in_a_trace() -> bool:
+    return trace.get_current_span().get_span_context().is_valid
+
+
 def current_traceparent() -> str | None:
-    """The W3C traceparent of the current span, if tracing is on and it is sampled."""
-    if not _enabled or not trace.get_current_span().get_span_context().trace_flags.sampled:
+    """The W3C traceparent of the current span (its flags say if it is sampled); None if tracing
+    is off or no span is current."""
+    if not _enabled or not _in_a_trace():
         return None
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
@@ -206,7 +212,8 @@ def processing(record: Any) -> contextlib.AbstractContextManager[Any]:
 
 
 def transaction_span(dialect: str) -> contextlib.AbstractContextManager[Any]:
-    """A span around one local transaction (its statements are SQLAlchemy's spans inside)."""
-    if not _enabled:
+    """A span around one local transaction (its statements are SQLAlchemy's spans inside), when
+    it is part of a trace: background work (a timer's scan, a relay's purge) makes none."""
+    if not _enabled or not _in_a_trace():
         return _OFF
     return _tracer.start_as_current_span("transaction", attributes={"db.system.name": dialect})

@@ -82,13 +82,30 @@ def test_the_outbox_row_carries_the_writers_span(exported: InMemorySpanExporter)
     assert [name for name, _ in headers].count("traceparent") == 1
 
 
-def test_without_a_sampled_span_the_sagas_own_traceparent_stays(
-    exported: InMemorySpanExporter,
-) -> None:
-    assert tracing.with_current_trace(SYNTHETIC) == SYNTHETIC  # no span at all
-    with tracing._tracer.start_as_current_span("timer scan", kind=SpanKind.INTERNAL):
-        assert tracing.with_current_trace(SYNTHETIC) == SYNTHETIC  # a root the sampler drops
+def test_without_a_span_the_sagas_own_traceparent_stays(exported: InMemorySpanExporter) -> None:
+    assert tracing.with_current_trace(SYNTHETIC) == SYNTHETIC
+    with tracing.transaction_span("sqlite"):  # background work: no span of its own either
+        assert tracing.with_current_trace(SYNTHETIC) == SYNTHETIC
     assert exported.get_finished_spans() == ()
+
+
+def test_a_saga_left_out_by_the_sampler_stays_out_downstream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=saga_sampler(0.0))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_enabled", True)
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
+    with tracing._tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER) as request:
+        headers = tracing.with_current_trace(SYNTHETIC)
+    written = header_value(headers, "traceparent") or ""
+    assert written.split("-")[1] == f"{request.get_span_context().trace_id:032x}"
+    assert int(written.split("-")[3], 16) & 1 == 0  # not sampled: the consumer will not be either
+    record = SimpleNamespace(topic="payment", partition=0, offset=7, headers=headers)
+    with tracing.processing(record):
+        assert not trace.get_current_span().is_recording()
+    assert exporter.get_finished_spans() == ()
 
 
 def test_the_relay_publishes_under_the_stored_context_and_a_consumer_continues_it(
