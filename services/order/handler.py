@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.common import outbox
+from services.common import outbox, tracing
 from services.common.clock import seconds_from_now, utcnow
 from services.common.consumer import Incoming
 from services.common.db import Database, after_commit, batch_cache, load_locked
@@ -57,6 +57,7 @@ class OrderSagaInitiator:
 
     def start(self, session: AsyncSession, order: Order) -> None:
         """Write the order and its saga.start in the caller's transaction."""
+        order.traceparent = tracing.current_traceparent()
         session.add(order)
         self._send(session, order, self.initiator.place(order))
         after_commit(session, lambda: self.waiters.placed(order))
@@ -145,7 +146,8 @@ class OrderSagaInitiator:
                 if send is None:
                     order.resend_at = None
                     continue
-                self._send(session, order, send)
+                with tracing.span_in(order.traceparent, "order re-send"):
+                    self._send(session, order, send)
                 sent = SAGA_CANCEL if isinstance(send.message, SendCancel) else SAGA_START
                 RESENDS.labels(self.name, sent).inc()
                 if isinstance(send.message, SendCancel) and send.message.attempt == 1:

@@ -30,3 +30,6 @@ class Order(SQLModel, table=True):
     start_attempt: int = 1
     cancel_attempt: int = 0  # the start given up, the cancels sent since
     resend_at: datetime | None = Field(default=None, index=True)
+    # The W3C traceparent of the request that placed the order (None with tracing off): the
+    # re-sends of its start and its cancels continue that trace.
+    traceparent: str | None = Field(default=None, max_length=55)

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sagaline.otlp import ReceivedSpan, SpanReceiver
+from sagaline.stack import Stack
 from sagaline.trace_tree import by_trace, roots
 from services.registry import SERVICES
 from tests.integration.conftest import server_for
@@ -74,12 +77,12 @@ def test_one_saga_is_one_tree_across_the_processes(
         async def scenario() -> None:
             async with httpx.AsyncClient(timeout=30) as client:
                 api = Api(stack, client)
-                decided = await asyncio.gather(
-                    *(
-                        place_traced_order(api, trace_id, parent_id, in_stock=in_stock)
-                        for in_stock, (trace_id, parent_id) in callers.items()
-                    )
-                )
+                # One after the other: orders in flight together may share a consumer's batch,
+                # whose transaction (and its statements) joins the first message's trace only.
+                decided = [
+                    await place_traced_order(api, trace_id, parent_id, in_stock=in_stock)
+                    for in_stock, (trace_id, parent_id) in callers.items()
+                ]
                 assert decided == list(OUTCOMES.values())
 
             async def complete() -> bool:
@@ -123,3 +126,93 @@ def check_one_tree(spans: list[ReceivedSpan], parent_id: str, status: str) -> No
     )
     compensated = ("payment", "process payment.compensation") in names
     assert compensated == (status == "REJECTED"), f"{status}: the refund is in its saga's trace"
+
+
+async def resends(api: Api, service: str) -> float:
+    """The service's re-sends so far (sagaline_resends_total, all types)."""
+    response = await api.get(service, "/metrics/")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        if family.name == "sagaline_resends"
+        for sample in family.samples
+        if sample.name == "sagaline_resends_total"
+    )
+
+
+@contextlib.contextmanager
+def paused(stack: Stack, process: str) -> Iterator[None]:
+    stack.processes[process].signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        stack.processes[process].signal(signal.SIGCONT)
+
+
+@pytest.mark.parametrize(
+    ("frozen", "resender", "span", "resent"),
+    [
+        # the charge unanswered: the orchestrator's timer re-sends it in the saga's trace
+        ("payment", "orchestrator", "saga timeout", ("orchestrator-relay", "payment send")),
+        # the start unanswered: the order-service's timer re-sends it in the order's trace
+        ("orchestrator", "order", "order re-send", ("order-relay", "orchestrator send")),
+    ],
+)
+def test_what_a_timer_re_sends_stays_in_the_sagas_trace(
+    frozen: str,
+    resender: str,
+    span: str,
+    resent: tuple[str, str],
+    receiver: SpanReceiver,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    parts = Parts("embedded", "postgresql")  # SIGSTOP never holds SQLite's one write lock here
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    with running_stack(
+        tmp_path,
+        parts,
+        server_url=server_for(request, parts),
+        extra_env=receiver.exporter_env(),
+        step_timeout_s=1.0,  # the start's timeout is then 3 s
+        max_attempts=5,
+    ) as stack:
+
+        async def scenario() -> None:
+            async with httpx.AsyncClient(timeout=30) as client:
+                api = Api(stack, client)
+                customer, product = await api.account("100.00"), await api.product(2)
+                before = await resends(api, resender)
+                with paused(stack, frozen):
+                    response = await client.post(
+                        api.url("order", "/orders"),
+                        json={
+                            "customer_id": customer,
+                            "items": [{"product_id": product, "quantity": 1, "unit_price": "1"}],
+                        },
+                        headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+                    )
+                    assert response.status_code == 201, response.text
+
+                    async def resent_once() -> bool:
+                        return await resends(api, resender) > before
+
+                    await eventually(resent_once, within=30, what=f"a re-send by {resender}")
+                decided = await api.decided(response.json()["id"])
+                assert decided["status"] == "APPROVED"
+
+            async def complete() -> bool:
+                spans = traced(receiver, trace_id)
+                return saga_ended(spans) and any(s.name == span for s in spans)
+
+            with contextlib.suppress(AssertionError):  # what is missing is said below
+                await eventually(complete, within=30, what="the saga's spans")
+
+        asyncio.run(scenario())
+
+    spans = traced(receiver, trace_id)
+    assert len(roots(spans)) == 1, [(r.service, r.name, r.parent_id) for r in roots(spans)]
+    timers = [s for s in spans if (s.service, s.name) == (resender, span)]
+    assert timers, f"no {span!r} span from {resender} in the trace"
+    below = {(s.service, s.name) for s in spans if s.parent_id in {t.span_id for t in timers}}
+    assert resent in below, f"the re-sent message is not published under {span!r}: {below}"
