@@ -42,5 +42,7 @@ def test_bench_relay_profile(parts: Parts, postgres_server: str, tmp_path: Path)
     assert result["order_ok"]
     svgs = list(tmp_path.glob("*-payment-relay.svg"))
     assert len(svgs) == 1, sorted(tmp_path.iterdir())
-    # The relay's own code was sampled, not just the interpreter idling.
-    assert "publish_once" in svgs[0].read_text()
+    # The relay's own code was sampled, not just the interpreter idling. Which of its frames
+    # depends on the few samples a short run gets (once only `_publish_loop` awaiting
+    # `publish_once` was caught, in CI), so any frame of services/common/relay.py counts.
+    assert "services/common/relay.py" in svgs[0].read_text()
