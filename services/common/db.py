@@ -1,8 +1,9 @@
-"""Async database access for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+"""Async database access for SQLite (`services.common.sqlite_driver`) and PostgreSQL (asyncpg).
 
 SQLite allows one writer per file: every transaction begins IMMEDIATE (no lock upgrade that could
 fail mid-transaction) and, inside one process, writers queue on an asyncio lock rather than on
-SQLite's sleeping busy handler. The relay is another process; `busy_timeout` covers it.
+SQLite's sleeping busy handler. The relay is another process; the driver waits for it without
+blocking the event loop.
 
 Rows that a transaction only appends (outbox messages, history) are collected while it runs and
 written with one multi-row INSERT per table just before it commits: the hot path's fixed cost.
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from services.common.sqlite_driver import connector
 from services.common.tracing import transaction_span
 from services.common.wake import WakeSender
 
@@ -94,16 +96,10 @@ def dump_json(value: Any) -> str:
         return json.dumps(value)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
+SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Readers take no write lock (WAL lets them run beside the writer); writers take it first.
@@ -118,7 +114,9 @@ class Database:
         self.url = url
         self.sqlite = is_sqlite(url)
         kwargs: dict[str, Any] = {}
-        if not self.sqlite:
+        if self.sqlite:
+            kwargs.update(async_creator=connector(sqlite_path(url), pragmas=SQLITE_PRAGMAS))
+        else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
         self.engine = create_async_engine(
             async_url(url), json_serializer=dump_json, json_deserializer=orjson.loads, **kwargs
