@@ -16,7 +16,7 @@ import contextlib
 import functools
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import orjson
@@ -26,12 +26,14 @@ from sqlalchemy import (
     Insert,
     Select,
     Table,
+    Update,
     any_,
     bindparam,
     event,
     insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -48,6 +50,7 @@ from services.common.wake import WakeSender
 OUTBOX_TABLE = "outbox"
 NOTIFY_CHANNEL = "sagaline_outbox"  # the outbox trigger's (migration common_0002)
 _APPENDS = "appends"
+_UPDATES = "updates"
 _AFTER_COMMIT = "after_commit"
 _READ_ONLY = "sagaline_read_only"
 
@@ -161,14 +164,40 @@ class Database:
 
 
 def append(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Queue rows for one multi-row INSERT at the end of the session's transaction."""
+    """Queue rows for one multi-row INSERT at the end of the session's transaction.
+
+    The INSERT reads each dict when it runs: a change made to a queued dict later in the
+    transaction is what gets written."""
     appends: dict[Table, list[dict[str, Any]]] = session.info.setdefault(_APPENDS, {})
     appends.setdefault(table, []).extend(rows)
 
 
+def update_later(
+    session: AsyncSession,
+    table: Table,
+    row: dict[str, Any],
+    *,
+    key: tuple[str, ...],
+    columns: tuple[str, ...],
+) -> None:
+    """Queue an UPDATE of one row of `table` (found by its `key` entries, setting its `columns`)
+    for the end of the transaction: one executemany per table and column set. Queuing the same
+    dict twice writes it once; it is read when the UPDATE runs, before the queued INSERTs (so a
+    row inserted by the same transaction is written whole by its INSERT)."""
+    updates: dict[tuple[Table, tuple[str, ...], tuple[str, ...]], dict[int, dict[str, Any]]]
+    updates = session.info.setdefault(_UPDATES, {})
+    updates.setdefault((table, key, columns), {})[id(row)] = row
+
+
 async def flush_appends(session: AsyncSession) -> set[str]:
-    """Write the ORM's changes, then the queued rows; the names of the tables appended to."""
-    await session.flush()
+    """Write the ORM's changes, the queued updates, then the queued rows; the names of the
+    tables appended to."""
+    if session.new or session.dirty or session.deleted:  # the hot paths hold no ORM objects
+        await session.flush()
+    updates = session.info.pop(_UPDATES, {})
+    for (table, key, columns), queued in updates.items():
+        parameters = [{f"b_{name}": row[name] for name in key + columns} for row in queued.values()]
+        await session.execute(_update(table, key, columns), parameters)
     appends: dict[Table, list[dict[str, Any]]] = session.info.pop(_APPENDS, {})
     written = set()
     for table, rows in appends.items():
@@ -211,6 +240,39 @@ def _locked_rows(model: Any, column: Any, dialect: str) -> Select[Any]:
 @functools.cache
 def _insert(table: Table) -> Insert:
     return insert(table)
+
+
+@functools.cache
+def _update(table: Table, key: tuple[str, ...], columns: tuple[str, ...]) -> Update:
+    """`UPDATE table SET columns WHERE key`, bound by `b_<column>` (a bound parameter may not
+    take a column's own name in an executemany UPDATE)."""
+    return (
+        update(table)
+        .where(*(table.c[name] == bindparam(f"b_{name}") for name in key))
+        .values({name: bindparam(f"b_{name}") for name in columns})
+    )
+
+
+@functools.cache
+def _locked_table_rows(table: Table, column: str, dialect: str) -> Select[Any]:
+    return (
+        select(table)
+        .where(among(table.c[column], dialect))
+        .order_by(*table.primary_key.columns)
+        .with_for_update()
+    )
+
+
+async def select_locked(
+    session: AsyncSession, table: Table, column: str, keys: Collection[Any]
+) -> list[dict[str, Any]]:
+    """Lock and read the rows of `table` whose `column` is in `keys`, as plain dicts (no ORM
+    objects to build, track and flush: the hot path's cheapest read), in primary key order."""
+    if not keys:
+        return []
+    statement = _locked_table_rows(table, column, session.get_bind().dialect.name)
+    result = await session.execute(statement, {"values": list(keys)})
+    return [dict(row) for row in result.mappings()]
 
 
 async def load_locked(

@@ -14,19 +14,19 @@ import contextlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from services.common import outbox
 from services.common.clock import utcnow
 from services.common.consumer import Incoming, describe
-from services.common.db import batch_cache, load_locked
+from services.common.db import append, select_locked, update_later
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
@@ -40,9 +40,10 @@ from services.common.participant_decisions import (
     on_command,
     on_compensation,
 )
-from services.common.tables import status_type
+from services.common.tables import status_type, table_of
 
-__all__ = ["Applied", "OutcomeStatus", "Participant", "Rejected", "StepOutcome"]
+__all__ = ["Applied", "Batch", "Outcome", "OutcomeStatus", "Participant", "Rejected", "StepOutcome"]
+_BATCH = "participant_batch"
 
 
 class StepOutcome(SQLModel, table=True):
@@ -58,6 +59,30 @@ class StepOutcome(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+OUTCOMES: Table = table_of(StepOutcome)
+
+
+@dataclass
+class Outcome:
+    """A `step_outcome` row as the hot path holds it (the table's ORM class is for the API)."""
+
+    row: dict[str, Any]
+
+    @property
+    def status(self) -> OutcomeStatus:
+        return OutcomeStatus(self.row["status"])
+
+    @property
+    def reply(self) -> dict[str, Any] | None:
+        reply: dict[str, Any] | None = self.row["reply"]
+        return reply
+
+    @property
+    def compensation_reply(self) -> dict[str, Any] | None:
+        reply: dict[str, Any] | None = self.row["compensation_reply"]
+        return reply
+
+
 @dataclass(frozen=True)
 class Applied:
     result: dict[str, Any]
@@ -66,6 +91,31 @@ class Applied:
 @dataclass(frozen=True)
 class Rejected:
     reason: str
+
+
+@dataclass
+class Batch:
+    """What one transaction of a participant read (and locked) and what it will write.
+
+    Rows are plain dicts, read with SQLAlchemy Core and written with a few executemany
+    statements when the handlers are done (`append` for new rows, `update_later` for changed
+    ones): an ORM unit of work cost more than the statements themselves."""
+
+    session: AsyncSession
+    commands: dict[uuid.UUID, BaseModel] = field(default_factory=dict)  # parsed, by message id
+    outcomes: dict[uuid.UUID, Outcome | None] = field(default_factory=dict)
+    rows: dict[str, dict[Any, Any]] = field(default_factory=dict)  # the subclass's, by table
+
+    def cache(self, name: str) -> dict[Any, Any]:
+        return self.rows.setdefault(name, {})
+
+    def insert(self, table: Table, row: dict[str, Any]) -> None:
+        append(self.session, table, [row])
+
+    def update(
+        self, table: Table, row: dict[str, Any], *, key: tuple[str, ...], columns: tuple[str, ...]
+    ) -> None:
+        update_later(self.session, table, row, key=key, columns=columns)
 
 
 class Participant(ABC):
@@ -83,16 +133,16 @@ class Participant(ABC):
 
     @abstractmethod
     async def load(
-        self, session: AsyncSession, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
+        self, batch: Batch, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
     ) -> None:
         """Lock and load the rows this batch's commands and compensations will change."""
 
     @abstractmethod
-    def apply(self, session: AsyncSession, saga_id: uuid.UUID, command: Any) -> Applied | Rejected:
+    def apply(self, batch: Batch, saga_id: uuid.UUID, command: Any) -> Applied | Rejected:
         """Apply the effect to the loaded rows, or reject it without changing anything."""
 
     @abstractmethod
-    def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
+    def undo(self, batch: Batch, saga_id: uuid.UUID) -> None:
         """Undo an applied effect on the loaded rows."""
 
     # -- Handler protocol -------------------------------------------------------------------------
@@ -113,9 +163,9 @@ class Participant(ABC):
             raise Unprocessable(f"unknown saga {envelope.saga!r}")
 
     async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
+        state = _batch(session)
         commands: dict[uuid.UUID, Any] = {}
         compensations: set[uuid.UUID] = set()
-        parsed = batch_cache(session, "commands")  # by message id, read again by _on_command
         for message in batch:
             envelope = message.envelope
             if envelope is None:
@@ -123,83 +173,87 @@ class Participant(ABC):
             if message.topic == self.topic.command:
                 with contextlib.suppress(ValidationError):
                     command = self.command_payload.model_validate(envelope.payload)
-                    parsed[envelope.id] = commands[envelope.saga_id] = command
+                    state.commands[envelope.id] = commands[envelope.saga_id] = command
             else:
                 compensations.add(envelope.saga_id)
-        outcomes = batch_cache(session, "outcomes")
-        await load_locked(
-            session, StepOutcome, StepOutcome.saga_id, set(commands) | compensations, outcomes
-        )
-        await self.load(session, commands, compensations)
+        await self._load_outcomes(state, set(commands) | compensations)
+        await self.load(state, commands, compensations)
 
-    async def _outcome(self, session: AsyncSession, saga_id: uuid.UUID) -> StepOutcome | None:
-        outcomes = batch_cache(session, "outcomes")
-        await load_locked(session, StepOutcome, StepOutcome.saga_id, {saga_id}, outcomes)
-        outcome: StepOutcome | None = outcomes[saga_id]
+    async def _load_outcomes(self, batch: Batch, saga_ids: set[uuid.UUID]) -> None:
+        missing = saga_ids - batch.outcomes.keys()
+        rows = await select_locked(batch.session, OUTCOMES, "saga_id", missing)
+        batch.outcomes.update(dict.fromkeys(missing))
+        batch.outcomes.update((row["saga_id"], Outcome(row)) for row in rows)
+
+    async def _outcome(self, batch: Batch, saga_id: uuid.UUID) -> Outcome | None:
+        await self._load_outcomes(batch, {saga_id})
+        return batch.outcomes[saga_id]
+
+    def _record(self, batch: Batch, saga_id: uuid.UUID, **values: Any) -> Outcome:
+        """A new outcome row for the saga, inserted when the transaction ends."""
+        row = {"saga_id": saga_id, "reason": None, "reply": None, "compensation_reply": None}
+        outcome = batch.outcomes[saga_id] = Outcome({**row, **values, "updated_at": utcnow()})
+        batch.insert(OUTCOMES, outcome.row)
         return outcome
-
-    def _remember(self, session: AsyncSession, outcome: StepOutcome) -> None:
-        session.add(outcome)
-        batch_cache(session, "outcomes")[outcome.saga_id] = outcome
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
         envelope = message.envelope
         assert envelope is not None
+        batch = _batch(session)
         if message.topic == self.topic.command:
-            await self._on_command(session, envelope)
+            await self._on_command(batch, envelope)
         else:
-            await self._on_compensate(session, envelope)
+            await self._on_compensate(batch, envelope)
 
     # -- the protocol -----------------------------------------------------------------------------
 
-    async def _on_command(self, session: AsyncSession, envelope: Envelope) -> None:
-        command = batch_cache(session, "commands").get(envelope.id)
+    async def _on_command(self, batch: Batch, envelope: Envelope) -> None:
+        command = batch.commands.get(envelope.id)
         if command is None:  # prepare could not read it either: say why
             try:
                 command = self.command_payload.model_validate(envelope.payload)
             except ValidationError as exc:
                 raise Unprocessable(f"invalid {envelope.type} payload: {describe(exc)}") from exc
-        outcome = await self._outcome(session, envelope.saga_id)
+        outcome = await self._outcome(batch, envelope.saga_id)
         decision = on_command(outcome)
         if isinstance(decision, Refuse):
-            self._reply(session, self._failure(envelope, decision.reason))
+            self._reply(batch, self._failure(envelope, decision.reason))
             return
         if isinstance(decision, Repeat):
-            self._reply(session, Envelope.model_validate(decision.reply))  # the original outcome
+            self._reply(batch, Envelope.model_validate(decision.reply))  # the original outcome
             return
-        result = self.apply(session, envelope.saga_id, command)
+        result = self.apply(batch, envelope.saga_id, command)
         if isinstance(result, Applied):
             reply = self._response(envelope, self.types.done, result.result)
             reason = None
         else:
             reply = self._failure(envelope, result.reason)
             reason = result.reason
-        self._remember(
-            session,
-            StepOutcome(
-                saga_id=envelope.saga_id,
-                status=applied_status(isinstance(result, Applied)),
-                reason=reason,
-                reply=reply.model_dump(mode="json"),
-            ),
+        self._record(
+            batch,
+            envelope.saga_id,
+            status=applied_status(isinstance(result, Applied)),
+            reason=reason,
+            reply=reply.model_dump(mode="json"),
         )
-        self._reply(session, reply)
+        self._reply(batch, reply)
 
-    async def _on_compensate(self, session: AsyncSession, envelope: Envelope) -> None:
-        outcome = await self._outcome(session, envelope.saga_id)
+    async def _on_compensate(self, batch: Batch, envelope: Envelope) -> None:
+        outcome = await self._outcome(batch, envelope.saga_id)
         decision: Repeat[dict[str, Any]] | Compensate = on_compensation(outcome)
         if isinstance(decision, Repeat):
-            self._reply(session, Envelope.model_validate(decision.reply))
+            self._reply(batch, Envelope.model_validate(decision.reply))
             return
         if decision.tombstone or outcome is None:
-            outcome = StepOutcome(saga_id=envelope.saga_id, status=OutcomeStatus.TOMBSTONE)
-            self._remember(session, outcome)
+            outcome = self._record(batch, envelope.saga_id, status=OutcomeStatus.TOMBSTONE)
+        else:
+            columns = ("compensation_reply", "updated_at")
+            batch.update(OUTCOMES, outcome.row, key=("saga_id",), columns=columns)
         if decision.undo:
-            self.undo(session, envelope.saga_id)
+            self.undo(batch, envelope.saga_id)
         reply = self._response(envelope, self.types.compensated, {"effect": decision.effect})
-        outcome.compensation_reply = reply.model_dump(mode="json")
-        outcome.updated_at = utcnow()
-        self._reply(session, reply)
+        outcome.row.update(compensation_reply=reply.model_dump(mode="json"), updated_at=utcnow())
+        self._reply(batch, reply)
 
     def _response(self, request: Envelope, type_: str, payload: dict[str, Any]) -> Envelope:
         return Envelope(
@@ -214,6 +268,14 @@ class Participant(ABC):
     def _failure(self, request: Envelope, reason: str) -> Envelope:
         return self._response(request, self.types.failed, {"reason": reason})
 
-    def _reply(self, session: AsyncSession, reply: Envelope) -> None:
+    def _reply(self, batch: Batch, reply: Envelope) -> None:
         topic = self.topic.dlt if reply.type == self.types.failed else self.topic.success
-        outbox.send(session, topic, [reply])
+        outbox.send(batch.session, topic, [reply])
+
+
+def _batch(session: AsyncSession) -> Batch:
+    """The participant's state for the session's transaction."""
+    state: Batch | None = session.info.get(_BATCH)
+    if state is None:
+        state = session.info[_BATCH] = Batch(session)
+    return state

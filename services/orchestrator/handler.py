@@ -12,14 +12,20 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from services.common import outbox, tracing
 from services.common.clock import from_epoch, utcnow
 from services.common.consumer import Incoming
-from services.common.db import Database, after_commit, append, batch_cache, load_locked
+from services.common.db import (
+    Database,
+    after_commit,
+    append,
+    batch_cache,
+    select_locked,
+    update_later,
+)
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope, header_value
 from services.common.errors import Unprocessable
@@ -57,6 +63,19 @@ OUTCOME_TYPES = {
     SagaStatus.FAILED: SAGA_FAILED,
 }
 EVENTS: Table = table_of(SagaEvent)
+SAGAS: Table = table_of(Saga)
+# A saga row as the hot path holds it: a plain dict read with SQLAlchemy Core and written back,
+# changed, by one executemany at the transaction's end (an ORM unit of work cost more than the
+# statements; the ORM class serves the API's queries).
+SagaRow = dict[str, Any]
+CHANGING = ("state", "status", "reason", "response", "finished_at", "next_deadline", "updated_at")
+_DUE = (
+    select(SAGAS)
+    .where(SAGAS.c.next_deadline <= bindparam("now"))
+    .order_by(SAGAS.c.next_deadline)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
 Message = SendCommand | SendCompensation | Finish  # the actions that are new messages
 
 
@@ -106,12 +125,11 @@ class Orchestrator:
 
     async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
         ids = {saga_id for m in batch if (saga_id := self._saga_id(m)) is not None}
-        await load_locked(session, Saga, Saga.id, ids, batch_cache(session, "sagas"))
+        await _load(session, ids)
 
-    async def _saga(self, session: AsyncSession, saga_id: uuid.UUID) -> Saga | None:
-        sagas = batch_cache(session, "sagas")
-        await load_locked(session, Saga, Saga.id, {saga_id}, sagas)
-        saga: Saga | None = sagas[saga_id]
+    async def _saga(self, session: AsyncSession, saga_id: uuid.UUID) -> SagaRow | None:
+        await _load(session, {saga_id})
+        saga: SagaRow | None = batch_cache(session, "sagas")[saga_id]
         return saga
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
@@ -130,23 +148,13 @@ class Orchestrator:
     async def _on_start(self, session: AsyncSession, envelope: Envelope) -> None:
         saga = await self._saga(session, envelope.saga_id)
         if saga is not None:
-            record(session, saga.id, "received", envelope, detail="repeated start")
+            record(session, saga["id"], "received", envelope, detail="repeated start")
             engine = self._engine(saga)
             self._apply(session, saga, engine, engine.repeated_start())
             return
         state = SagaState.new(self.definition.step_names)
-        saga = Saga(
-            id=envelope.saga_id,
-            name=self.definition.name,
-            status=state.status,
-            execution=self.policy.execution,
-            payload=envelope.payload,
-            state={},
-            traceparent=tracing.current_traceparent(),
-        )
-        session.add(saga)
-        batch_cache(session, "sagas")[saga.id] = saga
-        record(session, saga.id, "received", envelope)
+        saga = self._new_saga(session, envelope.saga_id, state.status, envelope.payload)
+        record(session, saga["id"], "received", envelope)
         engine = Engine(self.policy, state)
         self._apply(session, saga, engine, engine.start(time.time()))
 
@@ -155,22 +163,12 @@ class Orchestrator:
         answers a late start with that outcome)."""
         saga = await self._saga(session, envelope.saga_id)
         if saga is None:
-            saga = Saga(
-                id=envelope.saga_id,
-                name=self.definition.name,
-                status=SagaStatus.RUNNING,
-                execution=self.policy.execution,
-                payload={},
-                state={},
-                traceparent=tracing.current_traceparent(),
-            )
-            session.add(saga)
-            batch_cache(session, "sagas")[saga.id] = saga
+            saga = self._new_saga(session, envelope.saga_id, SagaStatus.RUNNING, {})
             engine = Engine(self.policy, SagaState.new(self.definition.step_names))
         else:
             engine = self._engine(saga)
         reason = str(envelope.payload.get("reason") or "cancelled by the initiator")[:500]
-        record(session, saga.id, "received", envelope, detail=reason)
+        record(session, saga["id"], "received", envelope, detail=reason)
         self._apply(session, saga, engine, engine.cancel(reason, time.time()))
 
     async def _on_reply(self, session: AsyncSession, topic: str, envelope: Envelope) -> None:
@@ -190,7 +188,7 @@ class Orchestrator:
         else:
             detail = str(envelope.payload.get("reason", "rejected"))
             actions = engine.failed(step, detail, now)
-        record(session, saga.id, "received", envelope, detail=detail)
+        record(session, saga["id"], "received", envelope, detail=detail)
         self._apply(session, saga, engine, actions)
 
     async def _on_dead_letter(self, session: AsyncSession, message: Incoming) -> None:
@@ -206,7 +204,7 @@ class Orchestrator:
         engine = self._engine(saga)
         actions = engine.dead_lettered(step, command=command, reason=reason, now=time.time())
         if command:
-            event = _event(saga.id, "received", "dead-letter", step, 1, None, reason)
+            event = _event(saga["id"], "received", "dead-letter", step, 1, None, reason)
             append(session, EVENTS, [event])
         self._apply(session, saga, engine, actions)
 
@@ -226,18 +224,11 @@ class Orchestrator:
         also counts the sagas in flight."""
         await self.in_flight.refresh(db)
         async with db.transaction() as session:
-            due = (
-                await session.scalars(
-                    select(Saga)
-                    .where(col(Saga.next_deadline) <= utcnow())
-                    .order_by(col(Saga.next_deadline))
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            result = await session.execute(_DUE, {"now": utcnow(), "limit": limit})
+            due = [dict(row) for row in result.mappings()]
             now = time.time()
             for saga in due:
-                with tracing.span_in(saga.traceparent, "saga timeout"):
+                with tracing.span_in(saga["traceparent"], "saga timeout"):
                     engine = self._engine(saga)
                     actions = engine.tick(now)
                     for action in actions:
@@ -252,35 +243,68 @@ class Orchestrator:
 
     # -- outputs ----------------------------------------------------------------------------------
 
-    def _engine(self, saga: Saga) -> Engine:
-        return Engine(self.policy, SagaState.model_validate(saga.state))
+    def _new_saga(
+        self, session: AsyncSession, saga_id: uuid.UUID, status: str, payload: dict[str, Any]
+    ) -> SagaRow:
+        """A saga row inserted when the transaction ends (with what happened to it by then)."""
+        now = utcnow()
+        saga: SagaRow = {
+            "id": saga_id,
+            "name": self.definition.name,
+            "status": status,
+            "execution": self.policy.execution,
+            "payload": payload,
+            "state": {},
+            "reason": None,
+            "response": None,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+            "next_deadline": None,
+            "traceparent": tracing.current_traceparent(),
+        }
+        append(session, SAGAS, [saga])
+        batch_cache(session, "sagas")[saga_id] = saga
+        batch_cache(session, "new_sagas")[saga_id] = True
+        return saga
+
+    def _engine(self, saga: SagaRow) -> Engine:
+        return Engine(self.policy, SagaState.model_validate(saga["state"]))
 
     def _apply(
-        self, session: AsyncSession, saga: Saga, engine: Engine, actions: list[Action]
+        self, session: AsyncSession, saga: SagaRow, engine: Engine, actions: list[Action]
     ) -> None:
+        saga_id = saga["id"]
         for action in actions:
             if isinstance(action, ResendOutcome):  # the original outcome
-                if saga.response is not None:
-                    response = Envelope.model_validate(saga.response)
+                if saga["response"] is not None:
+                    response = Envelope.model_validate(saga["response"])
                     if action.fresh:
                         response = response.model_copy(update={"id": uuid.uuid4()})
                     outbox.send(session, ORCHESTRATOR_RESPONSE, [response])
-                    record(session, saga.id, "sent", response, detail="re-sent outcome")
+                    record(session, saga_id, "sent", response, detail="re-sent outcome")
                 continue
             envelope = self._message(saga, action)
             topic = self._topic(action)
             outbox.send(session, topic, [envelope])
-            record(session, saga.id, "sent", envelope, detail=getattr(action, "reason", None))
+            record(session, saga_id, "sent", envelope, detail=getattr(action, "reason", None))
             if isinstance(action, Finish):
-                saga.response = envelope.model_dump(mode="json")
-                saga.finished_at = utcnow()
-                after_commit(session, functools.partial(saga_finished, saga, action.status))
+                finished = utcnow()
+                saga.update(response=envelope.model_dump(mode="json"), finished_at=finished)
+                finish = functools.partial(
+                    saga_finished, action.status, saga["created_at"], finished
+                )
+                after_commit(session, finish)
         state = engine.state
-        saga.state = state.model_dump(mode="json")
-        saga.status = state.status
-        saga.reason = state.reason[:1000] if state.reason else None
-        saga.next_deadline = from_epoch(state.next_deadline)
-        saga.updated_at = utcnow()
+        saga.update(
+            state=state.model_dump(mode="json"),
+            status=state.status,
+            reason=state.reason[:1000] if state.reason else None,
+            next_deadline=from_epoch(state.next_deadline),
+            updated_at=utcnow(),
+        )
+        if saga_id not in batch_cache(session, "new_sagas"):  # a new one's INSERT writes it all
+            update_later(session, SAGAS, saga, key=("id",), columns=CHANGING)
 
     def _topic(self, action: Message) -> str:
         if isinstance(action, SendCommand):
@@ -289,14 +313,14 @@ class Orchestrator:
             return self.steps[action.step].compensation
         return ORCHESTRATOR_RESPONSE
 
-    def _message(self, saga: Saga, action: Message) -> Envelope:
-        common: dict[str, Any] = {"saga_id": saga.id, "saga": saga.name}
+    def _message(self, saga: SagaRow, action: Message) -> Envelope:
+        common: dict[str, Any] = {"saga_id": saga["id"], "saga": saga["name"]}
         if isinstance(action, SendCommand):
             return Envelope(
                 type=self.types[action.step].command,
                 step=action.step,
                 attempt=action.attempt,
-                payload=saga.payload,
+                payload=saga["payload"],
                 **common,
             )
         if isinstance(action, SendCompensation):
@@ -311,6 +335,15 @@ class Orchestrator:
             payload={"status": action.status, "reason": action.reason},
             **common,
         )
+
+
+async def _load(session: AsyncSession, ids: set[uuid.UUID]) -> None:
+    """Lock and read the sagas of `ids` not read yet in this transaction (None: no such saga)."""
+    sagas = batch_cache(session, "sagas")
+    missing = ids - sagas.keys()
+    rows = await select_locked(session, SAGAS, "id", missing)
+    sagas.update(dict.fromkeys(missing))
+    sagas.update((row["id"], row) for row in rows)
 
 
 def record(

@@ -6,10 +6,12 @@ so it is right from the first count after a restart, whichever replica counts.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from services.common.clock import seconds_since, utcnow
+from services.common.clock import seconds_since
 from services.common.db import Database
 from services.common.metrics import SAGA_DURATION, SAGAS, SAGAS_IN_FLIGHT
 from services.common.throttle import Every
@@ -24,11 +26,10 @@ _COUNT_IN_FLIGHT = (
 )
 
 
-def saga_finished(saga: Saga, status: SagaStatus) -> None:
+def saga_finished(status: SagaStatus, created_at: datetime, finished_at: datetime) -> None:
     """Count a saga that reached `status` (terminal); called once its transaction committed."""
     SAGAS.labels(status).inc()
-    finished = saga.finished_at or utcnow()
-    SAGA_DURATION.labels(status).observe(seconds_since(saga.created_at, finished))
+    SAGA_DURATION.labels(status).observe(seconds_since(created_at, finished_at))
 
 
 class SagasInFlight:

@@ -6,12 +6,16 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table
 
 from services.common.clock import utcnow
-from services.common.db import batch_cache, load_locked
-from services.common.participant import Applied, Participant, Rejected
+from services.common.db import select_locked
+from services.common.participant import Applied, Batch, Participant, Rejected
+from services.common.tables import table_of
 from services.payment.models import Account, Charge, ChargeStatus
+
+ACCOUNTS: Table = table_of(Account)
+CHARGES: Table = table_of(Charge)
 
 
 class ChargeCommand(BaseModel):
@@ -25,39 +29,48 @@ class PaymentParticipant(Participant):
     command_payload = ChargeCommand
 
     async def load(
-        self, session: AsyncSession, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
+        self, batch: Batch, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
     ) -> None:
-        charges = batch_cache(session, "charges")
-        await load_locked(session, Charge, Charge.saga_id, compensations, charges)
+        charges = batch.cache("charges")
+        wanted = compensations - charges.keys()
+        rows = await select_locked(batch.session, CHARGES, "saga_id", wanted)
+        charges.update(dict.fromkeys(wanted))
+        charges.update((row["saga_id"], row) for row in rows)
+        accounts = batch.cache("accounts")
         customers = {command.customer_id for command in commands.values()}
-        customers |= {charge.customer_id for charge in charges.values() if charge is not None}
+        customers |= {charge["customer_id"] for charge in charges.values() if charge is not None}
+        customers -= accounts.keys()
         # Locked rows in one order: concurrent batches of other replicas wait, never deadlock.
-        await load_locked(session, Account, Account.id, customers, batch_cache(session, "accounts"))
+        rows = await select_locked(batch.session, ACCOUNTS, "id", customers)
+        accounts.update(dict.fromkeys(customers))
+        accounts.update((row["id"], row) for row in rows)
 
-    def apply(
-        self, session: AsyncSession, saga_id: uuid.UUID, command: ChargeCommand
-    ) -> Applied | Rejected:
-        account: Account | None = batch_cache(session, "accounts").get(command.customer_id)
+    def apply(self, batch: Batch, saga_id: uuid.UUID, command: ChargeCommand) -> Applied | Rejected:
+        account: dict[str, Any] | None = batch.cache("accounts").get(command.customer_id)
         if account is None:
             return Rejected(f"unknown customer {command.customer_id}")
-        if account.balance_cents < command.total_cents:
+        if account["balance_cents"] < command.total_cents:
             return Rejected(f"insufficient funds for customer {command.customer_id}")
-        account.balance_cents -= command.total_cents
-        charge = Charge(
-            saga_id=saga_id,
-            customer_id=command.customer_id,
-            amount_cents=command.total_cents,
-            status=ChargeStatus.CHARGED,
-            charged_at=utcnow(),
-        )
-        session.add(charge)
-        batch_cache(session, "charges")[saga_id] = charge
+        account["balance_cents"] -= command.total_cents
+        batch.update(ACCOUNTS, account, key=("id",), columns=("balance_cents",))
+        charge = {
+            "saga_id": saga_id,
+            "customer_id": command.customer_id,
+            "amount_cents": command.total_cents,
+            "status": ChargeStatus.CHARGED,
+            "charged_at": utcnow(),
+            "refunded_at": None,
+        }
+        batch.insert(CHARGES, charge)
+        batch.cache("charges")[saga_id] = charge
         return Applied({"customer_id": command.customer_id, "charged_cents": command.total_cents})
 
-    def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
-        charge: Charge | None = batch_cache(session, "charges").get(saga_id)
-        if charge is None or charge.status is ChargeStatus.REFUNDED:
+    def undo(self, batch: Batch, saga_id: uuid.UUID) -> None:
+        charge: dict[str, Any] | None = batch.cache("charges").get(saga_id)
+        if charge is None or charge["status"] is ChargeStatus.REFUNDED:
             return
-        account: Account = batch_cache(session, "accounts")[charge.customer_id]
-        charge.status, charge.refunded_at = ChargeStatus.REFUNDED, utcnow()
-        account.balance_cents += charge.amount_cents
+        account: dict[str, Any] = batch.cache("accounts")[charge["customer_id"]]
+        charge.update(status=ChargeStatus.REFUNDED, refunded_at=utcnow())
+        batch.update(CHARGES, charge, key=("saga_id",), columns=("status", "refunded_at"))
+        account["balance_cents"] += charge["amount_cents"]
+        batch.update(ACCOUNTS, account, key=("id",), columns=("balance_cents",))

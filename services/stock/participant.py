@@ -7,14 +7,16 @@ from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlalchemy import Table
 
 from services.common.clock import utcnow
-from services.common.db import batch_cache, load_locked
-from services.common.participant import Applied, Participant, Rejected
+from services.common.db import select_locked
+from services.common.participant import Applied, Batch, Participant, Rejected
+from services.common.tables import table_of
 from services.stock.models import Product, Reservation, ReservationStatus
+
+PRODUCTS: Table = table_of(Product)
+RESERVATIONS: Table = table_of(Reservation)
 
 
 class Item(BaseModel):
@@ -39,54 +41,63 @@ class StockParticipant(Participant):
     command_payload = ReserveCommand
 
     async def load(
-        self, session: AsyncSession, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
+        self, batch: Batch, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
     ) -> None:
-        reservations = batch_cache(session, "reservations")
-        wanted = compensations - set(reservations)
-        if wanted:
-            rows = await session.scalars(
-                select(Reservation).where(col(Reservation.saga_id).in_(wanted))
-            )
-            reservations.update((saga_id, []) for saga_id in wanted)
-            for row in rows:
-                reservations[row.saga_id].append(row)
-        products = {item.product_id for command in commands.values() for item in command.items}
-        products |= {r.product_id for rows in reservations.values() for r in rows}
+        reservations = batch.cache("reservations")
+        wanted = compensations - reservations.keys()
+        rows = await select_locked(batch.session, RESERVATIONS, "saga_id", wanted)
+        reservations.update((saga_id, []) for saga_id in wanted)
+        for row in rows:
+            reservations[row["saga_id"]].append(row)
+        products = batch.cache("products")
+        ids = {item.product_id for command in commands.values() for item in command.items}
+        ids |= {r["product_id"] for rows in reservations.values() for r in rows}
+        ids -= products.keys()
         # Locked rows in one order: concurrent batches of other replicas wait, never deadlock.
-        await load_locked(session, Product, Product.id, products, batch_cache(session, "products"))
+        rows = await select_locked(batch.session, PRODUCTS, "id", ids)
+        products.update(dict.fromkeys(ids))
+        products.update((row["id"], row) for row in rows)
 
     def apply(
-        self, session: AsyncSession, saga_id: uuid.UUID, command: ReserveCommand
+        self, batch: Batch, saga_id: uuid.UUID, command: ReserveCommand
     ) -> Applied | Rejected:
-        products: dict[str, Product | None] = batch_cache(session, "products")
+        products: dict[str, dict[str, Any] | None] = batch.cache("products")
         wanted = command.wanted()
-        unknown = sorted(p for p in wanted if products.get(p) is None)
+        found = {product_id: products.get(product_id) for product_id in wanted}
+        unknown = sorted(product_id for product_id, row in found.items() if row is None)
         if unknown:
             return Rejected(f"unknown product {', '.join(unknown)}")
-        short = sorted(p for p, quantity in wanted.items() if products[p].quantity < quantity)  # type: ignore[union-attr]
+        rows = {product_id: row for product_id, row in found.items() if row is not None}
+        short = sorted(p for p, quantity in wanted.items() if rows[p]["quantity"] < quantity)
         if short:
             return Rejected(f"out of stock: product {', '.join(short)}")
         now = utcnow()
         reservations = []
         for product_id, quantity in sorted(wanted.items()):
-            products[product_id].quantity -= quantity  # type: ignore[union-attr]
-            reservations.append(
-                Reservation(
-                    saga_id=saga_id,
-                    product_id=product_id,
-                    quantity=quantity,
-                    status=ReservationStatus.RESERVED,
-                    reserved_at=now,
-                )
-            )
-        session.add_all(reservations)
-        batch_cache(session, "reservations")[saga_id] = reservations
+            product = rows[product_id]
+            product["quantity"] -= quantity
+            batch.update(PRODUCTS, product, key=("id",), columns=("quantity",))
+            reservation = {
+                "saga_id": saga_id,
+                "product_id": product_id,
+                "quantity": quantity,
+                "status": ReservationStatus.RESERVED,
+                "reserved_at": now,
+                "released_at": None,
+            }
+            batch.insert(RESERVATIONS, reservation)
+            reservations.append(reservation)
+        batch.cache("reservations")[saga_id] = reservations
         return Applied({"reserved": dict(wanted)})
 
-    def undo(self, session: AsyncSession, saga_id: uuid.UUID) -> None:
-        products: dict[str, Product] = batch_cache(session, "products")
+    def undo(self, batch: Batch, saga_id: uuid.UUID) -> None:
+        products: dict[str, dict[str, Any]] = batch.cache("products")
         now = utcnow()
-        for reservation in batch_cache(session, "reservations").get(saga_id, []):
-            if reservation.status is ReservationStatus.RESERVED:
-                reservation.status, reservation.released_at = ReservationStatus.RELEASED, now
-                products[reservation.product_id].quantity += reservation.quantity
+        for reservation in batch.cache("reservations").get(saga_id, []):
+            if reservation["status"] is ReservationStatus.RESERVED:
+                reservation.update(status=ReservationStatus.RELEASED, released_at=now)
+                key, columns = ("saga_id", "product_id"), ("status", "released_at")
+                batch.update(RESERVATIONS, reservation, key=key, columns=columns)
+                product = products[reservation["product_id"]]
+                product["quantity"] += reservation["quantity"]
+                batch.update(PRODUCTS, product, key=("id",), columns=("quantity",))
