@@ -275,6 +275,17 @@ async def select_locked(
     return [dict(row) for row in result.mappings()]
 
 
+async def select_locked_into(
+    session: AsyncSession, table: Table, column: str, keys: set[Any], rows: dict[Any, Any]
+) -> None:
+    """`select_locked` for the `keys` not in `rows` yet, each added to `rows` under its key (None
+    for a key with no row): a batch reads each row once, whichever message asks first."""
+    missing = keys - rows.keys()
+    found = await select_locked(session, table, column, missing)
+    rows.update(dict.fromkeys(missing))
+    rows.update((row[column], row) for row in found)
+
+
 async def load_locked(
     session: AsyncSession, model: Any, column: Any, keys: set[Any], cache: dict[Any, Any]
 ) -> None:

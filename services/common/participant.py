@@ -26,7 +26,7 @@ from sqlmodel import Field, SQLModel
 from services.common import outbox
 from services.common.clock import utcnow
 from services.common.consumer import Incoming, describe
-from services.common.db import append, select_locked, update_later
+from services.common.db import append, select_locked_into, update_later
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
@@ -103,7 +103,7 @@ class Batch:
 
     session: AsyncSession
     commands: dict[uuid.UUID, BaseModel] = field(default_factory=dict)  # parsed, by message id
-    outcomes: dict[uuid.UUID, Outcome | None] = field(default_factory=dict)
+    outcomes: dict[uuid.UUID, dict[str, Any] | None] = field(default_factory=dict)  # rows
     rows: dict[str, dict[Any, Any]] = field(default_factory=dict)  # the subclass's, by table
 
     def cache(self, name: str) -> dict[Any, Any]:
@@ -180,21 +180,19 @@ class Participant(ABC):
         await self.load(state, commands, compensations)
 
     async def _load_outcomes(self, batch: Batch, saga_ids: set[uuid.UUID]) -> None:
-        missing = saga_ids - batch.outcomes.keys()
-        rows = await select_locked(batch.session, OUTCOMES, "saga_id", missing)
-        batch.outcomes.update(dict.fromkeys(missing))
-        batch.outcomes.update((row["saga_id"], Outcome(row)) for row in rows)
+        await select_locked_into(batch.session, OUTCOMES, "saga_id", saga_ids, batch.outcomes)
 
     async def _outcome(self, batch: Batch, saga_id: uuid.UUID) -> Outcome | None:
         await self._load_outcomes(batch, {saga_id})
-        return batch.outcomes[saga_id]
+        row = batch.outcomes[saga_id]
+        return None if row is None else Outcome(row)
 
     def _record(self, batch: Batch, saga_id: uuid.UUID, **values: Any) -> Outcome:
         """A new outcome row for the saga, inserted when the transaction ends."""
         row = {"saga_id": saga_id, "reason": None, "reply": None, "compensation_reply": None}
-        outcome = batch.outcomes[saga_id] = Outcome({**row, **values, "updated_at": utcnow()})
-        batch.insert(OUTCOMES, outcome.row)
-        return outcome
+        row = batch.outcomes[saga_id] = {**row, **values, "updated_at": utcnow()}
+        batch.insert(OUTCOMES, row)
+        return Outcome(row)
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
         envelope = message.envelope

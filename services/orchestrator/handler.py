@@ -23,7 +23,7 @@ from services.common.db import (
     after_commit,
     append,
     batch_cache,
-    select_locked,
+    select_locked_into,
     update_later,
 )
 from services.common.definition import SagaDefinition
@@ -339,11 +339,7 @@ class Orchestrator:
 
 async def _load(session: AsyncSession, ids: set[uuid.UUID]) -> None:
     """Lock and read the sagas of `ids` not read yet in this transaction (None: no such saga)."""
-    sagas = batch_cache(session, "sagas")
-    missing = ids - sagas.keys()
-    rows = await select_locked(session, SAGAS, "id", missing)
-    sagas.update(dict.fromkeys(missing))
-    sagas.update((row["id"], row) for row in rows)
+    await select_locked_into(session, SAGAS, "id", ids, batch_cache(session, "sagas"))
 
 
 def record(

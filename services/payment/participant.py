@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Table
 
 from services.common.clock import utcnow
-from services.common.db import select_locked
+from services.common.db import select_locked_into
 from services.common.participant import Applied, Batch, Participant, Rejected
 from services.common.tables import table_of
 from services.payment.models import Account, Charge, ChargeStatus
@@ -32,18 +32,11 @@ class PaymentParticipant(Participant):
         self, batch: Batch, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
     ) -> None:
         charges = batch.cache("charges")
-        wanted = compensations - charges.keys()
-        rows = await select_locked(batch.session, CHARGES, "saga_id", wanted)
-        charges.update(dict.fromkeys(wanted))
-        charges.update((row["saga_id"], row) for row in rows)
-        accounts = batch.cache("accounts")
+        await select_locked_into(batch.session, CHARGES, "saga_id", compensations, charges)
         customers = {command.customer_id for command in commands.values()}
         customers |= {charge["customer_id"] for charge in charges.values() if charge is not None}
-        customers -= accounts.keys()
         # Locked rows in one order: concurrent batches of other replicas wait, never deadlock.
-        rows = await select_locked(batch.session, ACCOUNTS, "id", customers)
-        accounts.update(dict.fromkeys(customers))
-        accounts.update((row["id"], row) for row in rows)
+        await select_locked_into(batch.session, ACCOUNTS, "id", customers, batch.cache("accounts"))
 
     def apply(self, batch: Batch, saga_id: uuid.UUID, command: ChargeCommand) -> Applied | Rejected:
         account: dict[str, Any] | None = batch.cache("accounts").get(command.customer_id)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Table
 
 from services.common.clock import utcnow
-from services.common.db import select_locked
+from services.common.db import select_locked, select_locked_into
 from services.common.participant import Applied, Batch, Participant, Rejected
 from services.common.tables import table_of
 from services.stock.models import Product, Reservation, ReservationStatus
@@ -49,14 +49,10 @@ class StockParticipant(Participant):
         reservations.update((saga_id, []) for saga_id in wanted)
         for row in rows:
             reservations[row["saga_id"]].append(row)
-        products = batch.cache("products")
         ids = {item.product_id for command in commands.values() for item in command.items}
         ids |= {r["product_id"] for rows in reservations.values() for r in rows}
-        ids -= products.keys()
         # Locked rows in one order: concurrent batches of other replicas wait, never deadlock.
-        rows = await select_locked(batch.session, PRODUCTS, "id", ids)
-        products.update(dict.fromkeys(ids))
-        products.update((row["id"], row) for row in rows)
+        await select_locked_into(batch.session, PRODUCTS, "id", ids, batch.cache("products"))
 
     def apply(
         self, batch: Batch, saga_id: uuid.UUID, command: ReserveCommand
