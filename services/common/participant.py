@@ -26,7 +26,7 @@ from sqlmodel import Field, SQLModel
 from services.common import outbox
 from services.common.clock import utcnow
 from services.common.consumer import Incoming, describe
-from services.common.db import append, select_locked_into, update_later
+from services.common.db import append, batch_cache, select_locked_into, update_later
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
@@ -104,10 +104,10 @@ class Batch:
     session: AsyncSession
     commands: dict[uuid.UUID, BaseModel] = field(default_factory=dict)  # parsed, by message id
     outcomes: dict[uuid.UUID, dict[str, Any] | None] = field(default_factory=dict)  # rows
-    rows: dict[str, dict[Any, Any]] = field(default_factory=dict)  # the subclass's, by table
 
     def cache(self, name: str) -> dict[Any, Any]:
-        return self.rows.setdefault(name, {})
+        """The subclass's rows of one table, by key, for this transaction."""
+        return batch_cache(self.session, name)
 
     def insert(self, table: Table, row: dict[str, Any]) -> None:
         append(self.session, table, [row])
