@@ -9,18 +9,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
-from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by, get_or_404
+from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by
 from services.common.limits import LIMITS
 from services.common.money import PositiveAmount, from_cents, to_cents
 from services.common.service import Runtime, runtime_of
 from services.order.handler import OrderSagaInitiator
-from services.order.models import Order, OrderStatus
+from services.order.models import OrderStatus
+from services.order.rows import BY_ID, ORDERS, OrderRow, new_order
 
 MAX_WAIT_S = 30
 
@@ -56,23 +56,23 @@ class OrderOut(BaseModel):
     decided_at: datetime | None
 
     @classmethod
-    def of(cls, order: Order) -> OrderOut:
+    def of(cls, order: OrderRow) -> OrderOut:
         return cls(
-            id=order.id,
-            customer_id=order.customer_id,
+            id=order["id"],
+            customer_id=order["customer_id"],
             items=[
                 OrderItemOut(
                     product_id=item["product_id"],
                     quantity=item["quantity"],
                     unit_price=from_cents(item["unit_price_cents"]),
                 )
-                for item in order.items
+                for item in order["items"]
             ],
-            total=from_cents(order.total_cents),
-            status=order.status,
-            reason=order.reason,
-            created_at=order.created_at,
-            decided_at=order.decided_at,
+            total=from_cents(order["total_cents"]),
+            status=order["status"],
+            reason=order["reason"],
+            created_at=order["created_at"],
+            decided_at=order["decided_at"],
         )
 
 
@@ -111,13 +111,7 @@ async def place_order(
         for item in body.items
     ]
     total = sum(item.quantity * to_cents(item.unit_price) for item in body.items)
-    order = Order(
-        id=uuid.uuid4(),
-        customer_id=body.customer_id,
-        items=items,
-        total_cents=total,
-        status=OrderStatus.PENDING,
-    )
+    order = new_order(body.customer_id, items, total)
     initiator = runtime.handler
     assert isinstance(initiator, OrderSagaInitiator)
 
@@ -128,7 +122,7 @@ async def place_order(
     wait = preferred_wait(prefer)
     if wait:
         response.headers["Preference-Applied"] = f"wait={wait:g}"
-        decided = await initiator.waiters.decision(order.id, wait, placed_here=True)
+        decided = await initiator.waiters.decision(order["id"], wait, placed_here=True)
         if decided is not None:
             return OrderOut.of(decided)
     return OrderOut.of(order)
@@ -137,7 +131,7 @@ async def place_order(
 @router.get("/orders/summary")
 async def summary(runtime: RuntimeDep) -> dict[str, int]:
     async with runtime.db.reads() as session:
-        counts = await count_by(session, Order.status)
+        counts = await count_by(session, ORDERS.c.status)
     return {status: counts.get(status, 0) for status in OrderStatus} | {
         "total": sum(counts.values())
     }
@@ -159,9 +153,9 @@ async def get_order(
     if decided is not None:  # decided here, or placed here and decided while waiting: no read
         return OrderOut.of(decided)
     while True:
-        order = await get_or_404(runtime.db, Order, order_id, "order")
+        order = await _read_order(runtime, order_id)
         remaining = deadline - time.monotonic()
-        if order.status is not OrderStatus.PENDING or remaining <= 0:
+        if order["status"] is not OrderStatus.PENDING or remaining <= 0:
             return OrderOut.of(order)
         decided = await initiator.waiters.wait(order_id, remaining)
         if decided is not None:
@@ -175,9 +169,17 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[OrderOut]:
-    query = select(Order).order_by(col(Order.created_at), col(Order.id))
+    query = select(ORDERS).order_by(ORDERS.c.created_at, ORDERS.c.id)
     if status is not None:
-        query = query.where(col(Order.status) == status)
+        query = query.where(ORDERS.c.status == status)
     async with runtime.db.reads() as session:
-        orders = (await session.scalars(query.limit(limit).offset(offset))).all()
-    return [OrderOut.of(order) for order in orders]
+        orders = (await session.execute(query.limit(limit).offset(offset))).mappings().all()
+    return [OrderOut.of(dict(order)) for order in orders]
+
+
+async def _read_order(runtime: Runtime, order_id: uuid.UUID) -> OrderRow:
+    async with runtime.db.reads() as session:
+        order = (await session.execute(BY_ID, {"id": order_id})).mappings().first()
+    if order is None:
+        raise HTTPException(404, f"no order {order_id}")
+    return dict(order)

@@ -9,14 +9,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from services.common import outbox, tracing
 from services.common.clock import seconds_from_now, utcnow
 from services.common.consumer import Incoming
-from services.common.db import Database, after_commit, batch_cache, load_locked
+from services.common.db import (
+    Database,
+    after_commit,
+    append,
+    batch_cache,
+    select_locked_into,
+    update_later,
+)
 from services.common.definition import SagaDefinition
 from services.common.envelope import Envelope
 from services.common.errors import Unprocessable
@@ -31,7 +36,14 @@ from services.common.messages import (
 )
 from services.common.metrics import RESENDS
 from services.order.decisions import Initiator, InitiatorPolicy, Send, SendCancel, SendStart
-from services.order.models import Order, OrderStatus
+from services.order.rows import (
+    DECISION_COLUMNS,
+    DUE,
+    ORDERS,
+    RESEND_COLUMNS,
+    OrderRow,
+    StartRecordOf,
+)
 from services.order.waiters import DecisionWaiters
 
 log = logging.getLogger(__name__)
@@ -55,36 +67,37 @@ class OrderSagaInitiator:
             self._committer = GroupCommitter(db)
         return self._committer
 
-    def start(self, session: AsyncSession, order: Order) -> None:
-        """Write the order and its saga.start in the caller's transaction."""
-        order.traceparent = tracing.current_traceparent()
-        session.add(order)
-        self._send(session, order, self.initiator.place(order))
+    def start(self, session: AsyncSession, order: OrderRow) -> None:
+        """Write the order (a `rows.new_order`) and its saga.start in the caller's
+        transaction."""
+        order["traceparent"] = tracing.current_traceparent()
+        append(session, ORDERS, [order])  # written as it is when the transaction ends
+        self._send(session, order, self.initiator.place(StartRecordOf(order)))
         after_commit(session, lambda: self.waiters.placed(order))
 
-    def _send(self, session: AsyncSession, order: Order, send: Send) -> None:
-        order.resend_at = seconds_from_now(send.wait_s)
+    def _send(self, session: AsyncSession, order: OrderRow, send: Send) -> None:
+        order["resend_at"] = seconds_from_now(send.wait_s)
         outbox.send(session, ORCHESTRATOR, [self._message(order, send.message)])
 
-    def _message(self, order: Order, message: SendStart | SendCancel) -> Envelope:
+    def _message(self, order: OrderRow, message: SendStart | SendCancel) -> Envelope:
         if isinstance(message, SendCancel):
             return Envelope(
                 type=SAGA_CANCEL,
-                saga_id=order.id,
+                saga_id=order["id"],
                 saga=self.definition.name,
                 attempt=min(message.attempt, MAX_ATTEMPT),
                 payload={"reason": message.reason},
             )
         return Envelope(
             type=SAGA_START,
-            saga_id=order.id,
+            saga_id=order["id"],
             saga=self.definition.name,
             attempt=min(message.attempt, MAX_ATTEMPT),
             payload={
-                "order_id": str(order.id),
-                "customer_id": order.customer_id,
-                "items": order.items,
-                "total_cents": order.total_cents,
+                "order_id": str(order["id"]),
+                "customer_id": order["customer_id"],
+                "items": order["items"],
+                "total_cents": order["total_cents"],
             },
         )
 
@@ -104,23 +117,28 @@ class OrderSagaInitiator:
 
     async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
         ids = {m.envelope.saga_id for m in batch if m.envelope is not None}
-        await load_locked(session, Order, Order.id, ids, batch_cache(session, "orders"))
+        await select_locked_into(session, ORDERS, "id", ids, batch_cache(session, "orders"))
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
         envelope = message.envelope
         assert envelope is not None
         orders = batch_cache(session, "orders")
-        await load_locked(session, Order, Order.id, {envelope.saga_id}, orders)
-        order: Order | None = orders[envelope.saga_id]
+        await select_locked_into(session, ORDERS, "id", {envelope.saga_id}, orders)
+        order: OrderRow | None = orders[envelope.saga_id]
         if order is None:
             raise Unprocessable(f"no order {envelope.saga_id}")
         reason = envelope.payload.get("reason")
-        decision = self.initiator.answered(order, envelope.type, str(reason) if reason else None)
+        decision = self.initiator.answered(
+            StartRecordOf(order), envelope.type, str(reason) if reason else None
+        )
         if decision is None:
             return  # a repeated outcome
-        order.reason = decision.reason[:1000] if decision.reason else None
-        order.decided_at = utcnow()
-        order.resend_at = None
+        order.update(
+            reason=decision.reason[:1000] if decision.reason else None,
+            decided_at=utcnow(),
+            resend_at=None,
+        )
+        update_later(session, ORDERS, order, key=("id",), columns=DECISION_COLUMNS)
         after_commit(session, lambda: self.waiters.decided(order))
 
     # -- the clock --------------------------------------------------------------------------------
@@ -129,31 +147,22 @@ class OrderSagaInitiator:
         """Re-send saga.start for orders still pending past their deadline (rule 4), or, once
         its attempts are spent, saga.cancel."""
         async with db.transaction() as session:
-            due = (
-                await session.scalars(
-                    select(Order)
-                    .where(
-                        col(Order.status) == OrderStatus.PENDING,
-                        col(Order.resend_at) <= utcnow(),
-                    )
-                    .order_by(col(Order.resend_at))
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            result = await session.execute(DUE, {"now": utcnow(), "limit": limit})
+            due = [dict(row) for row in result.mappings()]
             for order in due:
-                send = self.initiator.timed_out(order)
+                update_later(session, ORDERS, order, key=("id",), columns=RESEND_COLUMNS)
+                send = self.initiator.timed_out(StartRecordOf(order))
                 if send is None:
-                    order.resend_at = None
+                    order["resend_at"] = None
                     continue
-                with tracing.span_in(order.traceparent, "order re-send"):
+                with tracing.span_in(order["traceparent"], "order re-send"):
                     self._send(session, order, send)
                 sent = SAGA_CANCEL if isinstance(send.message, SendCancel) else SAGA_START
                 RESENDS.labels(self.name, sent).inc()
                 if isinstance(send.message, SendCancel) and send.message.attempt == 1:
                     log.warning(
                         "order %s: %s; asking the orchestrator to cancel",
-                        order.id,
+                        order["id"],
                         send.message.reason,
                     )
             return len(due)

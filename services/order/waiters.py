@@ -6,7 +6,8 @@ import asyncio
 import uuid
 from collections import OrderedDict, defaultdict
 
-from services.order.models import Order, OrderStatus
+from services.order.models import OrderStatus
+from services.order.rows import OrderRow
 
 
 class DecisionWaiters:
@@ -21,10 +22,10 @@ class DecisionWaiters:
     remembered = 10_000
 
     def __init__(self) -> None:
-        self._waiting: dict[uuid.UUID, set[asyncio.Future[Order]]] = defaultdict(set)
-        self._recent: OrderedDict[uuid.UUID, Order] = OrderedDict()
+        self._waiting: dict[uuid.UUID, set[asyncio.Future[OrderRow]]] = defaultdict(set)
+        self._recent: OrderedDict[uuid.UUID, OrderRow] = OrderedDict()
 
-    def known(self, order_id: uuid.UUID) -> Order | None:
+    def known(self, order_id: uuid.UUID) -> OrderRow | None:
         """The order as this replica last committed it (placed, or decided), if it is recent:
         a decided order is final, and a pending one placed here is worth waiting for before
         reading it (the long poll then costs no read at all)."""
@@ -32,35 +33,35 @@ class DecisionWaiters:
 
     async def decision(
         self, order_id: uuid.UUID, timeout_s: float, *, placed_here: bool = False
-    ) -> Order | None:
+    ) -> OrderRow | None:
         """The order's decision from memory, with no read: at once if this replica decided it,
         after waiting up to `timeout_s` (or `recheck_s`) if it was placed here and is pending
         (`placed_here` says so even if it was forgotten); None otherwise."""
         known = self.known(order_id)
-        if known is not None and known.status is not OrderStatus.PENDING:
+        if known is not None and known["status"] is not OrderStatus.PENDING:
             return known  # decided by this replica: final
         if known is None and not placed_here:
             return None
         return await self.wait(order_id, timeout_s)
 
-    def placed(self, order: Order) -> None:
+    def placed(self, order: OrderRow) -> None:
         self._remember(order)
 
-    def _remember(self, order: Order) -> None:
-        self._recent[order.id] = order
-        self._recent.move_to_end(order.id)
+    def _remember(self, order: OrderRow) -> None:
+        self._recent[order["id"]] = order
+        self._recent.move_to_end(order["id"])
         while len(self._recent) > self.remembered:
             self._recent.popitem(last=False)
 
-    def decided(self, order: Order) -> None:
+    def decided(self, order: OrderRow) -> None:
         self._remember(order)
-        for waiter in self._waiting.pop(order.id, ()):
+        for waiter in self._waiting.pop(order["id"], ()):
             if not waiter.done():
                 waiter.set_result(order)
 
-    async def wait(self, order_id: uuid.UUID, timeout_s: float) -> Order | None:
+    async def wait(self, order_id: uuid.UUID, timeout_s: float) -> OrderRow | None:
         """The order once decided here, or None when `timeout_s` (or `recheck_s`) ran out."""
-        waiter: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[OrderRow] = asyncio.get_running_loop().create_future()
         self._waiting[order_id].add(waiter)
         try:
             return await asyncio.wait_for(waiter, timeout=min(timeout_s, self.recheck_s))

@@ -12,7 +12,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from services.common.db import dump_json
 from services.common.kafka import key_partitioner
 from services.order.api import MAX_WAIT_S, preferred_wait
-from services.order.models import Order, OrderStatus
+from services.order.models import OrderStatus
+from services.order.rows import OrderRow, new_order
 from services.order.waiters import DecisionWaiters
 
 
@@ -38,22 +39,22 @@ def test_json_columns_round_trip_what_either_encoder_takes() -> None:
         assert json.loads(dump_json(value)) == value
 
 
-def _order(status: OrderStatus = OrderStatus.PENDING) -> Order:
-    return Order(id=uuid.uuid4(), customer_id="c", items=[], total_cents=1, status=status)
+def _order(status: OrderStatus = OrderStatus.PENDING) -> OrderRow:
+    return new_order("c", [], 1) | {"status": status}
 
 
 async def test_waiters_hand_the_decided_order_to_the_long_poll() -> None:
     waiters = DecisionWaiters()
     placed = _order()
     waiters.placed(placed)
-    assert waiters.known(placed.id) is placed
-    waiting = asyncio.create_task(waiters.wait(placed.id, 5))
+    assert waiters.known(placed["id"]) is placed
+    waiting = asyncio.create_task(waiters.wait(placed["id"], 5))
     await asyncio.sleep(0)  # the waiter registers
     decided = _order(OrderStatus.APPROVED)
-    decided.id = placed.id
+    decided["id"] = placed["id"]
     waiters.decided(decided)
     assert await asyncio.wait_for(waiting, 1) is decided
-    assert waiters.known(placed.id) is decided
+    assert waiters.known(placed["id"]) is decided
     assert await waiters.wait(uuid.uuid4(), 0.01) is None  # nobody decides it: timed out
 
 
@@ -62,16 +63,16 @@ async def test_a_decision_is_answered_from_memory_only_when_this_replica_knows_t
     waiters.recheck_s = 0.05
     decided = _order(OrderStatus.REJECTED)
     waiters.decided(decided)
-    assert await waiters.decision(decided.id, 5) is decided  # at once: no wait, no read
+    assert await waiters.decision(decided["id"], 5) is decided  # at once: no wait, no read
     stranger = uuid.uuid4()
     assert await asyncio.wait_for(waiters.decision(stranger, 5), 0.01) is None  # not known here
     assert await waiters.decision(stranger, 5, placed_here=True) is None  # waited, undecided
     placed = _order()
     waiters.placed(placed)
-    waiting = asyncio.create_task(waiters.decision(placed.id, 5))
+    waiting = asyncio.create_task(waiters.decision(placed["id"], 5))
     await asyncio.sleep(0)
     approved = _order(OrderStatus.APPROVED)
-    approved.id = placed.id
+    approved["id"] = placed["id"]
     waiters.decided(approved)
     assert await asyncio.wait_for(waiting, 1) is approved
 
@@ -82,7 +83,7 @@ def test_waiters_remember_only_the_most_recent_orders() -> None:
     orders = [_order() for _ in range(5)]
     for order in orders:
         waiters.placed(order)
-    assert [waiters.known(o.id) is not None for o in orders] == [False, False, True, True, True]
+    assert [waiters.known(o["id"]) is not None for o in orders] == [False, False, True, True, True]
 
 
 def test_prefer_wait_is_read_as_rfc_7240_says() -> None:
