@@ -215,8 +215,8 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
 def batch_cache(session: AsyncSession, name: str) -> dict[Any, Any]:
     """A per-transaction cache of rows loaded (and locked) for the batch being handled.
 
-    Handlers run with autoflush off and change the cached objects in memory; the ORM writes the
-    changes in a few executemany statements when the transaction ends.
+    Handlers change the cached rows (plain dicts) in memory; `update_later` writes them in a
+    few executemany statements when the transaction ends.
     """
     caches: dict[str, dict[Any, Any]] = session.info.setdefault("batch_cache", {})
     return caches.setdefault(name, {})
@@ -228,13 +228,6 @@ def among(column: Any, dialect: str) -> ColumnElement[bool]:
     if dialect == "postgresql":
         return column == any_(bindparam("values", type_=ARRAY(column.type)))
     return column.in_(bindparam("values", expanding=True))
-
-
-@functools.cache
-def _locked_rows(model: Any, column: Any, dialect: str) -> Select[Any]:
-    """Built once per (model, column, dialect): building it per call costs more Python than the
-    round trip it makes."""
-    return select(model).where(among(column, dialect)).order_by(column).with_for_update()
 
 
 @functools.cache
@@ -284,16 +277,3 @@ async def select_locked_into(
     found = await select_locked(session, table, column, missing)
     rows.update(dict.fromkeys(missing))
     rows.update((row[column], row) for row in found)
-
-
-async def load_locked(
-    session: AsyncSession, model: Any, column: Any, keys: set[Any], cache: dict[Any, Any]
-) -> None:
-    """Lock and load the rows whose `column` is in `keys` into `cache` (None where absent)."""
-    missing = {key for key in keys if key not in cache}
-    if not missing:
-        return
-    statement = _locked_rows(model, column, session.get_bind().dialect.name)
-    rows = await session.scalars(statement, {"values": list(missing)})
-    cache.update(dict.fromkeys(missing))
-    cache.update((getattr(row, column.key), row) for row in rows)
