@@ -14,7 +14,9 @@ The embedded broker (Tansu, in memory) has quirks the loop must survive, each se
 - ListOffsets(latest) answers the last batch's first offset + 1, not the log end, so the listed
   end of an idle partition is usually behind a consumer that has read everything;
 - a group join can fail to complete after a restart, leaving a member with no partitions.
-Its fetches do not long-poll usefully (a short wait keeps a hop fast), and it refuses
+Its fetches do not long-poll: a fetch that finds nothing looks again only after half its wait,
+so a short wait keeps a hop fast while the stream is quiet, and a longer one, while it is busy,
+lets records gather into fewer, larger batches (see `EmbeddedBroker.fetched`). It refuses
 idempotent producers. A short session lets a restarted process take its partitions back fast.
 """
 
@@ -35,7 +37,9 @@ log = logging.getLogger(__name__)
 BrokerKind = Literal["kafka", "embedded"]
 
 KAFKA_FETCH_WAIT_MS = 500  # a long poll: the broker answers as soon as a record arrives
-EMBEDDED_FETCH_WAIT_MS = 20
+EMBEDDED_FETCH_WAIT_MS = 20  # while the stream is quiet: a lone saga's hop waits ~5 ms
+EMBEDDED_BUSY_FETCH_WAIT_MS = 60  # while batches come full: fewer fetches, larger transactions
+BUSY_BATCH = 3  # records in one fetch from which the stream counts as busy
 POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
 STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
@@ -126,6 +130,10 @@ class KafkaBroker:
     def consumer_options(self) -> dict[str, Any]:
         return {"fetch_max_wait_ms": self.fetch_wait_ms}
 
+    def fetched(self, consumer: Any, records: int) -> None:
+        """Called after each fetch with the number of records it gave. Kafka's fetch long-polls
+        (it answers as soon as a record arrives): nothing to adjust."""
+
     def producer_options(self) -> dict[str, Any]:
         # Retries of a batch the broker already wrote are dropped by it: no duplicate, no reorder.
         return {"enable_idempotence": True}
@@ -165,6 +173,8 @@ class EmbeddedBroker(KafkaBroker):
 
     def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
         super().__init__(name, fetch_wait_ms or EMBEDDED_FETCH_WAIT_MS)
+        # A wait given in the settings is kept as given; the default one follows the load.
+        self.busy_fetch_wait_ms = fetch_wait_ms or EMBEDDED_BUSY_FETCH_WAIT_MS
         self._next_check = 0.0
         self._progress = Progress(answered_at=0.0)
 
@@ -178,6 +188,18 @@ class EmbeddedBroker(KafkaBroker):
 
     def producer_options(self) -> dict[str, Any]:
         return {}  # InitProducerId is refused: no idempotent producer
+
+    def fetched(self, consumer: Any, records: int) -> None:
+        """The next fetch's wait: short while the stream is quiet, longer while it is busy.
+
+        This broker looks for records every half-wait, so a fetch that finds none holds its
+        consumer up to half its wait. Quiet, that is latency and nothing else. Busy, the records
+        that arrive meanwhile make the next batch larger, and every process's cost per saga falls
+        with batch size (measured: at 128 in flight on PostgreSQL, 237 sagas/s at a fixed 20 ms,
+        310/s at a fixed 60 ms).
+        """
+        wait = self.busy_fetch_wait_ms if records >= BUSY_BATCH else self.fetch_wait_ms
+        set_fetch_wait(consumer, wait)
 
     def client_started(self, now: float) -> None:
         super().client_started(now)
@@ -244,6 +266,14 @@ class EmbeddedBroker(KafkaBroker):
             )
             await consumer.seek_to_beginning(partition)
         return True
+
+
+def set_fetch_wait(consumer: Any, wait_ms: int) -> None:
+    """Set the wait of the consumer's next fetches. aiokafka reads it from its fetcher for every
+    request but offers no setter; `test_brokers` fails if the attribute moves."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        fetcher._fetch_max_wait_ms = wait_ms
 
 
 def broker_for(kind: BrokerKind, name: str, fetch_wait_ms: int | None = None) -> KafkaBroker:

@@ -337,6 +337,7 @@ class MessageLoop:
                 if batches is None:
                     continue
                 records = [record for part in batches.values() for record in part]
+                self.broker.fetched(consumer, len(records))
                 if records and not await self.process(records):
                     break  # stopping: the batch was not handled and will be redelivered
                 handled.update((tp, part[-1].offset + 1) for tp, part in batches.items() if part)
