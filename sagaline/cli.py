@@ -670,7 +670,16 @@ def bench(
     orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="Orders per run.")] = 2000,
     concurrency: Annotated[
         str, typer.Option(help="Comma-separated orders in flight, one run each.")
-    ] = "16,64,256",
+    ] = "16,64,96,128,256",
+    warmup: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1_000_000,
+            help="Orders placed at the highest in-flight count before the measured runs, "
+            "and left out of them (their invariants are still checked).",
+        ),
+    ] = 500,
     execution: ExecutionOption = None,
     database_url: DatabaseUrl = None,
     bootstrap_servers: BootstrapServers = None,
@@ -726,7 +735,9 @@ def bench(
         try:
             with console.status("starting") as status:
                 stack.start(progress=lambda message: status.update(message))
-            result = run_bench(stack, orders, loads, console, show=not as_json, profile=profile)
+            result = run_bench(
+                stack, orders, loads, console, show=not as_json, profile=profile, warmup=warmup
+            )
         except StackError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc

@@ -1,8 +1,10 @@
-"""`sagaline bench relay` end to end: the real relay process, broker and PostgreSQL."""
+"""`sagaline bench` end to end: the whole stack on the embedded broker and SQLite, and
+`sagaline bench relay`: the real relay process, broker and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,60 @@ import pytest
 from tests.integration.support import Parts
 
 RELAY_PARTS = [Parts("embedded", "postgresql")]
+STACK_PARTS = [Parts("embedded", "sqlite")]
+RUN_KEYS = {"concurrency", "sagas_per_s", "p50_ms", "p99_ms", "cpu_ms_per_saga", "pending"}
+
+
+def four_free_ports() -> int:
+    """A base port with the three after it free too (the stack's four services)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base: int = probe.getsockname()[1]
+        if base > 65_000:
+            continue
+        sockets = [socket.socket() for _ in range(4)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError("no four consecutive free ports")
+
+
+@pytest.mark.parametrize("parts", STACK_PARTS, ids=str)
+def test_bench_runs_each_load_after_a_warmup_and_names_the_best(
+    parts: Parts, tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-m", "sagaline", "bench", "--orders", "60", "--warmup", "20"]
+    argv += ["--concurrency", "2,8", "--base-port", str(four_free_ports()), "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["invariants_ok"]
+    assert result["warmup"] == {
+        "orders": 20,
+        "concurrency": 8,
+        "pending": 0,
+        "invariants_ok": True,
+    }
+    runs = result["runs"]
+    assert [run["concurrency"] for run in runs] == [2, 8]
+    for run in runs:
+        assert run.keys() >= RUN_KEYS
+        assert run["pending"] == 0
+        assert run["cpu_ms_per_saga"] > 0
+    fitting = [run for run in runs if run["p99_ms"] < 500]
+    if fitting:
+        best = max(fitting, key=lambda run: run["sagas_per_s"])
+        assert result["best"]["concurrency"] == best["concurrency"]
+        assert result["best"]["sagas_per_s"] == best["sagas_per_s"]
+    else:
+        assert result["best"] is None
 
 
 def bench_relay(server_url: str, *options: str) -> dict[str, Any]:
