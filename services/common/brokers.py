@@ -15,9 +15,11 @@ The embedded broker (Tansu, in memory) has quirks the loop must survive, each se
   end of an idle partition is usually behind a consumer that has read everything;
 - a group join can fail to complete after a restart, leaving a member with no partitions.
 Its fetches do not long-poll: a fetch that finds nothing looks again only after half its wait,
-so a short wait keeps a hop fast while the stream is quiet, and a longer one, while it is busy,
-lets records gather into fewer, larger batches (see `EmbeddedBroker.fetched`). It refuses
-idempotent producers. A short session lets a restarted process take its partitions back fast.
+so a short wait keeps a hop fast while the stream is quiet. It refuses idempotent producers.
+A short session lets a restarted process take its partitions back fast.
+
+On both, a consumer's fetch follows the load (`KafkaBroker.fetched`): quiet, it is answered at
+the first record; busy, it waits a little for more, so each transaction takes a larger batch.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ log = logging.getLogger(__name__)
 BrokerKind = Literal["kafka", "embedded"]
 
 KAFKA_FETCH_WAIT_MS = 500  # a long poll: the broker answers as soon as a record arrives
-EMBEDDED_FETCH_WAIT_MS = 20  # while the stream is quiet: a lone saga's hop waits ~5 ms
-EMBEDDED_BUSY_FETCH_WAIT_MS = 60  # while batches come full: fewer fetches, larger transactions
+EMBEDDED_FETCH_WAIT_MS = 20  # no long poll: a lone saga's hop waits ~5 ms for its record
 BUSY_BATCH = 3  # records in one fetch from which the stream counts as busy
+BUSY_FETCH_WAIT_MS = 60  # busy: a fetch waits up to this long for more records...
+KAFKA_BUSY_FETCH_MIN_BYTES = 16 * 1024  # ...on Kafka, until this much (~20 messages) is there
 POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
 STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
@@ -50,6 +53,14 @@ class Verdict(enum.Enum):
     FINE = "fine"
     RE_CREATED = "re-created"  # the position is past the partition's end: read it from the start
     STALLED = "stalled"  # records wait behind a position that does not move: a new client
+
+
+@dataclass(frozen=True)
+class FetchShape:
+    """What a consumer's fetch asks of the broker: at most how long to wait, for how much."""
+
+    wait_ms: int
+    min_bytes: int = 1
 
 
 @dataclass
@@ -121,18 +132,32 @@ class KafkaBroker:
 
     kind: BrokerKind = "kafka"
 
+    quiet_wait_ms = KAFKA_FETCH_WAIT_MS
+    busy_min_bytes = KAFKA_BUSY_FETCH_MIN_BYTES
+
     def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
         self.name = name
-        self.fetch_wait_ms = fetch_wait_ms or KAFKA_FETCH_WAIT_MS
+        self.quiet = FetchShape(fetch_wait_ms or self.quiet_wait_ms)
+        # A wait given in the settings is kept as given, whatever the load.
+        self.busy = (
+            self.quiet if fetch_wait_ms else FetchShape(BUSY_FETCH_WAIT_MS, self.busy_min_bytes)
+        )
         self._join_patience = JOIN_PATIENCE_S
         self._join_deadline = 0.0
 
     def consumer_options(self) -> dict[str, Any]:
-        return {"fetch_max_wait_ms": self.fetch_wait_ms}
+        return {"fetch_max_wait_ms": self.quiet.wait_ms, "fetch_min_bytes": self.quiet.min_bytes}
 
     def fetched(self, consumer: Any, records: int) -> None:
-        """Called after each fetch with the number of records it gave. Kafka's fetch long-polls
-        (it answers as soon as a record arrives): nothing to adjust."""
+        """Called after each fetch with its number of records: shapes the fetches after it.
+
+        Quiet (a lone saga's hop), a fetch is answered at the first record: latency is all that
+        counts. Busy, it waits up to BUSY_FETCH_WAIT_MS for more, and every process's cost per
+        saga falls with the batch it takes in one transaction. Measured on PostgreSQL: Kafka at
+        96 in flight, 231 sagas/s (p99 646 ms) always quiet, 331/s (p99 479 ms) this way; the
+        embedded broker at 64, 203/s (p99 554 ms), then 255/s (p99 437 ms).
+        """
+        set_fetch_shape(consumer, self.busy if records >= BUSY_BATCH else self.quiet)
 
     def producer_options(self) -> dict[str, Any]:
         # Retries of a batch the broker already wrote are dropped by it: no duplicate, no reorder.
@@ -171,16 +196,17 @@ class EmbeddedBroker(KafkaBroker):
 
     kind: BrokerKind = "embedded"
 
+    quiet_wait_ms = EMBEDDED_FETCH_WAIT_MS
+    busy_min_bytes = 1  # it looks every half-wait: a busy fetch returns what it finds then
+
     def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
-        super().__init__(name, fetch_wait_ms or EMBEDDED_FETCH_WAIT_MS)
-        # A wait given in the settings is kept as given; the default one follows the load.
-        self.busy_fetch_wait_ms = fetch_wait_ms or EMBEDDED_BUSY_FETCH_WAIT_MS
+        super().__init__(name, fetch_wait_ms)
         self._next_check = 0.0
         self._progress = Progress(answered_at=0.0)
 
     def consumer_options(self) -> dict[str, Any]:
         return {
-            "fetch_max_wait_ms": self.fetch_wait_ms,
+            **super().consumer_options(),
             "session_timeout_ms": 3_000,
             "heartbeat_interval_ms": 300,
             "metadata_max_age_ms": 5_000,
@@ -188,18 +214,6 @@ class EmbeddedBroker(KafkaBroker):
 
     def producer_options(self) -> dict[str, Any]:
         return {}  # InitProducerId is refused: no idempotent producer
-
-    def fetched(self, consumer: Any, records: int) -> None:
-        """The next fetch's wait: short while the stream is quiet, longer while it is busy.
-
-        This broker looks for records every half-wait, so a fetch that finds none holds its
-        consumer up to half its wait. Quiet, that is latency and nothing else. Busy, the records
-        that arrive meanwhile make the next batch larger, and every process's cost per saga falls
-        with batch size (measured: at 128 in flight on PostgreSQL, 237 sagas/s at a fixed 20 ms,
-        310/s at a fixed 60 ms).
-        """
-        wait = self.busy_fetch_wait_ms if records >= BUSY_BATCH else self.fetch_wait_ms
-        set_fetch_wait(consumer, wait)
 
     def client_started(self, now: float) -> None:
         super().client_started(now)
@@ -268,12 +282,13 @@ class EmbeddedBroker(KafkaBroker):
         return True
 
 
-def set_fetch_wait(consumer: Any, wait_ms: int) -> None:
-    """Set the wait of the consumer's next fetches. aiokafka reads it from its fetcher for every
-    request but offers no setter; `test_brokers` fails if the attribute moves."""
+def set_fetch_shape(consumer: Any, shape: FetchShape) -> None:
+    """Shape the consumer's next fetches. aiokafka reads both from its fetcher for every request
+    but offers no setter; `test_brokers` fails if the attributes move."""
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is not None:
-        fetcher._fetch_max_wait_ms = wait_ms
+        fetcher._fetch_max_wait_ms = shape.wait_ms
+        fetcher._fetch_min_bytes = shape.min_bytes
 
 
 def broker_for(kind: BrokerKind, name: str, fetch_wait_ms: int | None = None) -> KafkaBroker:

@@ -12,8 +12,10 @@ from aiokafka.consumer import fetcher as fetcher_module
 
 from services.common.brokers import (
     BUSY_BATCH,
-    EMBEDDED_BUSY_FETCH_WAIT_MS,
+    BUSY_FETCH_WAIT_MS,
     EMBEDDED_FETCH_WAIT_MS,
+    KAFKA_BUSY_FETCH_MIN_BYTES,
+    KAFKA_FETCH_WAIT_MS,
     KafkaBroker,
     broker_for,
 )
@@ -65,43 +67,54 @@ def test_a_fetch_wait_given_wins(kind: Any) -> None:
 
 class Fetcher:
     _fetch_max_wait_ms = 0
+    _fetch_min_bytes = 0
 
 
 class WithFetcher:
     def __init__(self) -> None:
         self._fetcher = Fetcher()
 
+    def shape(self) -> tuple[int, int]:
+        return (self._fetcher._fetch_max_wait_ms, self._fetcher._fetch_min_bytes)
 
-def test_the_embedded_fetch_waits_longer_while_batches_come_full() -> None:
-    broker = broker_for("embedded", "payment")
+
+@pytest.mark.parametrize(
+    ("kind", "quiet", "busy"),
+    [
+        ("kafka", (KAFKA_FETCH_WAIT_MS, 1), (BUSY_FETCH_WAIT_MS, KAFKA_BUSY_FETCH_MIN_BYTES)),
+        ("embedded", (EMBEDDED_FETCH_WAIT_MS, 1), (BUSY_FETCH_WAIT_MS, 1)),
+    ],
+)
+def test_a_busy_stream_fetches_larger_batches(
+    kind: Any, quiet: tuple[int, int], busy: tuple[int, int]
+) -> None:
+    broker = broker_for(kind, "payment")
+    options = broker.consumer_options()
+    assert (options["fetch_max_wait_ms"], options["fetch_min_bytes"]) == quiet
     consumer = WithFetcher()
     broker.fetched(consumer, records=BUSY_BATCH)
-    assert consumer._fetcher._fetch_max_wait_ms == EMBEDDED_BUSY_FETCH_WAIT_MS
-    broker.fetched(consumer, records=1)  # a lone saga's hop: back to the short wait
-    assert consumer._fetcher._fetch_max_wait_ms == EMBEDDED_FETCH_WAIT_MS
+    assert consumer.shape() == busy
+    broker.fetched(consumer, records=1)  # a lone saga's hop: answered at its first record
+    assert consumer.shape() == quiet
+    broker.fetched(consumer, records=BUSY_BATCH + 40)
     broker.fetched(consumer, records=0)
-    assert consumer._fetcher._fetch_max_wait_ms == EMBEDDED_FETCH_WAIT_MS
+    assert consumer.shape() == quiet
 
 
-def test_a_fetch_wait_given_is_kept_under_load() -> None:
-    broker = broker_for("embedded", "payment", fetch_wait_ms=33)
+@pytest.mark.parametrize("kind", ["kafka", "embedded"])
+def test_a_fetch_wait_given_is_kept_under_load(kind: Any) -> None:
+    broker = broker_for(kind, "payment", fetch_wait_ms=33)
     consumer = WithFetcher()
     broker.fetched(consumer, records=500)
-    assert consumer._fetcher._fetch_max_wait_ms == 33
+    assert consumer.shape() == (33, 1)
 
 
-def test_kafka_fetches_keep_their_long_poll() -> None:
-    consumer = WithFetcher()
-    broker_for("kafka", "payment").fetched(consumer, records=500)
-    assert consumer._fetcher._fetch_max_wait_ms == 0, "untouched"
-
-
-def test_aiokafka_still_reads_the_fetch_wait_from_its_fetcher() -> None:
-    """`set_fetch_wait` writes a private attribute: this fails if aiokafka renames it."""
-    start = inspect.getsource(AIOKafkaConsumer.start)
-    assert "self._fetcher = Fetcher(" in start
-    fetcher_source = inspect.getsource(fetcher_module.Fetcher)
-    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in fetcher_source
-    assert "self._fetch_max_wait_ms," in inspect.getsource(
-        fetcher_module.Fetcher._get_actions_per_node
-    )
+def test_aiokafka_still_reads_the_fetch_shape_from_its_fetcher() -> None:
+    """`set_fetch_shape` writes private attributes: this fails if aiokafka renames them."""
+    assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start)
+    init = inspect.getsource(fetcher_module.Fetcher.__init__)
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in init
+    assert "self._fetch_min_bytes = fetch_min_bytes" in init
+    request = inspect.getsource(fetcher_module.Fetcher._get_actions_per_node)
+    assert "self._fetch_max_wait_ms," in request
+    assert "self._fetch_min_bytes," in request
