@@ -40,9 +40,10 @@ BrokerKind = Literal["kafka", "embedded"]
 
 KAFKA_FETCH_WAIT_MS = 500  # a long poll: the broker answers as soon as a record arrives
 EMBEDDED_FETCH_WAIT_MS = 20  # no long poll: a lone saga's hop waits ~5 ms for its record
-BUSY_BATCH = 3  # records in one fetch from which the stream counts as busy
 BUSY_FETCH_WAIT_MS = 60  # busy: a fetch waits up to this long for more records...
 KAFKA_BUSY_FETCH_MIN_BYTES = 16 * 1024  # ...on Kafka, until this much (~20 messages) is there
+KAFKA_BUSY_BATCH = 8  # records in one fetch from which the stream counts as busy...
+EMBEDDED_BUSY_BATCH = 3  # ...lower where a busy fetch waits only when it finds nothing
 POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
 STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
@@ -133,6 +134,7 @@ class KafkaBroker:
     kind: BrokerKind = "kafka"
 
     quiet_wait_ms = KAFKA_FETCH_WAIT_MS
+    busy_batch = KAFKA_BUSY_BATCH
     busy_min_bytes = KAFKA_BUSY_FETCH_MIN_BYTES
 
     def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
@@ -153,11 +155,11 @@ class KafkaBroker:
 
         Quiet (a lone saga's hop), a fetch is answered at the first record: latency is all that
         counts. Busy, it waits up to BUSY_FETCH_WAIT_MS for more, and every process's cost per
-        saga falls with the batch it takes in one transaction. Measured on PostgreSQL: Kafka at
-        96 in flight, 231 sagas/s (p99 646 ms) always quiet, 331/s (p99 479 ms) this way; the
-        embedded broker at 64, 203/s (p99 554 ms), then 255/s (p99 437 ms).
+        saga falls with the batch it takes in one transaction. The price is latency at light
+        load, where a busy fetch waits for records that come slowly: `busy_batch` is set where
+        that price was measured to stay small (README, "Performance").
         """
-        set_fetch_shape(consumer, self.busy if records >= BUSY_BATCH else self.quiet)
+        set_fetch_shape(consumer, self.busy if records >= self.busy_batch else self.quiet)
 
     def producer_options(self) -> dict[str, Any]:
         # Retries of a batch the broker already wrote are dropped by it: no duplicate, no reorder.
@@ -197,6 +199,7 @@ class EmbeddedBroker(KafkaBroker):
     kind: BrokerKind = "embedded"
 
     quiet_wait_ms = EMBEDDED_FETCH_WAIT_MS
+    busy_batch = EMBEDDED_BUSY_BATCH
     busy_min_bytes = 1  # it looks every half-wait: a busy fetch returns what it finds then
 
     def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:

@@ -11,7 +11,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer import fetcher as fetcher_module
 
 from services.common.brokers import (
-    BUSY_BATCH,
     BUSY_FETCH_WAIT_MS,
     EMBEDDED_FETCH_WAIT_MS,
     KAFKA_BUSY_FETCH_MIN_BYTES,
@@ -92,11 +91,13 @@ def test_a_busy_stream_fetches_larger_batches(
     options = broker.consumer_options()
     assert (options["fetch_max_wait_ms"], options["fetch_min_bytes"]) == quiet
     consumer = WithFetcher()
-    broker.fetched(consumer, records=BUSY_BATCH)
+    broker.fetched(consumer, records=broker.busy_batch)
     assert consumer.shape() == busy
     broker.fetched(consumer, records=1)  # a lone saga's hop: answered at its first record
     assert consumer.shape() == quiet
-    broker.fetched(consumer, records=BUSY_BATCH + 40)
+    broker.fetched(consumer, records=broker.busy_batch - 1)
+    assert consumer.shape() == quiet
+    broker.fetched(consumer, records=broker.busy_batch + 40)
     broker.fetched(consumer, records=0)
     assert consumer.shape() == quiet
 
