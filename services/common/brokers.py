@@ -44,6 +44,7 @@ BUSY_FETCH_WAIT_MS = 60  # busy: a fetch waits up to this long for more records.
 KAFKA_BUSY_FETCH_MIN_BYTES = 16 * 1024  # ...on Kafka, until this much (~20 messages) is there
 KAFKA_BUSY_BATCH = 8  # records in one fetch from which the stream counts as busy...
 EMBEDDED_BUSY_BATCH = 3  # ...lower where a busy fetch waits only when it finds nothing
+EMBEDDED_BUSY_WAIT_PER_HANDLING = 4  # embedded: 4x the last batch's handling, 5..60 ms
 POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
 STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
@@ -140,26 +141,30 @@ class KafkaBroker:
     def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
         self.name = name
         self.quiet = FetchShape(fetch_wait_ms or self.quiet_wait_ms)
-        # A wait given in the settings is kept as given, whatever the load.
-        self.busy = (
-            self.quiet if fetch_wait_ms else FetchShape(BUSY_FETCH_WAIT_MS, self.busy_min_bytes)
-        )
+        self.adapts = fetch_wait_ms is None  # a wait given in the settings is kept as given
         self._join_patience = JOIN_PATIENCE_S
         self._join_deadline = 0.0
 
     def consumer_options(self) -> dict[str, Any]:
         return {"fetch_max_wait_ms": self.quiet.wait_ms, "fetch_min_bytes": self.quiet.min_bytes}
 
-    def fetched(self, consumer: Any, records: int) -> None:
-        """Called after each fetch with its number of records: shapes the fetches after it.
+    def handled(self, consumer: Any, records: int, took_s: float) -> None:
+        """Called after each batch with its size and how long it took: shapes the next fetches.
 
-        Quiet (a lone saga's hop), a fetch is answered at the first record: latency is all that
-        counts. Busy, it waits up to BUSY_FETCH_WAIT_MS for more, and every process's cost per
-        saga falls with the batch it takes in one transaction. The price is latency at light
-        load, where a busy fetch waits for records that come slowly: `busy_batch` is set where
-        that price was measured to stay small (README, "Performance").
+        Quiet (a lone saga's hop), a fetch is answered at its first record: latency is all that
+        counts. Busy, it waits a little for more: every process's cost per saga falls with the
+        batch it takes in one transaction (README, "Performance", has the measurements).
         """
-        set_fetch_shape(consumer, self.busy if records >= self.busy_batch else self.quiet)
+        if not self.adapts:
+            return
+        if records < self.busy_batch:
+            set_fetch_shape(consumer, self.quiet)
+        else:
+            set_fetch_shape(consumer, FetchShape(self.busy_wait_ms(took_s), self.busy_min_bytes))
+
+    def busy_wait_ms(self, took_s: float) -> int:
+        """Kafka: the longest wait, cut short once KAFKA_BUSY_FETCH_MIN_BYTES have arrived."""
+        return BUSY_FETCH_WAIT_MS
 
     def producer_options(self) -> dict[str, Any]:
         # Retries of a batch the broker already wrote are dropped by it: no duplicate, no reorder.
@@ -217,6 +222,13 @@ class EmbeddedBroker(KafkaBroker):
 
     def producer_options(self) -> dict[str, Any]:
         return {}  # InitProducerId is refused: no idempotent producer
+
+    def busy_wait_ms(self, took_s: float) -> int:
+        """What is worth waiting for here follows what a batch costs to handle. On PostgreSQL (a
+        round trip per statement) a long wait pays; on SQLite, whose transactions are cheap, a
+        fixed 60 ms took a fifth of the demo's sagas/s."""
+        wait_ms = EMBEDDED_BUSY_WAIT_PER_HANDLING * took_s * 1000
+        return round(min(BUSY_FETCH_WAIT_MS, max(5, wait_ms)))
 
     def client_started(self, now: float) -> None:
         super().client_started(now)

@@ -337,9 +337,10 @@ class MessageLoop:
                 if batches is None:
                     continue
                 records = [record for part in batches.values() for record in part]
-                self.broker.fetched(consumer, len(records))
+                started = loop.time()
                 if records and not await self.process(records):
                     break  # stopping: the batch was not handled and will be redelivered
+                self.broker.handled(consumer, len(records), loop.time() - started)
                 handled.update((tp, part[-1].offset + 1) for tp, part in batches.items() if part)
                 await lag.update(consumer)
                 # Offsets follow the transactions, at most every COMMIT_INTERVAL_S: a message

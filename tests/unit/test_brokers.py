@@ -78,36 +78,47 @@ class WithFetcher:
 
 
 @pytest.mark.parametrize(
-    ("kind", "quiet", "busy"),
+    ("kind", "quiet", "busy_min_bytes"),
     [
-        ("kafka", (KAFKA_FETCH_WAIT_MS, 1), (BUSY_FETCH_WAIT_MS, KAFKA_BUSY_FETCH_MIN_BYTES)),
-        ("embedded", (EMBEDDED_FETCH_WAIT_MS, 1), (BUSY_FETCH_WAIT_MS, 1)),
+        ("kafka", (KAFKA_FETCH_WAIT_MS, 1), KAFKA_BUSY_FETCH_MIN_BYTES),
+        ("embedded", (EMBEDDED_FETCH_WAIT_MS, 1), 1),
     ],
 )
-def test_a_busy_stream_fetches_larger_batches(
-    kind: Any, quiet: tuple[int, int], busy: tuple[int, int]
+def test_a_busy_stream_waits_for_larger_batches(
+    kind: Any, quiet: tuple[int, int], busy_min_bytes: int
 ) -> None:
     broker = broker_for(kind, "payment")
     options = broker.consumer_options()
     assert (options["fetch_max_wait_ms"], options["fetch_min_bytes"]) == quiet
     consumer = WithFetcher()
-    broker.fetched(consumer, records=broker.busy_batch)
-    assert consumer.shape() == busy
-    broker.fetched(consumer, records=1)  # a lone saga's hop: answered at its first record
+    broker.handled(consumer, records=broker.busy_batch, took_s=0.010)
+    assert consumer.shape() == (broker.busy_wait_ms(0.010), busy_min_bytes)
+    broker.handled(consumer, records=1, took_s=0.010)  # a lone saga's hop: its first record
     assert consumer.shape() == quiet
-    broker.fetched(consumer, records=broker.busy_batch - 1)
+    broker.handled(consumer, records=broker.busy_batch - 1, took_s=0.010)
     assert consumer.shape() == quiet
-    broker.fetched(consumer, records=broker.busy_batch + 40)
-    broker.fetched(consumer, records=0)
+    broker.handled(consumer, records=broker.busy_batch + 40, took_s=2.0)
+    assert consumer.shape() == (BUSY_FETCH_WAIT_MS, busy_min_bytes), "the longest wait"
+    broker.handled(consumer, records=0, took_s=0.0)
     assert consumer.shape() == quiet
+
+
+def test_the_embedded_busy_wait_follows_what_a_batch_costs() -> None:
+    broker = broker_for("embedded", "payment")
+    assert broker.busy_wait_ms(0.004) == 16, "four times a cheap (SQLite) batch"
+    assert broker.busy_wait_ms(0.0001) == 5
+    assert broker.busy_wait_ms(0.5) == BUSY_FETCH_WAIT_MS
+    kafka = broker_for("kafka", "payment")
+    assert kafka.busy_wait_ms(0.004) == BUSY_FETCH_WAIT_MS, "Kafka's ends at 16 KiB anyway"
 
 
 @pytest.mark.parametrize("kind", ["kafka", "embedded"])
 def test_a_fetch_wait_given_is_kept_under_load(kind: Any) -> None:
     broker = broker_for(kind, "payment", fetch_wait_ms=33)
     consumer = WithFetcher()
-    broker.fetched(consumer, records=500)
-    assert consumer.shape() == (33, 1)
+    broker.handled(consumer, records=500, took_s=0.5)
+    assert consumer.shape() == (0, 0), "untouched: the client keeps the wait it was given"
+    assert broker.consumer_options()["fetch_max_wait_ms"] == 33
 
 
 def test_aiokafka_still_reads_the_fetch_shape_from_its_fetcher() -> None:
