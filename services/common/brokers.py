@@ -18,7 +18,7 @@ Its fetches do not long-poll: a fetch that finds nothing looks again only after 
 so a short wait keeps a hop fast while the stream is quiet. It refuses idempotent producers.
 A short session lets a restarted process take its partitions back fast.
 
-On both, a consumer's fetch follows the load (`KafkaBroker.fetched`): quiet, it is answered at
+On both, a consumer's fetch follows the load (`KafkaBroker.handled`): quiet, it is answered at
 the first record; busy, it waits a little for more, so each transaction takes a larger batch.
 """
 
