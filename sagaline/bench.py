@@ -67,7 +67,7 @@ def warm_up(
     stack: Stack, orders: int, concurrency: int, console: Console, *, show: bool
 ) -> dict[str, Any]:
     """Orders placed before the measured runs and left out of them: a fresh stack's first
-    thousand sagas pay for cold caches, connection pools and, on Apache Kafka, the JIT."""
+    sagas pay for cold caches, connection pools and, on Apache Kafka, the JIT."""
     if orders == 0:
         return {"orders": 0, "invariants_ok": True}
     summary = run_demo(stack, DemoOptions(orders, concurrency), console, show=show)

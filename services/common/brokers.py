@@ -18,8 +18,9 @@ Its fetches do not long-poll: a fetch that finds nothing looks again only after 
 so a short wait keeps a hop fast while the stream is quiet. It refuses idempotent producers.
 A short session lets a restarted process take its partitions back fast.
 
-On both, a consumer's fetch follows the load (`KafkaBroker.handled`): quiet, it is answered at
-the first record; busy, it waits a little for more, so each transaction takes a larger batch.
+On both, a consumer's fetch follows the load (`KafkaBroker.batch_handled`): quiet, it is
+answered at the first record; busy, it waits a little for more, so each transaction takes a
+larger batch.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class KafkaBroker:
     def consumer_options(self) -> dict[str, Any]:
         return {"fetch_max_wait_ms": self.quiet.wait_ms, "fetch_min_bytes": self.quiet.min_bytes}
 
-    def handled(self, consumer: Any, records: int, took_s: float) -> None:
+    def batch_handled(self, consumer: Any, records: int, took_s: float) -> None:
         """Called after each batch with its size and how long it took: shapes the next fetches.
 
         Quiet (a lone saga's hop), a fetch is answered at its first record: latency is all that

@@ -340,7 +340,7 @@ class MessageLoop:
                 started = loop.time()
                 if records and not await self.process(records):
                     break  # stopping: the batch was not handled and will be redelivered
-                self.broker.handled(consumer, len(records), loop.time() - started)
+                self.broker.batch_handled(consumer, len(records), loop.time() - started)
                 handled.update((tp, part[-1].offset + 1) for tp, part in batches.items() if part)
                 await lag.update(consumer)
                 # Offsets follow the transactions, at most every COMMIT_INTERVAL_S: a message

@@ -91,15 +91,15 @@ def test_a_busy_stream_waits_for_larger_batches(
     options = broker.consumer_options()
     assert (options["fetch_max_wait_ms"], options["fetch_min_bytes"]) == quiet
     consumer = WithFetcher()
-    broker.handled(consumer, records=broker.busy_batch, took_s=0.010)
+    broker.batch_handled(consumer, records=broker.busy_batch, took_s=0.010)
     assert consumer.shape() == (broker.busy_wait_ms(0.010), busy_min_bytes)
-    broker.handled(consumer, records=1, took_s=0.010)  # a lone saga's hop: its first record
+    broker.batch_handled(consumer, records=1, took_s=0.010)  # a lone saga's hop: its first record
     assert consumer.shape() == quiet
-    broker.handled(consumer, records=broker.busy_batch - 1, took_s=0.010)
+    broker.batch_handled(consumer, records=broker.busy_batch - 1, took_s=0.010)
     assert consumer.shape() == quiet
-    broker.handled(consumer, records=broker.busy_batch + 40, took_s=2.0)
+    broker.batch_handled(consumer, records=broker.busy_batch + 40, took_s=2.0)
     assert consumer.shape() == (BUSY_FETCH_WAIT_MS, busy_min_bytes), "the longest wait"
-    broker.handled(consumer, records=0, took_s=0.0)
+    broker.batch_handled(consumer, records=0, took_s=0.0)
     assert consumer.shape() == quiet
 
 
@@ -116,7 +116,7 @@ def test_the_embedded_busy_wait_follows_what_a_batch_costs() -> None:
 def test_a_fetch_wait_given_is_kept_under_load(kind: Any) -> None:
     broker = broker_for(kind, "payment", fetch_wait_ms=33)
     consumer = WithFetcher()
-    broker.handled(consumer, records=500, took_s=0.5)
+    broker.batch_handled(consumer, records=500, took_s=0.5)
     assert consumer.shape() == (0, 0), "untouched: the client keeps the wait it was given"
     assert broker.consumer_options()["fetch_max_wait_ms"] == 33
 
