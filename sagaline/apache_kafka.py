@@ -272,9 +272,8 @@ class ApacheKafka:
         (as on a Strimzi cluster with `authorization: simple`); the PLAINTEXT listener stays the
         platform's own, its anonymous principal a super user (creating topics, users, ACLs)."""
         self.port = port or free_port()
-        taken = {self.port}
-        self.controller_port = _another_port(taken)
-        self.sasl_port = _another_port(taken) if authorizing else None
+        self.controller_port = free_port()
+        self.sasl_port = free_port() if authorizing else None
         self._owns_data_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="sagaline-kafka-"))
         self.log_path = log_path or self.data_dir / "kafka.log"
@@ -479,15 +478,6 @@ class ApacheKafka:
             ):
                 return
             time.sleep(0.2)
-
-
-def _another_port(taken: set[int]) -> int:
-    """A free port not in `taken` (and now in it)."""
-    port = free_port()
-    while port in taken:
-        port = free_port()
-    taken.add(port)
-    return port
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:

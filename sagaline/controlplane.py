@@ -679,29 +679,21 @@ class ControlPlane:
     # -- inside --------------------------------------------------------------------------------
 
     def _ports(self) -> Path:
-        """Ports of the kernel's choosing for every component (kwokctl's own choice counts
-        down from 32765, the same for two control planes started at once); the etcd peer port
-        has no flag, only this configuration file."""
-        chosen: set[int] = set()
-
-        def port() -> int:
-            while (candidate := free_port()) in chosen:
-                pass
-            chosen.add(candidate)
-            return candidate
-
+        """Ports of our choosing for every component (kwokctl's own choice counts down from
+        32765, the same for two control planes started at once); the etcd peer port has no
+        flag, only this configuration file."""
         self._component_ports = {
-            "kube-apiserver-port": port(),
-            "etcd-port": port(),
-            "controller-port": port(),
-            "kube-controller-manager-port": port(),
-            "kube-scheduler-port": port(),
+            "kube-apiserver-port": free_port(),
+            "etcd-port": free_port(),
+            "controller-port": free_port(),
+            "kube-controller-manager-port": free_port(),
+            "kube-scheduler-port": free_port(),
         }
         path = self.state_dir / "kwokctl-ports.yaml"
         path.write_text(
             "apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
             "kind: KwokctlConfiguration\n"
-            f"options:\n  etcdPeerPort: {port()}\n"
+            f"options:\n  etcdPeerPort: {free_port()}\n"
         )
         return path
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from sagaline.ports import free_port_block
+from services.registry import SERVICES
 from tests.integration.support import Parts
 
 RELAY_PARTS = [Parts("embedded", "postgresql")]
@@ -19,33 +20,12 @@ STACK_PARTS = [Parts("embedded", "sqlite")]
 RUN_KEYS = {"concurrency", "sagas_per_s", "p50_ms", "p99_ms", "cpu_ms_per_saga", "pending"}
 
 
-def four_free_ports() -> int:
-    """A base port with the three after it free too (the stack's four services)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base: int = probe.getsockname()[1]
-        if base > 65_000:
-            continue
-        sockets = [socket.socket() for _ in range(4)]
-        try:
-            for offset, sock in enumerate(sockets):
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise AssertionError("no four consecutive free ports")
-
-
 @pytest.mark.parametrize("parts", STACK_PARTS, ids=str)
 def test_bench_runs_each_load_after_a_warmup_and_names_the_best(
     parts: Parts, tmp_path: Path
 ) -> None:
     argv = [sys.executable, "-m", "sagaline", "bench", "--orders", "60", "--warmup", "20"]
-    argv += ["--concurrency", "2,8", "--base-port", str(four_free_ports()), "--json"]
+    argv += ["--concurrency", "2,8", "--base-port", str(free_port_block(len(SERVICES))), "--json"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)

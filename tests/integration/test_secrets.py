@@ -21,8 +21,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from sagaline.broker import EmbeddedBroker
-from sagaline.ports import free_port
+from sagaline.ports import free_port, free_port_block
 from sagaline.stack import Stack
+from services.registry import SERVICES
 from tests.integration.support import Parts, running_stack
 
 DB_PASSWORD = f"dbpw-{uuid.uuid4().hex[:12]}"
@@ -132,7 +133,8 @@ def refused_sasl_login(stack: Stack, log: Path) -> str:
 def unreachable_database(tmp: Path) -> str:
     """`sagaline up` against a PostgreSQL URL whose server does not answer: what it prints."""
     url = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{free_port()}"
-    options = ["--database-url", url, "--state-dir", str(tmp), "--base-port", str(free_port())]
+    base_port = free_port_block(len(SERVICES))
+    options = ["--database-url", url, "--state-dir", str(tmp), "--base-port", str(base_port)]
     result = subprocess.run(
         [sys.executable, "-m", "sagaline", "up", *options],
         env=os.environ | {"COLUMNS": "200"},

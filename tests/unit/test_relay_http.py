@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import httpx
 
+from sagaline.ports import free_port
 from services.common.db import Database
 from services.common.metrics import PUBLISHED
 from services.common.relay import Relay
 from services.common.relay_http import start_relay_http
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_the_relay_serves_its_metrics_and_its_health(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'payment.db'}", pool_size=1)
     relay = Relay(db, service="payment", bootstrap_servers="127.0.0.1:1")
     PUBLISHED.labels(service="payment").inc(3)
-    port = _free_port()
+    port = free_port()
     runner = await start_relay_http(relay, "127.0.0.1", port)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
