@@ -27,7 +27,7 @@ from sagaline.ports import wait_for_port
 from sagaline.stack import Stack, StackConfig, StackError
 from sagaline.trace import DEFAULT_URL as TRACE_URL
 from services.common.db import redact, redact_text
-from services.common.definition import Execution, default_definition_path
+from services.common.definition import Execution, default_definition_path, load_definition
 from services.registry import PORTS, SERVICES
 
 if TYPE_CHECKING:
@@ -117,6 +117,18 @@ SagaFile = Annotated[
     Path, typer.Option("--saga-file", help="The Saga resource to run.", exists=True, dir_okay=False)
 ]
 BasePort = Annotated[int, typer.Option(help="Port of the orchestrator; the others follow.")]
+PartitionsOption = Annotated[
+    int,
+    typer.Option(
+        "--partitions",
+        min=1,
+        max=1000,
+        envvar="SAGALINE_TOPIC_PARTITIONS",
+        help="Partitions of each topic the stack creates. Here one process consumes each "
+        "topic, so more partitions only add fetch work; the Saga's own count "
+        "(spec.kafka.partitions) is for its replicas on Kubernetes.",
+    ),
+]
 TemporaryStateDir = Annotated[
     Path | None, typer.Option(help="Default: a new temporary directory, removed after.")
 ]
@@ -318,6 +330,7 @@ def _stack_config(
     broker: BrokerChoice | None = None,
     database: DatabaseChoice = DatabaseChoice.SQLITE,
     extra_env: dict[str, str] | None = None,
+    partitions: int | None = None,
 ) -> StackConfig:
     if broker is None:
         broker = BrokerChoice.KAFKA if bootstrap_servers else BrokerChoice.EMBEDDED
@@ -332,6 +345,7 @@ def _stack_config(
         ports=_ports(base_port),
         api_token=api_token or secrets.token_urlsafe(32),
         extra_env=extra_env or {},
+        topic_partitions=partitions,
     )
 
 
@@ -340,10 +354,14 @@ def _label(summary: dict[str, Any], config: StackConfig) -> None:
     postgres = config.database_url is not None or config.database == "postgres"
     summary["database"] = "postgresql" if postgres else "sqlite"
     summary["broker"] = config.broker
+    summary["partitions"] = (
+        config.topic_partitions or load_definition(config.saga_file).spec.kafka.partitions
+    )
 
 
 def _parts(summary: dict[str, Any]) -> str:
-    return f"{summary['broker']}, {summary['database']}"
+    partitions = f"{summary['partitions']} partition" + ("s" if summary["partitions"] > 1 else "")
+    return f"{summary['broker']}, {summary['database']}, {partitions}"
 
 
 def _report(
@@ -391,6 +409,7 @@ def up(
     state_dir: StateDir = Path(".sagaline"),
     saga_file: SagaFile = default_definition_path(),
     base_port: BasePort = 8080,
+    partitions: PartitionsOption = 1,
     api_token: ApiToken = None,
     trace: Annotated[
         bool,
@@ -424,6 +443,7 @@ def up(
                 broker=broker,
                 database=database,
                 extra_env=extra_env,
+                partitions=partitions,
             ),
             state_dir,
             api_token,
@@ -485,6 +505,7 @@ def demo(
     state_dir: TemporaryStateDir = None,
     saga_file: SagaFile = default_definition_path(),
     base_port: BasePort = 8080,
+    partitions: PartitionsOption = 1,
     api_token: ApiToken = None,
 ) -> None:
     """Start the stack, place orders (a known share must fail), check the invariants, stop."""
@@ -503,6 +524,7 @@ def demo(
         api_token,
         broker=broker,
         database=database,
+        partitions=partitions,
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)
@@ -575,6 +597,7 @@ def chaos(
     state_dir: TemporaryStateDir = None,
     saga_file: SagaFile = default_definition_path(),
     base_port: BasePort = 8080,
+    partitions: PartitionsOption = 1,
     api_token: ApiToken = None,
     keep: Annotated[
         bool,
@@ -605,6 +628,7 @@ def chaos(
         api_token,
         broker=broker,
         database=database,
+        partitions=partitions,
     )
     config.step_timeout_s = step_timeout
     if database_url:  # a run of its own: fresh databases, dropped after
@@ -688,6 +712,7 @@ def bench(
     as_json: JsonFlag = False,
     saga_file: SagaFile = default_definition_path(),
     base_port: BasePort = 8080,
+    partitions: PartitionsOption = 1,
     api_token: ApiToken = None,
     profile: ProfileDir = None,
     trace: Annotated[
@@ -727,6 +752,7 @@ def bench(
         broker=broker,
         database=database,
         extra_env=receiver.exporter_env() if receiver is not None else None,
+        partitions=partitions,
     )
     _ensure_ports_free(config.ports)
     stack = Stack(config)

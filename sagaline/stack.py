@@ -64,6 +64,8 @@ class StackConfig:
     # Per service (and its relay), over extra_env: e.g. each service's own Kafka credentials.
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     api_token: str | None = None  # every service then requires it on mutating requests
+    # Partitions of the topics this stack creates; None: the Saga's own (spec.kafka.partitions).
+    topic_partitions: int | None = None
 
 
 class ManagedProcess:
@@ -213,6 +215,7 @@ class Stack:
         definition = load_definition(self.config.saga_file)
         settings = Settings()
         partitions, replicas = topic_layout(settings, definition)
+        partitions = self.config.topic_partitions or partitions
         asyncio.run(
             ensure_topics(
                 self.bootstrap_servers,
@@ -245,6 +248,7 @@ class Stack:
             "SAGALINE_STEP_TIMEOUT_SECONDS": self.config.step_timeout_s,
             "SAGALINE_MAX_ATTEMPTS": self.config.max_attempts,
             "SAGALINE_API_TOKEN": self.config.api_token,
+            "SAGALINE_TOPIC_PARTITIONS": self.config.topic_partitions,
         }
         env.update({k: str(v) for k, v in overrides.items() if v is not None})
         env.update(self.config.extra_env)

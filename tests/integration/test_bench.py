@@ -30,6 +30,7 @@ def test_bench_runs_each_load_after_a_warmup_and_names_the_best(
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["invariants_ok"]
+    assert result["partitions"] == 1, "a local stack's topics: one partition each by default"
     assert result["warmup"] == {
         "orders": 20,
         "concurrency": 8,
