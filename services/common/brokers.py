@@ -19,8 +19,8 @@ so a short wait keeps a hop fast while the stream is quiet. It refuses idempoten
 A short session lets a restarted process take its partitions back fast.
 
 On both, a consumer's fetch follows the load (`KafkaBroker.batch_handled`): quiet, it is
-answered at the first record; busy, it waits a little for more, so each transaction takes a
-larger batch.
+answered at the first record; busy, it waits a little for more (as long as four times what the
+last batch took to handle), so each transaction takes a larger batch.
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ BrokerKind = Literal["kafka", "embedded"]
 KAFKA_FETCH_WAIT_MS = 500  # a long poll: the broker answers as soon as a record arrives
 EMBEDDED_FETCH_WAIT_MS = 20  # no long poll: a lone saga's hop waits ~5 ms for its record
 BUSY_FETCH_WAIT_MS = 60  # busy: a fetch waits up to this long for more records...
+BUSY_FETCH_MIN_WAIT_MS = 5  # ...and at least this long...
+BUSY_WAIT_PER_HANDLING = 4  # ...in between, 4x what the last batch took to handle
 KAFKA_BUSY_FETCH_MIN_BYTES = 16 * 1024  # ...on Kafka, until this much (~20 messages) is there
 KAFKA_BUSY_BATCH = 8  # records in one fetch from which the stream counts as busy...
 EMBEDDED_BUSY_BATCH = 3  # ...lower where a busy fetch waits only when it finds nothing
-EMBEDDED_BUSY_WAIT_PER_HANDLING = 4  # embedded: 4x the last batch's handling, 5..60 ms
 POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
 STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
@@ -164,8 +165,13 @@ class KafkaBroker:
             set_fetch_shape(consumer, FetchShape(self.busy_wait_ms(took_s), self.busy_min_bytes))
 
     def busy_wait_ms(self, took_s: float) -> int:
-        """Kafka: the longest wait, cut short once KAFKA_BUSY_FETCH_MIN_BYTES have arrived."""
-        return BUSY_FETCH_WAIT_MS
+        """What is worth waiting for follows what a batch costs to handle. On PostgreSQL (a
+        round trip per statement) a long wait pays; on SQLite, whose transactions are cheap, a
+        fixed 60 ms took a fifth of the demo's sagas/s, and on Apache Kafka it held a fetch for
+        its 16 KiB at moderate loads (16 in flight: 81 sagas/s, p50 183 ms, against 120 and
+        121 ms now)."""
+        wait_ms = BUSY_WAIT_PER_HANDLING * took_s * 1000
+        return round(min(BUSY_FETCH_WAIT_MS, max(BUSY_FETCH_MIN_WAIT_MS, wait_ms)))
 
     def producer_options(self) -> dict[str, Any]:
         # Retries of a batch the broker already wrote are dropped by it: no duplicate, no reorder.
@@ -223,13 +229,6 @@ class EmbeddedBroker(KafkaBroker):
 
     def producer_options(self) -> dict[str, Any]:
         return {}  # InitProducerId is refused: no idempotent producer
-
-    def busy_wait_ms(self, took_s: float) -> int:
-        """What is worth waiting for here follows what a batch costs to handle. On PostgreSQL (a
-        round trip per statement) a long wait pays; on SQLite, whose transactions are cheap, a
-        fixed 60 ms took a fifth of the demo's sagas/s."""
-        wait_ms = EMBEDDED_BUSY_WAIT_PER_HANDLING * took_s * 1000
-        return round(min(BUSY_FETCH_WAIT_MS, max(5, wait_ms)))
 
     def client_started(self, now: float) -> None:
         super().client_started(now)
