@@ -27,7 +27,7 @@ from sagaline.ports import wait_for_port
 from sagaline.stack import Stack, StackConfig, StackError
 from sagaline.trace import DEFAULT_URL as TRACE_URL
 from services.common.db import redact, redact_text
-from services.common.definition import Execution, default_definition_path, load_definition
+from services.common.definition import Execution, default_definition_path
 from services.registry import PORTS, SERVICES
 
 if TYPE_CHECKING:
@@ -354,9 +354,7 @@ def _label(summary: dict[str, Any], config: StackConfig) -> None:
     postgres = config.database_url is not None or config.database == "postgres"
     summary["database"] = "postgresql" if postgres else "sqlite"
     summary["broker"] = config.broker
-    summary["partitions"] = (
-        config.topic_partitions or load_definition(config.saga_file).spec.kafka.partitions
-    )
+    summary["partitions"], _ = config.topic_layout()
 
 
 def _parts(summary: dict[str, Any]) -> str:

@@ -67,6 +67,11 @@ class StackConfig:
     # Partitions of the topics this stack creates; None: the Saga's own (spec.kafka.partitions).
     topic_partitions: int | None = None
 
+    def topic_layout(self) -> tuple[int, int]:
+        """Partitions and replicas of the topics this stack creates, as its processes see them."""
+        partitions, replicas = topic_layout(Settings(), load_definition(self.saga_file))
+        return self.topic_partitions or partitions, replicas
+
 
 class ManagedProcess:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
@@ -213,16 +218,14 @@ class Stack:
         """Once, before the processes start: each would otherwise race the others to create them
         (every process still creates what is missing, e.g. after a broker restart)."""
         definition = load_definition(self.config.saga_file)
-        settings = Settings()
-        partitions, replicas = topic_layout(settings, definition)
-        partitions = self.config.topic_partitions or partitions
+        partitions, replicas = self.config.topic_layout()
         asyncio.run(
             ensure_topics(
                 self.bootstrap_servers,
                 definition.topics(),
                 partitions=partitions,
                 replicas=replicas,
-                security=settings.kafka_security(),
+                security=Settings().kafka_security(),
             )
         )
 
