@@ -52,8 +52,8 @@ def test_bench_runs_each_load_after_a_warmup_and_names_the_best(
         assert result["best"] is None
 
 
-def bench_relay(server_url: str, *options: str) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "sagaline", "bench", "relay", "--messages", "3000"]
+def bench_relay(server_url: str, *options: str, messages: int = 3000) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "sagaline", "bench", "relay", "--messages", str(messages)]
     argv += ["--keys", "50", "--broker", "embedded", "--database-url", server_url, "--json"]
     done = subprocess.run(
         [*argv, *options], capture_output=True, text=True, timeout=120, check=False
@@ -75,7 +75,9 @@ def test_bench_relay_keeps_order(parts: Parts, postgres_server: str) -> None:
 
 @pytest.mark.parametrize("parts", RELAY_PARTS, ids=str)
 def test_bench_relay_profile(parts: Parts, postgres_server: str, tmp_path: Path) -> None:
-    result = bench_relay(postgres_server, "--profile", str(tmp_path))
+    # Enough rows to keep the relay busy for most of a second: 3,000 took ~0.1 s, which py-spy
+    # (attached a moment before, sampling at 100 Hz) once missed entirely in CI.
+    result = bench_relay(postgres_server, "--profile", str(tmp_path), messages=30_000)
     assert result["order_ok"]
     svgs = list(tmp_path.glob("*-payment-relay.svg"))
     assert len(svgs) == 1, sorted(tmp_path.iterdir())
