@@ -280,6 +280,7 @@ def relay(
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_interval_s,
             listen_timeout_s=settings.relay_listen_timeout_s,
+            mark_delay_s=settings.relay_mark_delay_s,
             outbox_retention_s=settings.outbox_retention_s,
             inbox_retention_s=settings.inbox_retention_s,
             purge_interval_s=settings.purge_interval_s,

@@ -5,6 +5,9 @@ fail mid-transaction) and, inside one process, writers queue on an asyncio lock 
 SQLite's sleeping busy handler. The relay is another process; the driver waits for it without
 blocking the event loop.
 
+On SQLite every write transaction of a process goes through one connection (they take turns
+anyway): no pool checkout, reset and return around each.
+
 Rows that a transaction only appends (outbox messages, history) are collected while it runs and
 written with one multi-row INSERT per table just before it commits: the hot path's fixed cost.
 """
@@ -37,11 +40,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_
 
 from services.common.sqlite_driver import connector
 from services.common.tracing import transaction_span
@@ -107,7 +112,14 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(connection: Any) -> None:
         # Readers take no write lock (WAL lets them run beside the writer); writers take it first.
         read_only = connection.get_execution_options().get(_READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        driver_connection = connection.connection.driver_connection
+        await_(driver_connection.begin(immediate=not read_only))
+
+
+async def next_transaction_writes(connection: AsyncConnection, writes: bool) -> None:
+    """On SQLite, whether the connection's next transaction takes the write lock at its BEGIN
+    (IMMEDIATE) or only reads beside the writer (deferred); PostgreSQL ignores it."""
+    await connection.execution_options(**{_READ_ONLY: not writes})
 
 
 class Database:
@@ -134,6 +146,7 @@ class Database:
             self.engine.execution_options(**reading), expire_on_commit=False
         )
         self._write_lock = asyncio.Lock() if self.sqlite else None
+        self._writer: AsyncConnection | None = None  # SQLite: the connection every write uses
         # PostgreSQL's outbox trigger NOTIFYs the relay; an SQLite relay is woken by a datagram.
         self._relay_wake = WakeSender(sqlite_path(url)) if self.sqlite else None
 
@@ -144,7 +157,7 @@ class Database:
             stack.enter_context(transaction_span(self.engine.dialect.name))
             if self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
-            session = await stack.enter_async_context(self.sessions())
+            session = await stack.enter_async_context(await self._write_session())
             async with session.begin():
                 yield session
                 written = await flush_appends(session)
@@ -153,11 +166,27 @@ class Database:
             for callback in session.info.pop(_AFTER_COMMIT, []):
                 callback()
 
+    async def _write_session(self) -> AsyncSession:
+        """A session for one write transaction. On SQLite, where writes take turns, each is
+        bound to the same connection: no pool checkout, reset and return around every one."""
+        if not self.sqlite:
+            return self.sessions()
+        writer = self._writer
+        if writer is not None and writer.in_transaction():  # left open by a cancelled one
+            self._writer = None
+            await writer.close()  # back to the pool, rolled back
+        if self._writer is None or self._writer.closed or self._writer.invalidated:
+            self._writer = await self.engine.connect()
+        return AsyncSession(bind=self._writer, expire_on_commit=False)
+
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
         if self._relay_wake is not None:
             self._relay_wake.close()
         await self.engine.dispose()

@@ -1,12 +1,13 @@
 """The outbox relay: publishes what the service committed, in commit order, keyed by saga id.
 
-It reads unpublished rows in `seq` order, produces them in a batch with acks=all, and marks rows
-published only after the broker acknowledged them. It wakes on PostgreSQL NOTIFY, or on an SQLite
-database on a datagram from its service (`services.common.wake`), with polling as the fallback, and
-purges published outbox rows and old inbox ids after their retention. Only the relay holding the
-leader lock publishes (a PostgreSQL advisory lock held by its LISTEN connection, or a file lock
-beside an SQLite database), so several relays on one database never reorder one key; when a leader
-dies its lock goes with its connection.
+It reads unpublished rows in `seq` order without the write lock, produces them in a batch with
+acks=all, and marks rows published only after the broker acknowledged them (on SQLite a few
+batches at a time, see `services.common.relay_marks`). It wakes on PostgreSQL NOTIFY, or on an
+SQLite database on a datagram from its service (`services.common.wake`), with polling as the
+fallback, and purges published outbox rows and old inbox ids after their retention. Only the relay
+holding the leader lock publishes (a PostgreSQL advisory lock held by its LISTEN connection, or a
+file lock beside an SQLite database), so several relays on one database never reorder one key;
+when a leader dies its lock goes with its connection.
 """
 
 from __future__ import annotations
@@ -42,7 +43,13 @@ from services.common import tracing
 from services.common.brokers import BrokerKind, broker_for
 from services.common.clock import utcnow
 from services.common.consumer import DLT_REASON, dead_letter_copy
-from services.common.db import NOTIFY_CHANNEL, Database, among, sqlite_path
+from services.common.db import (
+    NOTIFY_CHANNEL,
+    Database,
+    among,
+    next_transaction_writes,
+    sqlite_path,
+)
 from services.common.envelope import header_value
 from services.common.errors import is_transient
 from services.common.inbox import INBOX
@@ -57,6 +64,7 @@ from services.common.metrics import (
 )
 from services.common.outbox import OUTBOX, decode_headers, encode_headers
 from services.common.relay_backlog import BacklogGauges
+from services.common.relay_marks import AcknowledgedRows
 from services.common.wake import listening
 
 log = logging.getLogger(__name__)
@@ -67,7 +75,7 @@ _OLDEST = (
         *_COLUMNS,
         func.sum(func.length(OUTBOX.c.value)).over(order_by=OUTBOX.c.seq).label("through"),
     )
-    .where(OUTBOX.c.published_at.is_(None))
+    .where(OUTBOX.c.published_at.is_(None), OUTBOX.c.seq > bindparam("after"))
     .order_by(OUTBOX.c.seq)
     .limit(bindparam("limit"))
     .subquery()
@@ -160,6 +168,7 @@ class Relay:
         inbox_retention_s: float = 7 * 24 * 3600,
         purge_interval_s: float = 60,
         linger_s: float = 0.0,
+        mark_delay_s: float = 0.1,
         create_topics: Sequence[str] = (),
         partitions: int = 6,
         replicas: int = 1,
@@ -193,6 +202,10 @@ class Relay:
         self._dead_letter_topic = dead_letter_topic
         self.max_dead_letter_bytes = max_dead_letter_bytes
         self.backlog = BacklogGauges(service)
+        # SQLite marks acknowledged rows in batches (see relay_marks); PostgreSQL at once.
+        self.acknowledged = AcknowledgedRows(
+            mark_delay_s if db.sqlite else 0.0, batch_size, seq_is_commit_order=db.sqlite
+        )
 
     @property
     def dead_letter_topic(self) -> str:
@@ -315,7 +328,9 @@ class Relay:
             async with self.db.engine.connect() as connection:
                 if not self.db.sqlite:  # each statement its own transaction: no BEGIN/COMMIT trips
                     connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                self.acknowledged.forget()
                 await self._publish_loop(producer, connection)
+                await self._mark(connection, self.acknowledged.take())
         finally:
             self.backlog.clear()
             await stop(producer, f"relay {self.service}")
@@ -327,40 +342,52 @@ class Relay:
             self._wake.clear()
             await self.publish_once(producer, connection)
             if loop.time() >= next_purge:
+                # A purge can delete the highest seq, which SQLite then hands out again: the
+                # next read starts from the first unmarked row, whatever its seq.
+                await self._mark(connection, self.acknowledged.take())
+                self.acknowledged.forget()
                 await self.purge(connection)
                 next_purge = loop.time() + self.purge_interval_s
             if self._more:  # a full batch: more rows are waiting, no need to be woken
                 continue
             polling = self.db.sqlite and not self._woken
             timeout = self.poll_interval_s if polling else self.listen_timeout_s
+            timeout = max(0.0, min(timeout, self.acknowledged.due_in_s()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
                 if self.linger_s:  # commits arriving together share one read and one batch
                     await asyncio.sleep(self.linger_s)
 
     async def publish_once(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> int:
-        """Publish one batch; returns how many rows were marked published (or dead-lettered)."""
-        limits = {"limit": self.batch_size, "max_bytes": self.batch_bytes}
+        """Publish one batch; returns how many rows were acknowledged (or dead-lettered)."""
+        limits = {
+            "limit": self.batch_size,
+            "max_bytes": self.batch_bytes,
+            "after": self.acknowledged.after,
+        }
+        await next_transaction_writes(connection, False)
         rows = (await connection.execute(_UNPUBLISHED, limits)).all()
         # The last row crossing the byte budget means the budget, not the backlog, ended it.
         self._more = len(rows) >= self.batch_size or bool(
             rows and rows[-1].through >= self.batch_bytes
         )
-        await self.backlog.measure(connection)
+        await self.backlog.measure(connection, self.acknowledged.after)
         await connection.rollback()
         if not rows:
+            if self.acknowledged.due():
+                await self._mark(connection, self.acknowledged.take())
             return 0
         outcomes = await self._produce(producer, rows)
         done, refused = settled(rows, outcomes)
-        if done:
-            now = utcnow()
-            letters = [self._dead_letter(row, reason) for row, reason in refused]
-            if letters := [letter for letter in letters if letter is not None]:
-                await connection.execute(insert(OUTBOX), letters)
-            await connection.execute(
-                _mark_published(connection.dialect.name), {"values": done, "published_at": now}
-            )
-            await connection.commit()
+        if len(done) == len(rows) and not refused:
+            self.acknowledged.add(done, after=rows[-1].seq)
+            if self.acknowledged.due():
+                await self._mark(connection, self.acknowledged.take())
+        else:
+            copies = (self._dead_letter(row, reason) for row, reason in refused)
+            letters = [letter for letter in copies if letter is not None]
+            await self._mark(connection, self.acknowledged.take() + done, letters)
+            self.acknowledged.forget()  # what is left is read again from the first unmarked row
             for row, reason in refused:
                 log.error(
                     "relay %s: message %s to %s refused for good (%s); %s",
@@ -374,10 +401,24 @@ class Relay:
                 )
                 RELAY_DEAD_LETTERED.labels(self.service, row.topic).inc()
                 DEAD_LETTERS.labels(self.service, DeadLetterReason.REFUSED_BY_BROKER).inc()
-            PUBLISHED.labels(self.service).inc(len(done) - len(refused))
+        PUBLISHED.labels(self.service).inc(len(done) - len(refused))
         if len(done) < len(rows):
             raise KafkaError(f"{len(rows) - len(done)} messages not acknowledged")
         return len(done)
+
+    async def _mark(
+        self, connection: AsyncConnection, seqs: list[int], letters: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Mark rows published, and write the dead letters of those refused, in one transaction."""
+        if not seqs:
+            return
+        await next_transaction_writes(connection, True)
+        if letters:
+            await connection.execute(insert(OUTBOX), letters)
+        await connection.execute(
+            _mark_published(connection.dialect.name), {"values": seqs, "published_at": utcnow()}
+        )
+        await connection.commit()
 
     def _dead_letter(self, row: Any, reason: str) -> dict[str, Any] | None:
         """An outbox row carrying a refused row to the owner's dead-letter topic; None for a row
@@ -437,6 +478,7 @@ class Relay:
 
     async def purge(self, connection: AsyncConnection) -> None:
         now = utcnow()
+        await next_transaction_writes(connection, True)
         await connection.execute(
             delete(OUTBOX).where(OUTBOX.c.published_at < now - self.outbox_retention)
         )

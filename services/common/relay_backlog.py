@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.clock import seconds_since, utcnow
@@ -16,7 +16,7 @@ from services.common.metrics import RELAY_BACKLOG, RELAY_OLDEST_AGE
 from services.common.outbox import OUTBOX
 from services.common.throttle import Every
 
-_UNPUBLISHED = OUTBOX.c.published_at.is_(None)
+_UNPUBLISHED = and_(OUTBOX.c.published_at.is_(None), OUTBOX.c.seq > bindparam("after"))
 _OLDEST_CREATED = (
     select(OUTBOX.c.created_at).where(_UNPUBLISHED).order_by(OUTBOX.c.seq).limit(1)
 ).scalar_subquery()
@@ -34,10 +34,11 @@ class BacklogGauges:
         self.service = service
         self._every = Every(interval_s)
 
-    async def measure(self, connection: AsyncConnection) -> None:
+    async def measure(self, connection: AsyncConnection, after: int = 0) -> None:
+        """Rows past `after` (those sent and not yet marked published are not waiting)."""
         if not self._every.due():
             return
-        row = (await connection.execute(_BACKLOG)).one()
+        row = (await connection.execute(_BACKLOG, {"after": after})).one()
         RELAY_BACKLOG.labels(self.service).set(row.rows)
         RELAY_OLDEST_AGE.labels(self.service).set(seconds_since(row.oldest, utcnow()))
 

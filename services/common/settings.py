@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(2000, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(0.02, gt=0, le=10)
     relay_listen_timeout_s: float = Field(1.0, gt=0, le=60)
+    # SQLite: how long acknowledged rows may wait to be marked published (one write lock then).
+    relay_mark_delay_s: float = Field(0.1, ge=0, le=10)
     # The relay's own HTTP port (/metrics, /healthz); 0: none (`sagaline up` runs many relays).
     relay_metrics_port: int = Field(0, ge=0, le=65535)
     outbox_retention_s: float = Field(3600, ge=0)

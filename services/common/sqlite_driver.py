@@ -144,6 +144,12 @@ class Connection:
     async def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         return await self.cursor().execute(sql, parameters)
 
+    async def begin(self, *, immediate: bool) -> None:
+        """BEGIN IMMEDIATE takes the write lock first (waiting for another process's writer);
+        a deferred BEGIN only reads."""
+        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        await _patiently(functools.partial(self._open().execute, statement), self._busy_timeout_s)
+
     async def commit(self) -> None:
         connection = self._open()
         await _patiently(connection.commit, self._busy_timeout_s)

@@ -324,6 +324,40 @@ async def test_purges_published_rows_and_old_inbox_ids_after_their_retention(
     assert recent in kept and old not in kept
 
 
+async def test_rows_written_after_a_purge_emptied_the_outbox_are_published(
+    db: Database, broker: Broker
+) -> None:
+    """SQLite hands out the seq of a purged last row again; a relay that reads past the last
+    seq it sent must not skip the new rows (it reads from the first unmarked row after a purge)."""
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await write(db, first, 3)
+    relay = relay_for(db, broker, outbox_retention_s=0, purge_interval_s=0.05)
+    async with running(relay), Kafka(broker.bootstrap_servers) as kafka:
+        await eventually(lambda: _outbox_empty(db), what="published rows purged")
+        sent = await write(db, second, 2)
+        received = await kafka.read(TOPIC, keyed(second), count=2)
+    assert [Envelope.decode(r.value).id for r in received] == [e.id for e in sent]
+
+
+async def test_sqlite_marks_acknowledged_rows_in_batches_postgresql_at_once(
+    db: Database, broker: Broker
+) -> None:
+    """Marking takes SQLite's one write lock, so an SQLite relay marks what was acknowledged
+    at most every `mark_delay_s` (and when it stops); PostgreSQL marks each batch."""
+    await write(db, uuid.uuid4(), 1)  # published and marked by the first pass (it purges)
+    relay = relay_for(db, broker, mark_delay_s=30)
+    async with running(relay), Kafka(broker.bootstrap_servers) as kafka:
+        await eventually(lambda: _zero(unpublished(db)), what="the first row marked")
+        saga_id = uuid.uuid4()
+        await write(db, saga_id, 3)
+        await kafka.read(TOPIC, keyed(saga_id), count=3)
+        if db.sqlite:
+            assert await unpublished(db) == 3, "acknowledged rows marked before their delay"
+        else:
+            await eventually(lambda: _zero(unpublished(db)), what="each batch marked at once")
+    assert await unpublished(db) == 0, "acknowledged rows left unmarked when the relay stopped"
+
+
 async def test_a_second_relay_waits_while_the_first_holds_the_lock(
     db: Database, broker: Broker
 ) -> None:
