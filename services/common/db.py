@@ -48,7 +48,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util import await_
 
-from services.common.sqlite_driver import connector
+from services.common import direct_sql
+from services.common.sqlite_driver import Connection, connector
 from services.common.tracing import transaction_span
 from services.common.wake import WakeSender
 
@@ -58,6 +59,7 @@ _APPENDS = "appends"
 _UPDATES = "updates"
 _AFTER_COMMIT = "after_commit"
 _READ_ONLY = "sagaline_read_only"
+_UPDATE_PREFIX = "b_"
 
 
 def _parse(url: str) -> URL:
@@ -147,6 +149,7 @@ class Database:
         )
         self._write_lock = asyncio.Lock() if self.sqlite else None
         self._writer: AsyncConnection | None = None  # SQLite: the connection every write uses
+        self._direct = self.sqlite  # hot-path statements on the driver (`direct_sql`)
         # PostgreSQL's outbox trigger NOTIFYs the relay; an SQLite relay is woken by a datagram.
         self._relay_wake = WakeSender(sqlite_path(url)) if self.sqlite else None
 
@@ -158,6 +161,7 @@ class Database:
             if self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
             session = await stack.enter_async_context(await self._write_session())
+            session.info[direct_sql.ENABLED] = self._direct
             async with session.begin():
                 yield session
                 written = await flush_appends(session)
@@ -178,6 +182,11 @@ class Database:
         if self._writer is None or self._writer.closed or self._writer.invalidated:
             self._writer = await self.engine.connect()
         return AsyncSession(bind=self._writer, expire_on_commit=False)
+
+    def trace_statements(self) -> None:
+        """Every statement through the session, where SQLAlchemy's instrumentation gives each
+        its span (`direct_sql` would run the hot path's without one)."""
+        self._direct = False
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
@@ -223,17 +232,42 @@ async def flush_appends(session: AsyncSession) -> set[str]:
     tables appended to."""
     if session.new or session.dirty or session.deleted:  # the hot paths hold no ORM objects
         await session.flush()
+    driver = await direct_sql.driver_of(session)
+    dialect = session.get_bind().dialect
     updates = session.info.pop(_UPDATES, {})
     for (table, key, columns), queued in updates.items():
-        parameters = [{f"b_{name}": row[name] for name in key + columns} for row in queued.values()]
-        await session.execute(_update(table, key, columns), parameters)
+        statement = _update(table, key, columns)
+        if driver is not None:
+            compiled = direct_sql.compiled(statement, dialect, _UPDATE_PREFIX)
+            await direct_sql.execute_many(driver, compiled, list(queued.values()))
+            continue
+        names = key + columns
+        parameters = [
+            {f"{_UPDATE_PREFIX}{name}": row[name] for name in names} for row in queued.values()
+        ]
+        await session.execute(statement, parameters)
     appends: dict[Table, list[dict[str, Any]]] = session.info.pop(_APPENDS, {})
     written = set()
     for table, rows in appends.items():
         if rows:
-            await session.execute(_insert(table), rows)
+            await _insert_rows(session, driver, table, rows)
             written.add(table.name)
     return written
+
+
+async def _insert_rows(
+    session: AsyncSession,
+    driver: Connection | None,
+    table: Table,
+    rows: list[dict[str, Any]],
+) -> None:
+    columns = tuple(rows[0])
+    if driver is not None and all(tuple(row) == columns for row in rows):
+        compiled = direct_sql.insert_of(table, columns, session.get_bind().dialect)
+        if compiled is not None:
+            await direct_sql.execute_many(driver, compiled, rows)
+            return
+    await session.execute(_insert(table), rows)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
@@ -270,8 +304,8 @@ def _update(table: Table, key: tuple[str, ...], columns: tuple[str, ...]) -> Upd
     take a column's own name in an executemany UPDATE)."""
     return (
         update(table)
-        .where(*(table.c[name] == bindparam(f"b_{name}") for name in key))
-        .values({name: bindparam(f"b_{name}") for name in columns})
+        .where(*(table.c[name] == bindparam(f"{_UPDATE_PREFIX}{name}") for name in key))
+        .values({name: bindparam(f"{_UPDATE_PREFIX}{name}") for name in columns})
     )
 
 
@@ -292,6 +326,11 @@ async def select_locked(
     objects to build, track and flush: the hot path's cheapest read), in primary key order."""
     if not keys:
         return []
+    driver = await direct_sql.driver_of(session)
+    if driver is not None:
+        dialect = session.get_bind().dialect
+        compiled = direct_sql.rows_where_in(table, column, len(keys), dialect)
+        return await direct_sql.fetch(driver, compiled, direct_sql.numbered("k", keys))
     statement = _locked_table_rows(table, column, session.get_bind().dialect.name)
     result = await session.execute(statement, {"values": list(keys)})
     return [dict(row) for row in result.mappings()]

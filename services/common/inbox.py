@@ -9,6 +9,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common import direct_sql
 from services.common.clock import utcnow
 from services.common.tables import InboxMessage, table_of
 
@@ -18,6 +19,7 @@ _CLAIM = {
     name: dialect.insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.message_id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
+_CLAIMED_COLUMNS = ("message_id", "topic", "received_at")
 
 
 async def claim(session: AsyncSession, messages: Sequence[tuple[uuid.UUID, str]]) -> set[uuid.UUID]:
@@ -31,6 +33,16 @@ async def claim(session: AsyncSession, messages: Sequence[tuple[uuid.UUID, str]]
     if not rows:
         return set()
     now = utcnow()
+    driver = await direct_sql.driver_of(session)
+    if driver is not None:
+        claimed = [
+            {"message_id": mid, "topic": topic, "received_at": now} for mid, topic in rows.items()
+        ]
+        compiled = direct_sql.insert_new_returning(
+            INBOX, _CLAIMED_COLUMNS, "message_id", len(claimed), session.get_bind().dialect
+        )
+        new = await direct_sql.fetch(driver, compiled, direct_sql.numbered_rows(claimed))
+        return {row["message_id"] for row in new}
     statement = _CLAIM[session.get_bind().dialect.name]
     params = [
         {"message_id": mid, "topic": topic, "received_at": now} for mid, topic in rows.items()

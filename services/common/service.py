@@ -172,4 +172,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.mount("/metrics", make_asgi_app())
     if tracing.configure(runtime.name):
         tracing.instrument_app(app, runtime.db.engine)
+        runtime.db.trace_statements()
     return app

@@ -144,6 +144,16 @@ class Connection:
     async def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         return await self.cursor().execute(sql, parameters)
 
+    async def fetch_all(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """Run one statement and return all its rows (no cursor object kept around)."""
+        connection = self._open()
+        return await _patiently(
+            lambda: connection.execute(sql, parameters).fetchall(), self._busy_timeout_s
+        )
+
+    async def execute_many(self, sql: str, parameters: Sequence[Sequence[Any]]) -> None:
+        await self.cursor().executemany(sql, parameters)
+
     async def begin(self, *, immediate: bool) -> None:
         """BEGIN IMMEDIATE takes the write lock first (waiting for another process's writer);
         a deferred BEGIN only reads."""
