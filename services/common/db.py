@@ -232,9 +232,12 @@ async def flush_appends(session: AsyncSession) -> set[str]:
     tables appended to."""
     if session.new or session.dirty or session.deleted:  # the hot paths hold no ORM objects
         await session.flush()
+    updates = session.info.pop(_UPDATES, {})
+    appends: dict[Table, list[dict[str, Any]]] = session.info.pop(_APPENDS, {})
+    if not updates and not appends:
+        return set()  # a transaction that wrote nothing need not even begin
     driver = await direct_sql.driver_of(session)
     dialect = session.get_bind().dialect
-    updates = session.info.pop(_UPDATES, {})
     for (table, key, columns), queued in updates.items():
         statement = _update(table, key, columns)
         if driver is not None:
@@ -246,7 +249,6 @@ async def flush_appends(session: AsyncSession) -> set[str]:
             {f"{_UPDATE_PREFIX}{name}": row[name] for name in names} for row in queued.values()
         ]
         await session.execute(statement, parameters)
-    appends: dict[Table, list[dict[str, Any]]] = session.info.pop(_APPENDS, {})
     written = set()
     for table, rows in appends.items():
         if rows:

@@ -33,18 +33,15 @@ async def claim(session: AsyncSession, messages: Sequence[tuple[uuid.UUID, str]]
     if not rows:
         return set()
     now = utcnow()
-    driver = await direct_sql.driver_of(session)
-    if driver is not None:
-        claimed = [
-            {"message_id": mid, "topic": topic, "received_at": now} for mid, topic in rows.items()
-        ]
-        compiled = direct_sql.insert_new_returning(
-            INBOX, _CLAIMED_COLUMNS, "message_id", len(claimed), session.get_bind().dialect
-        )
-        new = await direct_sql.fetch(driver, compiled, direct_sql.numbered_rows(claimed))
-        return {row["message_id"] for row in new}
-    statement = _CLAIM[session.get_bind().dialect.name]
     params = [
         {"message_id": mid, "topic": topic, "received_at": now} for mid, topic in rows.items()
     ]
+    driver = await direct_sql.driver_of(session)
+    if driver is not None:
+        compiled = direct_sql.insert_new_returning(
+            INBOX, _CLAIMED_COLUMNS, "message_id", len(params), session.get_bind().dialect
+        )
+        new = await direct_sql.fetch(driver, compiled, direct_sql.numbered_rows(params))
+        return {row["message_id"] for row in new}
+    statement = _CLAIM[session.get_bind().dialect.name]
     return set((await session.scalars(statement, params)).all())
