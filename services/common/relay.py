@@ -63,7 +63,7 @@ from services.common.metrics import (
     DeadLetterReason,
 )
 from services.common.outbox import OUTBOX, decode_headers, encode_headers
-from services.common.relay_backlog import BacklogGauges
+from services.common.relay_backlog import WAITING, BacklogGauges
 from services.common.relay_marks import AcknowledgedRows
 from services.common.wake import listening
 
@@ -75,7 +75,7 @@ _OLDEST = (
         *_COLUMNS,
         func.sum(func.length(OUTBOX.c.value)).over(order_by=OUTBOX.c.seq).label("through"),
     )
-    .where(OUTBOX.c.published_at.is_(None), OUTBOX.c.seq > bindparam("after"))
+    .where(WAITING)
     .order_by(OUTBOX.c.seq)
     .limit(bindparam("limit"))
     .subquery()

@@ -16,14 +16,16 @@ from services.common.metrics import RELAY_BACKLOG, RELAY_OLDEST_AGE
 from services.common.outbox import OUTBOX
 from services.common.throttle import Every
 
-_UNPUBLISHED = and_(OUTBOX.c.published_at.is_(None), OUTBOX.c.seq > bindparam("after"))
+# The rows still to send: unpublished, past the last seq sent and not yet marked (`after`, see
+# services.common.relay_marks). The relay's read and the backlog gauges count the same rows.
+WAITING = and_(OUTBOX.c.published_at.is_(None), OUTBOX.c.seq > bindparam("after"))
 _OLDEST_CREATED = (
-    select(OUTBOX.c.created_at).where(_UNPUBLISHED).order_by(OUTBOX.c.seq).limit(1)
+    select(OUTBOX.c.created_at).where(WAITING).order_by(OUTBOX.c.seq).limit(1)
 ).scalar_subquery()
 _BACKLOG = (
     select(func.count().label("rows"), _OLDEST_CREATED.label("oldest"))
     .select_from(OUTBOX)
-    .where(_UNPUBLISHED)
+    .where(WAITING)
 )
 
 
