@@ -6,7 +6,8 @@ Through the session each costs about 50 µs of Python (cache key, execution cont
 result objects) around an SQLite call of a few microseconds: most of a transaction's CPU. Here
 SQLAlchemy compiles each statement shape once (its SQL, the order of its placeholders) and the
 column types' own bind and result processors convert every value, so what is written and read is
-exactly what the session would write and read; only the execution machinery is skipped.
+exactly what the session would write and read; only the execution machinery is skipped. An SQLite
+relay reads its outbox the same way (`services.common.relay`).
 
 Only on SQLite, and only where statements are not traced (a statement run here has no span).
 Errors come back as SQLAlchemy's exceptions, as they would through the session. PostgreSQL keeps
@@ -25,7 +26,7 @@ from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
@@ -46,6 +47,7 @@ class Compiled:
     binds: tuple[Processor | None, ...]
     columns: tuple[str, ...]  # the result's (a SELECT's or a RETURNING's) column names
     results: tuple[Processor | None, ...]
+    fixed: Mapping[str, Any]  # placeholders with a value of their own (SQLite's OFFSET 0)
 
     @classmethod
     def of(
@@ -61,9 +63,16 @@ class Compiled:
             binds=tuple(_bind(compiled.binds[name].type, dialect) for name in names),
             columns=tuple(column.key for column in exported),
             results=tuple(_result(column.type, dialect) for column in exported),
+            fixed={
+                key_of(name): compiled.binds[name].effective_value
+                for name in names
+                if not compiled.binds[name].required
+            },
         )
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        if self.fixed:
+            values = {**self.fixed, **values}
         return tuple(
             value if process is None else process(value)
             for process, value in zip(self.binds, map(values.__getitem__, self.keys), strict=True)
@@ -91,9 +100,16 @@ async def driver_of(session: AsyncSession) -> Connection | None:
         return None
     driver: Connection | None = session.info.get(_DRIVER)
     if driver is None:
-        connection = await session.connection()  # begins the transaction if it has not yet
-        driver = (await connection.get_raw_connection()).driver_connection
+        # session.connection() begins the transaction if it has not yet
+        driver = await driver_of_connection(await session.connection())
         session.info[_DRIVER] = driver
+    return driver
+
+
+async def driver_of_connection(connection: AsyncConnection) -> Connection:
+    """The SQLite driver connection under an SQLAlchemy connection of an SQLite engine."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert isinstance(driver, Connection), "not an SQLite engine's connection"
     return driver
 
 

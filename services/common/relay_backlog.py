@@ -30,16 +30,18 @@ _BACKLOG = (
 
 
 class BacklogGauges:
-    """Sets one relay's backlog gauges, at most once every `interval_s`."""
+    """Sets one relay's backlog gauges when `due()`: at most once every `interval_s`."""
 
     def __init__(self, service: str, interval_s: float = 1.0) -> None:
         self.service = service
         self._every = Every(interval_s)
 
+    def due(self) -> bool:
+        """Whether to measure now (True at most once every `interval_s`)."""
+        return self._every.due()
+
     async def measure(self, connection: AsyncConnection, after: int = 0) -> None:
         """Rows past `after` (those sent and not yet marked published are not waiting)."""
-        if not self._every.due():
-            return
         row = (await connection.execute(_BACKLOG, {"after": after})).one()
         RELAY_BACKLOG.labels(self.service).set(row.rows)
         RELAY_OLDEST_AGE.labels(self.service).set(seconds_since(row.oldest, utcnow()))
