@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    bindparam,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -169,3 +170,23 @@ async def test_an_inbox_claim_returns_only_ids_not_seen_before(db: Database) -> 
             await session.execute(select(inbox.INBOX.c.message_id, inbox.INBOX.c.topic))
         ).all()
     assert sorted(stored, key=lambda row: row[1]) == [(first, "a"), (second, "b"), (third, "c")]
+
+
+async def test_a_select_read_on_the_driver_of_a_connection_binds_its_own_values(
+    db: Database,
+) -> None:
+    """The relay's read: on a plain connection, outside any transaction. A LIMIT given as a
+    parameter makes SQLite's compiler add an OFFSET of its own value, which no caller passes."""
+    await write(db, [thing(count=count) for count in range(1, 6)], direct=False)
+    statement = (
+        select(THINGS.c.count, THINGS.c.doc)
+        .where(THINGS.c.count > bindparam("after"))
+        .order_by(THINGS.c.count)
+        .limit(bindparam("limit"))
+    )
+    async with db.engine.connect() as connection:
+        driver = await direct_sql.driver_of_connection(connection)
+        compiled = direct_sql.compiled(statement, connection.dialect)
+        rows = await direct_sql.fetch(driver, compiled, {"after": 1, "limit": 2})
+        assert not connection.in_transaction()
+    assert rows == [{"count": 2, "doc": thing()["doc"]}, {"count": 3, "doc": thing()["doc"]}]
