@@ -20,7 +20,9 @@ A short session lets a restarted process take its partitions back fast.
 
 On both, a consumer's fetch follows the load (`KafkaBroker.batch_handled`): quiet, it is
 answered at the first record; busy, it waits a little for more (as long as four times what the
-last batch took to handle), so each transaction takes a larger batch.
+last batch took to handle), so each transaction takes a larger batch. On PostgreSQL, where a
+transaction pays a round trip per statement, a busy fetch is answered early only once 16 KiB are
+there; on SQLite, whose transactions are cheap, at whatever the broker finds.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ EMBEDDED_FETCH_WAIT_MS = 20  # no long poll: a lone saga's hop waits ~5 ms for i
 BUSY_FETCH_WAIT_MS = 60  # busy: a fetch waits up to this long for more records...
 BUSY_FETCH_MIN_WAIT_MS = 5  # ...and at least this long...
 BUSY_WAIT_PER_HANDLING = 4  # ...in between, 4x what the last batch took to handle
-KAFKA_BUSY_FETCH_MIN_BYTES = 16 * 1024  # ...on Kafka, until this much (~20 messages) is there
+BUSY_FETCH_MIN_BYTES = 16 * 1024  # ...on PostgreSQL, until this much (~20 messages) is there
 KAFKA_BUSY_BATCH = 8  # records in one fetch from which the stream counts as busy...
-EMBEDDED_BUSY_BATCH = 3  # ...lower where a busy fetch waits only when it finds nothing
+EMBEDDED_BUSY_BATCH = 3  # ...lower on the embedded broker, which looks only every half-wait
 POSITION_CHECK_S = 2.0  # how often positions are compared with the partitions' ends
 STALL_S = 15.0  # records waiting this long behind a position that does not move: a stuck client
 JOIN_PATIENCE_S = 20  # a member with no partitions this long joins again (then 2x longer)
@@ -138,12 +140,20 @@ class KafkaBroker:
 
     quiet_wait_ms = KAFKA_FETCH_WAIT_MS
     busy_batch = KAFKA_BUSY_BATCH
-    busy_min_bytes = KAFKA_BUSY_FETCH_MIN_BYTES
 
-    def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "consumer",
+        fetch_wait_ms: int | None = None,
+        *,
+        cheap_transactions: bool = False,
+    ) -> None:
         self.name = name
         self.quiet = FetchShape(fetch_wait_ms or self.quiet_wait_ms)
         self.adapts = fetch_wait_ms is None  # a wait given in the settings is kept as given
+        # Waiting for a batch's worth of bytes pays where a transaction costs round trips
+        # (PostgreSQL); on SQLite it only adds latency, which at 16 in flight is the throughput.
+        self.busy_min_bytes = 1 if cheap_transactions else BUSY_FETCH_MIN_BYTES
         self._join_patience = JOIN_PATIENCE_S
         self._join_deadline = 0.0
 
@@ -212,10 +222,15 @@ class EmbeddedBroker(KafkaBroker):
 
     quiet_wait_ms = EMBEDDED_FETCH_WAIT_MS
     busy_batch = EMBEDDED_BUSY_BATCH
-    busy_min_bytes = 1  # it looks every half-wait: a busy fetch returns what it finds then
 
-    def __init__(self, name: str = "consumer", fetch_wait_ms: int | None = None) -> None:
-        super().__init__(name, fetch_wait_ms)
+    def __init__(
+        self,
+        name: str = "consumer",
+        fetch_wait_ms: int | None = None,
+        *,
+        cheap_transactions: bool = False,
+    ) -> None:
+        super().__init__(name, fetch_wait_ms, cheap_transactions=cheap_transactions)
         self._next_check = 0.0
         self._progress = Progress(answered_at=0.0)
 
@@ -306,7 +321,14 @@ def set_fetch_shape(consumer: Any, shape: FetchShape) -> None:
         fetcher._fetch_min_bytes = shape.min_bytes
 
 
-def broker_for(kind: BrokerKind, name: str, fetch_wait_ms: int | None = None) -> KafkaBroker:
-    """The adapter of one broker kind for one consumer loop (it keeps that loop's state)."""
+def broker_for(
+    kind: BrokerKind,
+    name: str,
+    fetch_wait_ms: int | None = None,
+    *,
+    cheap_transactions: bool = False,
+) -> KafkaBroker:
+    """The adapter of one broker kind for one consumer loop (it keeps that loop's state);
+    `cheap_transactions` for a loop on SQLite."""
     adapter = EmbeddedBroker if kind == "embedded" else KafkaBroker
-    return adapter(name, fetch_wait_ms)
+    return adapter(name, fetch_wait_ms, cheap_transactions=cheap_transactions)

@@ -219,7 +219,7 @@ class MessageLoop:
         self.group_id = group_id
         self.batch_size = batch_size
         self.max_message_bytes = max_message_bytes
-        self.broker = broker_for(broker, handler.name, fetch_wait_ms)
+        self.broker = broker_for(broker, handler.name, fetch_wait_ms, cheap_transactions=db.sqlite)
         self.create_topics = list(create_topics)
         self.partitions = partitions
         self.replicas = replicas
