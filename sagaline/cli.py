@@ -223,6 +223,7 @@ def serve(
     """Run one service (HTTP API and consumer loop)."""
     import uvicorn
 
+    from services.common.collector import settle_after_start
     from services.common.migrate import upgrade
     from services.registry import build_app, is_participant
 
@@ -232,8 +233,10 @@ def serve(
     _logging(settings.log_level, service)
     if migrate:
         upgrade(settings.database, service, participant=is_participant(service))
+    application = build_app(service, settings)
+    settle_after_start()
     uvicorn.run(
-        build_app(service, settings),
+        application,
         host=host,
         port=port or PORTS[service],
         log_level="warning",
@@ -259,6 +262,7 @@ def relay(
 ) -> None:
     """Run the outbox relay of one service's database."""
     from services.common import tracing
+    from services.common.collector import settle_after_start
     from services.common.db import Database
     from services.common.relay import Relay
     from services.common.relay_http import start_relay_http
@@ -295,6 +299,7 @@ def relay(
             loop.add_signal_handler(signum, worker.stop)
         port = metrics_port or settings.relay_metrics_port
         http = await start_relay_http(worker, metrics_host, port) if port else None
+        settle_after_start()
         try:
             await worker.run()
         finally:
