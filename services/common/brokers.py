@@ -139,7 +139,7 @@ class KafkaBroker:
     kind: BrokerKind = "kafka"
 
     quiet_wait_ms = KAFKA_FETCH_WAIT_MS
-    busy_batch = KAFKA_BUSY_BATCH
+    sqlite_busy_batch = KAFKA_BUSY_BATCH  # where a busy fetch returns what it finds
 
     def __init__(
         self,
@@ -154,6 +154,7 @@ class KafkaBroker:
         # Waiting for a batch's worth of bytes pays where a transaction costs round trips
         # (PostgreSQL); on SQLite it only adds latency, which at 16 in flight is the throughput.
         self.busy_min_bytes = 1 if cheap_transactions else BUSY_FETCH_MIN_BYTES
+        self.busy_batch = self.sqlite_busy_batch if cheap_transactions else KAFKA_BUSY_BATCH
         self._join_patience = JOIN_PATIENCE_S
         self._join_deadline = 0.0
 
@@ -221,17 +222,10 @@ class EmbeddedBroker(KafkaBroker):
     kind: BrokerKind = "embedded"
 
     quiet_wait_ms = EMBEDDED_FETCH_WAIT_MS
+    sqlite_busy_batch = EMBEDDED_BUSY_BATCH
 
-    def __init__(
-        self,
-        name: str = "consumer",
-        fetch_wait_ms: int | None = None,
-        *,
-        cheap_transactions: bool = False,
-    ) -> None:
-        super().__init__(name, fetch_wait_ms, cheap_transactions=cheap_transactions)
-        # Where a busy fetch returns what it finds (SQLite), a stream is busy sooner.
-        self.busy_batch = EMBEDDED_BUSY_BATCH if cheap_transactions else KAFKA_BUSY_BATCH
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
         self._next_check = 0.0
         self._progress = Progress(answered_at=0.0)
 
