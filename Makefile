@@ -21,7 +21,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy services sagaline tests operator/sagaline_operator
+	$(BIN)/mypy sagaline tests operator/sagaline_operator
 
 test: lint typecheck
 	$(BIN)/pytest
@@ -36,7 +36,7 @@ integration: install
 # kube-scheduler, kubectl, kwok, kwokctl, helm), built once into ~/.cache/sagaline (Go needed;
 # ≈13 min cold on two idle cores, instant after).
 e2e-tools: install
-	$(BIN)/python -m sagaline.controlplane tools
+	$(BIN)/python -m tests.e2e.controlplane tools
 
 # The end-to-end tests on a real control plane they start (tests/e2e); not part of `test`.
 # The tools are built first if they can be (else the tests skip with the reason; under CI=true
@@ -44,7 +44,7 @@ e2e-tools: install
 # helm from PATH (.github/workflows/e2e.yml), nothing to build.
 e2e: install
 ifneq ($(SAGALINE_E2E_CLUSTER),kind)
-	$(BIN)/python -m sagaline.controlplane tools --if-available
+	$(BIN)/python -m tests.e2e.controlplane tools --if-available
 endif
 	$(BIN)/pytest tests/e2e
 

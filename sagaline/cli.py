@@ -23,17 +23,17 @@ from rich.markup import escape
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from sagaline.ports import wait_for_port
-from sagaline.stack import Stack, StackConfig, StackError
-from sagaline.trace import DEFAULT_URL as TRACE_URL
-from services.common.db import redact, redact_text
-from services.common.definition import Execution, default_definition_path
-from services.registry import PORTS, SERVICES
+from sagaline.domain.definition import Execution, default_definition_path
+from sagaline.lab.ports import wait_for_port
+from sagaline.lab.stack import Stack, StackConfig, StackError
+from sagaline.services.registry import PORTS, SERVICES
+from sagaline.storage.db import redact, redact_text
+from sagaline.traces.saga_timeline import DEFAULT_URL as TRACE_URL
 
 if TYPE_CHECKING:
-    from sagaline.trace_tree import TracePrinter
-    from services.common.definition import SagaDefinition
-    from services.common.settings import Settings
+    from sagaline.domain.definition import SagaDefinition
+    from sagaline.settings import Settings
+    from sagaline.traces.span_tree import TracePrinter
 
 app = typer.Typer(
     help="Orchestrated sagas over Kafka with a transactional outbox in every service.",
@@ -188,7 +188,7 @@ def _settings() -> Settings:
     """The process's settings from its environment; a bad one is named, and the process exits."""
     from pydantic import ValidationError
 
-    from services.common.settings import Settings
+    from sagaline.settings import Settings
 
     try:
         return Settings()
@@ -204,7 +204,7 @@ def _settings() -> Settings:
 
 def _definition(settings: Settings) -> SagaDefinition:
     """The saga this process runs; a definition or retention it cannot run with is named."""
-    from services.common.service import effective_definition
+    from sagaline.service import effective_definition
 
     try:
         return effective_definition(settings)
@@ -223,9 +223,9 @@ def serve(
     """Run one service (HTTP API and consumer loop)."""
     import uvicorn
 
-    from services.common.collector import settle_after_start
-    from services.common.migrate import upgrade
-    from services.registry import build_app, is_participant
+    from sagaline.garbage_collector import settle_after_start
+    from sagaline.services.registry import build_app, is_participant
+    from sagaline.storage.migrate import upgrade
 
     _check_service(service)
     settings = _settings()
@@ -261,12 +261,12 @@ def relay(
     metrics_host: Annotated[str, typer.Option(help="Address of the metrics port.")] = "0.0.0.0",
 ) -> None:
     """Run the outbox relay of one service's database."""
-    from services.common import tracing
-    from services.common.collector import settle_after_start
-    from services.common.db import Database
-    from services.common.relay import Relay
-    from services.common.relay_http import start_relay_http
-    from services.common.service import topic_layout
+    from sagaline.delivery.relay.health import start_relay_http
+    from sagaline.delivery.relay.loop import Relay
+    from sagaline.garbage_collector import settle_after_start
+    from sagaline.service import topic_layout
+    from sagaline.storage.db import Database
+    from sagaline.telemetry import tracing
 
     _check_service(service)
     settings = _settings()
@@ -315,8 +315,8 @@ def relay(
 @app.command()
 def migrate(service: ServiceArg) -> None:
     """Apply the Alembic migrations of one service's database (DATABASE_URL)."""
-    from services.common.migrate import upgrade
-    from services.registry import is_participant
+    from sagaline.services.registry import is_participant
+    from sagaline.storage.migrate import upgrade
 
     _check_service(service)
     settings = _settings()
@@ -429,8 +429,8 @@ def up(
         printer = None
         extra_env: dict[str, str] = {}
         if trace:
-            from sagaline.otlp import SpanReceiver
-            from sagaline.trace_tree import TracePrinter
+            from sagaline.traces.otlp_receiver import SpanReceiver
+            from sagaline.traces.span_tree import TracePrinter
 
             printer = TracePrinter(console)
             receiver = resources.enter_context(SpanReceiver(on_spans=printer.add))
@@ -513,7 +513,7 @@ def demo(
     api_token: ApiToken = None,
 ) -> None:
     """Start the stack, place orders (a known share must fail), check the invariants, stop."""
-    from sagaline.demo import DemoOptions, render, run_demo
+    from sagaline.lab.demo import DemoOptions, render, run_demo
 
     temporary = state_dir is None
     directory = Path(tempfile.mkdtemp(prefix="sagaline-demo-")) if temporary else state_dir
@@ -552,7 +552,7 @@ def demo(
 
 
 def _targets(value: str) -> tuple[str, ...]:
-    from sagaline.chaos import TARGETS
+    from sagaline.measure.chaos import TARGETS
 
     chosen = tuple(part.strip() for part in value.split(",") if part.strip())
     unknown = [part for part in chosen if part not in TARGETS]
@@ -609,8 +609,8 @@ def chaos(
     ] = False,
 ) -> None:
     """Kill services, relays and the broker at random under load; check nothing was lost."""
-    from sagaline.chaos import TARGETS, ChaosOptions, render, run_chaos
-    from sagaline.databases import drop
+    from sagaline.lab.databases import drop
+    from sagaline.measure.chaos import TARGETS, ChaosOptions, render, run_chaos
 
     on_postgres = bool(database_url) or database is DatabaseChoice.POSTGRES
     applicable = tuple(t for t in TARGETS if t != "database" or on_postgres)
@@ -729,7 +729,7 @@ def bench(
     ] = False,
 ) -> None:
     """Measure sagas/s, latency, CPU per saga and memory at several loads on one stack."""
-    from sagaline.bench import render_bench, run_bench
+    from sagaline.measure.bench import render_bench, run_bench
 
     if ctx.invoked_subcommand is not None:
         return
@@ -742,7 +742,7 @@ def bench(
     directory = Path(tempfile.mkdtemp(prefix="sagaline-bench-"))
     receiver = None
     if trace:
-        from sagaline.otlp import SpanReceiver
+        from sagaline.traces.otlp_receiver import SpanReceiver
 
         receiver = SpanReceiver(keep=False)
     config = _stack_config(
@@ -800,7 +800,7 @@ def bench_relay(
     profile: ProfileDir = None,
 ) -> None:
     """Measure one outbox relay on PostgreSQL: rows committed to published, and per-key order."""
-    from sagaline.bench_relay import RelayBenchOptions, render_relay_bench, run_relay_bench
+    from sagaline.measure.bench_relay import RelayBenchOptions, render_relay_bench, run_relay_bench
 
     directory = Path(tempfile.mkdtemp(prefix="sagaline-bench-relay-"))
     config = _stack_config(
@@ -872,7 +872,7 @@ def simulate(
     as_json: JsonFlag = False,
 ) -> None:
     """The saga protocol in simulation: the real decisions, a seeded scheduler, every fault."""
-    from sagaline.simulate import SimulateOptions, run_simulation
+    from sagaline.simulation.run import SimulateOptions, run_simulation
 
     options = SimulateOptions(
         saga_file=saga_file,
@@ -910,8 +910,8 @@ def verify(
     as_json: JsonFlag = False,
 ) -> None:
     """Check the invariants across the four databases; exit 1 naming any violation."""
-    from sagaline.databases import database_urls
-    from sagaline.verify import verify as check
+    from sagaline.lab.databases import database_urls
+    from sagaline.lab.verify import verify as check
 
     urls = database_urls(database_url, state_dir, prefix=database_prefix)
     missing = [u for u in urls.values() if u.startswith("sqlite") and not Path(u[10:]).exists()]
@@ -949,7 +949,7 @@ def trace(
     """One saga's timeline: each command, reply, re-send, dead letter and compensation, with
     the offset from its start and the reason of a failure. Exit 1 if there is no such saga,
     2 if the orchestrator cannot be asked."""
-    from sagaline.trace import TraceError, fetch_saga, parse_saga_id, render
+    from sagaline.traces.saga_timeline import TraceError, fetch_saga, parse_saga_id, render
 
     try:
         saga = fetch_saga(url, parse_saga_id(saga_id), token=api_token)

@@ -1,0 +1,2 @@
+"""The reference saga's four services (orchestrator, order, payment, stock), importable as
+`sagaline.services`: sagaline/services is a link to this folder."""

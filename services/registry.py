@@ -7,20 +7,20 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI
 
-from services.common.consumer import Handler
-from services.common.db import Database
-from services.common.definition import SagaDefinition
-from services.common.participant import Participant
-from services.common.service import Job, Runtime, create_app, effective_definition
-from services.common.settings import Settings
-from services.orchestrator import api as orchestrator_api
-from services.orchestrator.handler import Orchestrator
-from services.order import api as order_api
-from services.order.handler import OrderSagaInitiator
-from services.payment import api as payment_api
-from services.payment.participant import PaymentParticipant
-from services.stock import api as stock_api
-from services.stock.participant import StockParticipant
+from sagaline.delivery.consumer import Handler
+from sagaline.delivery.participant import Participant
+from sagaline.domain.definition import SagaDefinition
+from sagaline.service import Job, Runtime, create_app, effective_definition
+from sagaline.services.orchestrator import api as orchestrator_api
+from sagaline.services.orchestrator.handler import Orchestrator
+from sagaline.services.order import api as order_api
+from sagaline.services.order.handler import OrderSagaInitiator
+from sagaline.services.payment import api as payment_api
+from sagaline.services.payment.participant import PaymentParticipant
+from sagaline.services.stock import api as stock_api
+from sagaline.services.stock.participant import StockParticipant
+from sagaline.settings import Settings
+from sagaline.storage.db import Database
 
 SERVICES = ("orchestrator", "order", "payment", "stock")
 PORTS = {"orchestrator": 8080, "order": 8081, "payment": 8082, "stock": 8083}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from sagaline.postgres import EmbeddedPostgres
+from sagaline.lab.launchers.postgres import EmbeddedPostgres
 
 TEST_DATABASE_URL = "SAGALINE_TEST_DATABASE_URL"
 PART_NAMES = ("embedded", "kafka", "sqlite", "postgresql")

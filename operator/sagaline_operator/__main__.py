@@ -6,9 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from sagaline.domain.definition import load_definition
 from sagaline_operator.build import render_topics
 from sagaline_operator.config import OperatorConfig
-from services.common.definition import load_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 

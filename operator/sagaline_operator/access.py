@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.definition import SagaDefinition, consumer_group
-from services.common.messages import ORCHESTRATOR, ORCHESTRATOR_DLT, ORCHESTRATOR_RESPONSE
+from sagaline.domain.definition import SagaDefinition, consumer_group
+from sagaline.domain.messages import ORCHESTRATOR, ORCHESTRATOR_DLT, ORCHESTRATOR_RESPONSE
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import yaml
 
+from sagaline.domain.definition import Resources, SagaDefinition, ServiceSpec
 from sagaline_operator.access import service_access, simple_acls
 from sagaline_operator.config import GROUP, VERSION
-from services.common.definition import Resources, SagaDefinition, ServiceSpec
 
 Body = dict[str, Any]
 Role = Literal["orchestrator", "initiator", "step"]
@@ -257,7 +257,7 @@ def _env(unit: Unit, definition: SagaDefinition) -> list[Body]:
 
 
 def _tracing_env(definition: SagaDefinition, service_name: str) -> list[Body]:
-    """The standard OpenTelemetry variables (services/common/tracing.py reads them)."""
+    """The standard OpenTelemetry variables (sagaline/telemetry/tracing.py reads them)."""
     tracing = definition.spec.tracing
     if tracing is None:
         return []
@@ -270,7 +270,7 @@ def _tracing_env(definition: SagaDefinition, service_name: str) -> list[Body]:
 
 
 def _kafka_security_env(unit: Unit, definition: SagaDefinition) -> list[Body]:
-    """TLS and SASL settings (services/common/settings.py reads them): the CA from the Secret
+    """TLS and SASL settings (sagaline/settings.py reads them): the CA from the Secret
     the spec names, the credentials from the Secret Strimzi writes for the service's user."""
     kafka = definition.spec.kafka
     authentication = kafka.authentication.type if kafka.authentication else None

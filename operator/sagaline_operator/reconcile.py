@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from sagaline.domain.definition import SagaDefinition
 from sagaline_operator import build
 from sagaline_operator import conditions as cond
 from sagaline_operator.config import GROUP, VERSION, OperatorConfig
@@ -31,7 +32,6 @@ from sagaline_operator.kube import (
     kafka_topic_kind,
     kafka_user_kind,
 )
-from services.common.definition import SagaDefinition
 
 log = logging.getLogger(__name__)
 

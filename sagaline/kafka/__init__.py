@@ -1,0 +1,2 @@
+"""Broker clients: aiokafka producers and consumers, Kafka security, what differs between
+brokers."""

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sagaline.domain.definition import Execution, SagaDefinition
 from sagaline.simulation.world import FAULT_KINDS, Act, Model, World
-from services.common.definition import Execution, SagaDefinition
 
 # How likely each fault is, once the scheduler has decided to inject one.
 FAULT_WEIGHTS = {

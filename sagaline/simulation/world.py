@@ -1,9 +1,9 @@
 """The simulated world of one saga: its services, an in-memory network, a clock and faults.
 
 The services run the project's own decisions: the orchestrator the Engine
-(`services.orchestrator.engine`), each step the participant decisions
-(`services.common.participant_decisions`), the order-service the initiator decisions
-(`services.order.decisions`). What is simulated is what the database code and Kafka do around
+(`sagaline.domain.engine`), each step the participant decisions
+(`sagaline.domain.participant_decisions`), the order-service the initiator decisions
+(`sagaline.domain.initiator`). What is simulated is what the database code and Kafka do around
 them, at the level of the delivery rules of DESIGN.md:
 
 - A message (`Msg`) is named by what it is (`payment.charge#2`, the reply a participant stored,
@@ -45,24 +45,8 @@ from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
-from services.common.definition import SagaDefinition
-from services.common.messages import (
-    ORCHESTRATOR,
-    ORCHESTRATOR_RESPONSE,
-    SAGA_CANCEL,
-    SAGA_START,
-    StepTopics,
-    StepTypes,
-)
-from services.common.participant_decisions import (
-    OutcomeStatus,
-    Refuse,
-    Repeat,
-    applied_status,
-    on_command,
-    on_compensation,
-)
-from services.orchestrator.engine import (
+from sagaline.domain.definition import SagaDefinition
+from sagaline.domain.engine import (
     Action,
     Engine,
     Finish,
@@ -73,8 +57,24 @@ from services.orchestrator.engine import (
     SendCommand,
     SendCompensation,
 )
-from services.orchestrator.handler import OUTCOME_TYPES
-from services.order.decisions import Initiator, InitiatorPolicy, OrderStatus, Send, SendCancel
+from sagaline.domain.initiator import Initiator, InitiatorPolicy, OrderStatus, Send, SendCancel
+from sagaline.domain.messages import (
+    ORCHESTRATOR,
+    ORCHESTRATOR_RESPONSE,
+    SAGA_CANCEL,
+    SAGA_START,
+    StepTopics,
+    StepTypes,
+)
+from sagaline.domain.participant_decisions import (
+    OutcomeStatus,
+    Refuse,
+    Repeat,
+    applied_status,
+    on_command,
+    on_compensation,
+)
+from sagaline.services.orchestrator.handler import OUTCOME_TYPES
 
 ORCHESTRATOR_SERVICE = "orchestrator"
 DEAD_LETTER = "dead-letter"

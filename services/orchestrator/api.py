@@ -7,18 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from services.common.api import PAGE_LIMIT, count_by
-from services.common.service import Runtime, runtime_of
-from services.orchestrator.engine import SagaStatus
-from services.orchestrator.models import Saga
-from services.orchestrator.saga_queries import (
+from sagaline.domain.engine import SagaStatus
+from sagaline.http.api import PAGE_LIMIT, count_by
+from sagaline.service import Runtime, runtime_of
+from sagaline.services.orchestrator.models import Saga
+from sagaline.services.orchestrator.saga_queries import (
     FilterDep,
     SagaDetailOut,
     SagaOut,
     find_sagas,
     saga_detail,
 )
-from services.orchestrator.ui import router as ui_router
+from sagaline.services.orchestrator.ui import router as ui_router
 
 router = APIRouter(tags=["sagas"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

@@ -15,21 +15,24 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common import outbox, tracing
-from services.common.clock import from_epoch, utcnow
-from services.common.consumer import Incoming
-from services.common.db import (
-    Database,
-    after_commit,
-    append,
-    batch_cache,
-    select_locked_into,
-    update_later,
+from sagaline.delivery import outbox
+from sagaline.delivery.consumer import Incoming
+from sagaline.delivery.errors import Unprocessable
+from sagaline.domain.clock import from_epoch, utcnow
+from sagaline.domain.definition import SagaDefinition
+from sagaline.domain.engine import (
+    Action,
+    Engine,
+    Finish,
+    Policy,
+    ResendOutcome,
+    SagaState,
+    SagaStatus,
+    SendCommand,
+    SendCompensation,
 )
-from services.common.definition import SagaDefinition
-from services.common.envelope import Envelope, header_value
-from services.common.errors import Unprocessable
-from services.common.messages import (
+from sagaline.domain.envelope import Envelope, header_value
+from sagaline.domain.messages import (
     ORCHESTRATOR,
     ORCHESTRATOR_DLT,
     ORCHESTRATOR_RESPONSE,
@@ -41,21 +44,19 @@ from services.common.messages import (
     StepTopics,
     StepTypes,
 )
-from services.common.metrics import RESENDS
-from services.common.tables import table_of
-from services.orchestrator.engine import (
-    Action,
-    Engine,
-    Finish,
-    Policy,
-    ResendOutcome,
-    SagaState,
-    SagaStatus,
-    SendCommand,
-    SendCompensation,
+from sagaline.services.orchestrator.models import Saga, SagaEvent
+from sagaline.services.orchestrator.saga_metrics import SagasInFlight, saga_finished
+from sagaline.storage.db import (
+    Database,
+    after_commit,
+    append,
+    batch_cache,
+    select_locked_into,
+    update_later,
 )
-from services.orchestrator.models import Saga, SagaEvent
-from services.orchestrator.saga_metrics import SagasInFlight, saga_finished
+from sagaline.storage.tables import table_of
+from sagaline.telemetry import tracing
+from sagaline.telemetry.metrics import RESENDS
 
 OUTCOME_TYPES = {
     SagaStatus.COMPLETED: SAGA_COMPLETED,

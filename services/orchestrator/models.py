@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from services.common.clock import utcnow
+from sagaline.domain.clock import utcnow
 
 
 class Saga(SQLModel, table=True):

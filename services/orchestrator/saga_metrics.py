@@ -11,12 +11,12 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from services.common.clock import seconds_since
-from services.common.db import Database
-from services.common.metrics import SAGA_DURATION, SAGAS, SAGAS_IN_FLIGHT
-from services.common.throttle import Every
-from services.orchestrator.engine import SagaStatus
-from services.orchestrator.models import Saga
+from sagaline.domain.clock import seconds_since
+from sagaline.domain.engine import SagaStatus
+from sagaline.services.orchestrator.models import Saga
+from sagaline.storage.db import Database
+from sagaline.telemetry.metrics import SAGA_DURATION, SAGAS, SAGAS_IN_FLIGHT
+from sagaline.telemetry.throttle import Every
 
 IN_FLIGHT = [status for status in SagaStatus if not status.terminal]
 _COUNT_IN_FLIGHT = (

@@ -14,9 +14,9 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.common.clock import utcnow
-from services.orchestrator.engine import SagaStatus
-from services.orchestrator.models import Saga, SagaEvent
+from sagaline.domain.clock import utcnow
+from sagaline.domain.engine import SagaStatus
+from sagaline.services.orchestrator.models import Saga, SagaEvent
 
 MAX_AGE_S = 10 * 365 * 24 * 3600  # ten years: beyond it an age is a typo, refused with 422
 MAX_REASON_FILTER = 200

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from services.common.messages import SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAILED, SAGA_START
+from sagaline.domain.messages import SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAILED, SAGA_START
 
 DEAD_LETTER = "dead-letter"  # the type the orchestrator records for a step's unreadable command
 

@@ -20,12 +20,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
 
-from services.common.api import count_by
-from services.common.clock import as_utc, utcnow
-from services.common.service import Runtime, runtime_of
-from services.orchestrator.engine import SagaStatus
-from services.orchestrator.models import Saga
-from services.orchestrator.saga_queries import (
+from sagaline.domain.clock import as_utc, utcnow
+from sagaline.domain.engine import SagaStatus
+from sagaline.http.api import count_by
+from sagaline.service import Runtime, runtime_of
+from sagaline.services.orchestrator.models import Saga
+from sagaline.services.orchestrator.saga_queries import (
     FilterDep,
     SagaDetailOut,
     SagaFilter,
@@ -33,13 +33,13 @@ from services.orchestrator.saga_queries import (
     find_sagas,
     saga_detail,
 )
-from services.orchestrator.timeline import TimelineRow, status_tone, timeline
+from sagaline.services.orchestrator.timeline import TimelineRow, status_tone, timeline
 
 router = APIRouter(tags=["ui"], include_in_schema=False)
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 
 LIST_LIMIT = 200
-_STATIC = resources.files(__package__ or "services.orchestrator") / "ui_static"
+_STATIC = resources.files(__package__ or "sagaline.services.orchestrator") / "ui_static"
 ASSETS = {
     "ui.css": ((_STATIC / "ui.css").read_text(encoding="utf-8"), "text/css"),
     "ui.js": ((_STATIC / "ui.js").read_text(encoding="utf-8"), "text/javascript"),

@@ -14,13 +14,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.api import PAGE_LIMIT, Identifier, StrictModel, count_by
-from services.common.limits import LIMITS
-from services.common.money import PositiveAmount, from_cents, to_cents
-from services.common.service import Runtime, runtime_of
-from services.order.handler import OrderSagaInitiator
-from services.order.models import OrderStatus
-from services.order.rows import BY_ID, ORDERS, OrderRow, new_order
+from sagaline.http.api import PAGE_LIMIT, Identifier, StrictModel, count_by
+from sagaline.http.limits import LIMITS
+from sagaline.http.money import PositiveAmount, from_cents, to_cents
+from sagaline.service import Runtime, runtime_of
+from sagaline.services.order.handler import OrderSagaInitiator
+from sagaline.services.order.models import OrderStatus
+from sagaline.services.order.rows import BY_ID, ORDERS, OrderRow, new_order
 
 MAX_WAIT_S = 30
 

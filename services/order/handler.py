@@ -1,6 +1,6 @@
 """The order service's side of the saga: start it, re-send the start, record the outcome.
 
-The decisions are pure (`services.order.decisions`); this module keeps the orders and their
+The decisions are pure (`sagaline.domain.initiator`); this module keeps the orders and their
 re-send deadlines, and turns what the decisions send into outbox messages.
 """
 
@@ -11,22 +11,15 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common import outbox, tracing
-from services.common.clock import seconds_from_now, utcnow
-from services.common.consumer import Incoming
-from services.common.db import (
-    Database,
-    after_commit,
-    append,
-    batch_cache,
-    select_locked_into,
-    update_later,
-)
-from services.common.definition import SagaDefinition
-from services.common.envelope import Envelope
-from services.common.errors import Unprocessable
-from services.common.group_commit import GroupCommitter
-from services.common.messages import (
+from sagaline.delivery import outbox
+from sagaline.delivery.consumer import Incoming
+from sagaline.delivery.errors import Unprocessable
+from sagaline.delivery.group_commit import GroupCommitter
+from sagaline.domain.clock import seconds_from_now, utcnow
+from sagaline.domain.definition import SagaDefinition
+from sagaline.domain.envelope import Envelope
+from sagaline.domain.initiator import Initiator, InitiatorPolicy, Send, SendCancel, SendStart
+from sagaline.domain.messages import (
     ORCHESTRATOR,
     ORCHESTRATOR_DLT,
     ORCHESTRATOR_RESPONSE,
@@ -34,9 +27,7 @@ from services.common.messages import (
     SAGA_OUTCOMES,
     SAGA_START,
 )
-from services.common.metrics import RESENDS
-from services.order.decisions import Initiator, InitiatorPolicy, Send, SendCancel, SendStart
-from services.order.rows import (
+from sagaline.services.order.rows import (
     DECISION_COLUMNS,
     DUE,
     ORDERS,
@@ -44,7 +35,17 @@ from services.order.rows import (
     OrderRow,
     StartRecordOf,
 )
-from services.order.waiters import DecisionWaiters
+from sagaline.services.order.waiters import DecisionWaiters
+from sagaline.storage.db import (
+    Database,
+    after_commit,
+    append,
+    batch_cache,
+    select_locked_into,
+    update_later,
+)
+from sagaline.telemetry import tracing
+from sagaline.telemetry.metrics import RESENDS
 
 log = logging.getLogger(__name__)
 

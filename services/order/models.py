@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
-from services.common.clock import utcnow
-from services.common.tables import status_type
-from services.order.decisions import OrderStatus
+from sagaline.domain.clock import utcnow
+from sagaline.domain.initiator import OrderStatus
+from sagaline.storage.tables import status_type
 
 __all__ = ["Order", "OrderStatus"]
 

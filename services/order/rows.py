@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, select
 
-from services.common.clock import utcnow
-from services.common.tables import table_of
-from services.order.models import Order, OrderStatus
+from sagaline.domain.clock import utcnow
+from sagaline.services.order.models import Order, OrderStatus
+from sagaline.storage.tables import table_of
 
 ORDERS: Table = table_of(Order)
 OrderRow = dict[str, Any]

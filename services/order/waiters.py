@@ -6,8 +6,8 @@ import asyncio
 import uuid
 from collections import OrderedDict, defaultdict
 
-from services.order.models import OrderStatus
-from services.order.rows import OrderRow
+from sagaline.services.order.models import OrderStatus
+from sagaline.services.order.rows import OrderRow
 
 
 class DecisionWaiters:

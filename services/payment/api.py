@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
-from services.common.api import Identifier, StrictModel, get_or_404
-from services.common.money import Amount, from_cents, to_cents
-from services.common.service import Runtime, runtime_of
-from services.payment.models import Account, Charge, ChargeStatus
+from sagaline.http.api import Identifier, StrictModel, get_or_404
+from sagaline.http.money import Amount, from_cents, to_cents
+from sagaline.service import Runtime, runtime_of
+from sagaline.services.payment.models import Account, Charge, ChargeStatus
 
 router = APIRouter(tags=["payment"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

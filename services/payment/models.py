@@ -9,8 +9,8 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Column
 from sqlmodel import Field, SQLModel
 
-from services.common.clock import utcnow
-from services.common.tables import status_type
+from sagaline.domain.clock import utcnow
+from sagaline.storage.tables import status_type
 
 
 class Account(SQLModel, table=True):

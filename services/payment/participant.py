@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Table
 
-from services.common.clock import utcnow
-from services.common.db import select_locked_into
-from services.common.participant import Applied, Batch, Participant, Rejected
-from services.common.tables import table_of
-from services.payment.models import Account, Charge, ChargeStatus
+from sagaline.delivery.participant import Applied, Batch, Participant, Rejected
+from sagaline.domain.clock import utcnow
+from sagaline.services.payment.models import Account, Charge, ChargeStatus
+from sagaline.storage.db import select_locked_into
+from sagaline.storage.tables import table_of
 
 ACCOUNTS: Table = table_of(Account)
 CHARGES: Table = table_of(Charge)

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from services.common.api import Identifier, StrictModel, get_or_404
-from services.common.limits import LIMITS
-from services.common.service import Runtime, runtime_of
-from services.stock.models import Product, Reservation, ReservationStatus
+from sagaline.http.api import Identifier, StrictModel, get_or_404
+from sagaline.http.limits import LIMITS
+from sagaline.service import Runtime, runtime_of
+from sagaline.services.stock.models import Product, Reservation, ReservationStatus
 
 router = APIRouter(tags=["stock"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

@@ -8,8 +8,8 @@ from enum import StrEnum
 
 from sqlmodel import Field, SQLModel
 
-from services.common.clock import utcnow
-from services.common.tables import status_type
+from sagaline.domain.clock import utcnow
+from sagaline.storage.tables import status_type
 
 
 class Product(SQLModel, table=True):

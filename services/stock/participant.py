@@ -9,11 +9,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Table
 
-from services.common.clock import utcnow
-from services.common.db import select_locked, select_locked_into
-from services.common.participant import Applied, Batch, Participant, Rejected
-from services.common.tables import table_of
-from services.stock.models import Product, Reservation, ReservationStatus
+from sagaline.delivery.participant import Applied, Batch, Participant, Rejected
+from sagaline.domain.clock import utcnow
+from sagaline.services.stock.models import Product, Reservation, ReservationStatus
+from sagaline.storage.db import select_locked, select_locked_into
+from sagaline.storage.tables import table_of
 
 PRODUCTS: Table = table_of(Product)
 RESERVATIONS: Table = table_of(Reservation)

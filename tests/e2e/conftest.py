@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from sagaline import apache_kafka, controlplane
-from sagaline.apache_kafka import ApacheKafka
-from sagaline.controlplane import ControlPlane
-from sagaline.ports import free_port
-from services.registry import SERVICES
-from tests.e2e import cnpg_standin
+from sagaline.lab.launchers import apache_kafka
+from sagaline.lab.launchers.apache_kafka import ApacheKafka
+from sagaline.lab.ports import free_port
+from sagaline.services.registry import SERVICES
+from tests.e2e import cnpg_standin, controlplane
+from tests.e2e.controlplane import ControlPlane
 from tests.e2e.strimzi_standin import StrimziStandIn
 from tests.e2e.support import (
     CHART,

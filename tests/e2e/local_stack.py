@@ -10,8 +10,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from sagaline.stack import Stack, StackConfig, StackError
-from services.common.definition import load_definition
+from sagaline.domain.definition import load_definition
+from sagaline.lab.stack import Stack, StackConfig, StackError
 
 
 class ClusterStack(Stack):

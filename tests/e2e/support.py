@@ -4,7 +4,7 @@ operator as a local process, polling with deadlines.
 Two modes, chosen by `SAGALINE_E2E_CLUSTER`:
 
 - `local` (the default): a real control plane the session starts on this machine
-  (`sagaline.controlplane`: kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK's
+  (`tests.e2e.controlplane`: kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK's
   fake nodes), with stand-ins for what cannot run here: Strimzi's Topic and User Operators
   (`strimzi_standin.py`, on the Apache Kafka the session starts) and CloudNativePG
   (`cnpg_standin.py`, on the embedded PostgreSQL). The operator and the services run as local
@@ -28,8 +28,8 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import yaml
 
-from sagaline import controlplane
-from sagaline.controlplane import ControlPlaneError
+from tests.e2e import controlplane
+from tests.e2e.controlplane import ControlPlaneError
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -343,7 +343,7 @@ class PortForward:
     the services' APIs this way)."""
 
     def __init__(self, cluster: Cluster, namespace: str, target: str, remote_port: int) -> None:
-        from sagaline.ports import free_port
+        from sagaline.lab.ports import free_port
 
         self.cluster = cluster
         self.namespace = namespace
@@ -357,7 +357,7 @@ class PortForward:
         return f"http://127.0.0.1:{self.local_port}"
 
     def __enter__(self) -> PortForward:
-        from sagaline.ports import wait_for_port
+        from sagaline.lab.ports import wait_for_port
 
         kubectl = shutil.which("kubectl") or str(controlplane.binary("kubectl"))
         self.process = subprocess.Popen(

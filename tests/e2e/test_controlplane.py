@@ -8,8 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
-from sagaline import controlplane
-from sagaline.controlplane import KUBERNETES_VERSION, ControlPlane
+from tests.e2e import controlplane
+from tests.e2e.controlplane import KUBERNETES_VERSION, ControlPlane
 from tests.e2e.support import Cluster, apply, get, is_true, mode, wait_for
 
 

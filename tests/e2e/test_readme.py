@@ -28,8 +28,8 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from sagaline.apache_kafka import ApacheKafka
-from services.common.definition import load_definition
+from sagaline.domain.definition import load_definition
+from sagaline.lab.launchers.apache_kafka import ApacheKafka
 from tests.e2e.cnpg_standin import database_url
 from tests.e2e.local_stack import cluster_stack
 from tests.e2e.strimzi_standin import StrimziStandIn

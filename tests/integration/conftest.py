@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from sagaline.stack import Stack
+from sagaline.lab.stack import Stack
 from tests.integration.support import (
     STACK_PARTS,
     Api,

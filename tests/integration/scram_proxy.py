@@ -64,8 +64,8 @@ from aiokafka.protocol.api import ResponseHeader_v0
 from aiokafka.protocol.types import Int16, Int32, String
 from scramp import ScramException, ScramMechanism
 
-from sagaline.broker import EmbeddedBroker
-from sagaline.ports import free_port
+from sagaline.lab.launchers.embedded_broker import EmbeddedBroker
+from sagaline.lab.ports import free_port
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")

@@ -17,17 +17,17 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from sagaline import apache_kafka, postgres
-from sagaline.apache_kafka import ApacheKafka, resolve_jars
-from sagaline.broker import EmbeddedBroker
-from sagaline.databases import create_missing, drop
-from sagaline.ports import free_port
-from sagaline.stack import Stack, StackConfig
-from services.common.brokers import BrokerKind
-from services.common.db import Database
-from services.common.envelope import Envelope, Headers, header_value
-from services.common.migrate import upgrade
-from services.registry import SERVICES
+from sagaline.domain.envelope import Envelope, Headers, header_value
+from sagaline.kafka.brokers import BrokerKind
+from sagaline.lab.databases import create_missing, drop
+from sagaline.lab.launchers import apache_kafka, postgres
+from sagaline.lab.launchers.apache_kafka import ApacheKafka, resolve_jars
+from sagaline.lab.launchers.embedded_broker import EmbeddedBroker
+from sagaline.lab.ports import free_port
+from sagaline.lab.stack import Stack, StackConfig
+from sagaline.services.registry import SERVICES
+from sagaline.storage.db import Database
+from sagaline.storage.migrate import upgrade
 
 T = TypeVar("T")
 DatabaseKind = Literal["sqlite", "postgresql"]

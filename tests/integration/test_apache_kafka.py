@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import InvalidSessionTimeoutError
 
-from sagaline.apache_kafka import ApacheKafka, unavailable_reason
+from sagaline.lab.launchers.apache_kafka import ApacheKafka, unavailable_reason
 
 TOPIC = "ledger"
 PARTITIONS = 3

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.common.envelope import Envelope, header_value
+from sagaline.domain.envelope import Envelope, header_value
 from tests.integration.support import Api, Kafka, of_saga
 
 GOOD_ITEM = {"product_id": "p-1", "quantity": 1, "unit_price": "1.00"}

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sagaline.ports import free_port_block
-from services.registry import SERVICES
+from sagaline.lab.ports import free_port_block
+from sagaline.services.registry import SERVICES
 from tests.integration.support import Parts
 
 RELAY_PARTS = [Parts("embedded", "postgresql")]
@@ -83,5 +83,5 @@ def test_bench_relay_profile(parts: Parts, postgres_server: str, tmp_path: Path)
     assert len(svgs) == 1, sorted(tmp_path.iterdir())
     # The relay's own code was sampled, not just the interpreter idling. Which of its frames
     # depends on the few samples a short run gets (once only `_publish_loop` awaiting
-    # `publish_once` was caught, in CI), so any frame of services/common/relay.py counts.
-    assert "services/common/relay.py" in svgs[0].read_text()
+    # `publish_once` was caught, in CI), so any frame of sagaline/delivery/relay/loop.py counts.
+    assert "sagaline/delivery/relay/loop.py" in svgs[0].read_text()

@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sagaline.chaos import ChaosOptions, Placement, order_bodies, unfinished_count
-from sagaline.load import bearer
-from sagaline.load import seed as seed_world
-from sagaline.stack import Stack
-from sagaline.verify import verify
-from services.common.brokers import BrokerKind
-from services.registry import SERVICES
+from sagaline.kafka.brokers import BrokerKind
+from sagaline.lab.load import bearer
+from sagaline.lab.load import seed as seed_world
+from sagaline.lab.stack import Stack
+from sagaline.lab.verify import verify
+from sagaline.measure.chaos import ChaosOptions, Placement, order_bodies, unfinished_count
+from sagaline.services.registry import SERVICES
 from tests.integration.conftest import server_for
 from tests.integration.support import BROKERS, Parts, running_stack
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from sagaline.stack import Stack
-from sagaline.verify import verify
-from services.common.definition import load_definition
+from sagaline.domain.definition import load_definition
+from sagaline.lab.stack import Stack
+from sagaline.lab.verify import verify
 from tests.integration.support import BROKERS, Api, Kafka, Parts, running_stack
 
 FAR = 200  # records the stock service reads before the restart, so its offsets are far along

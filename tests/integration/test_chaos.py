@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sagaline.chaos import KIND_OF_TARGET, TARGETS, ChaosOptions, run_chaos
 from sagaline.cli import app
-from services.common.brokers import BrokerKind
+from sagaline.kafka.brokers import BrokerKind
+from sagaline.measure.chaos import KIND_OF_TARGET, TARGETS, ChaosOptions, run_chaos
 from tests.integration.conftest import server_for
 from tests.integration.support import BROKERS, STACK_PARTS, Parts, running_stack
 

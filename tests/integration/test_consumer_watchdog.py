@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.brokers import BrokerKind
-from services.common.consumer import Incoming, MessageLoop
-from services.common.definition import default_definition_path, load_definition
-from services.common.outbox import OUTBOX
-from services.payment.participant import PaymentParticipant
+from sagaline.delivery.consumer import Incoming, MessageLoop
+from sagaline.delivery.outbox import OUTBOX
+from sagaline.domain.definition import default_definition_path, load_definition
+from sagaline.kafka.brokers import BrokerKind
+from sagaline.services.payment.participant import PaymentParticipant
 from tests.integration.support import BROKERS, Kafka, broker_and_payment_database, eventually
 
 DEFINITION = load_definition(default_definition_path())
@@ -89,7 +89,7 @@ async def poison_handled_once(
 async def test_a_blocked_loop_is_cancelled_and_its_batch_handled_by_a_new_client(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: BrokerKind
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="services.common.consumer")
+    caplog.set_level(logging.WARNING, logger="sagaline.delivery.consumer")
     handler = HangsOnce(DEFINITION)
     # Short, to be quick; on Kafka longer than a group join (3 s of initial delay there).
     await poison_handled_once(tmp_path, kind, handler, wedged_s=3 if kind == "embedded" else 10)
@@ -103,7 +103,7 @@ async def test_a_blocked_loop_is_cancelled_and_its_batch_handled_by_a_new_client
 async def test_a_cancellation_from_inside_the_client_starts_a_new_client(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: BrokerKind
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="services.common.consumer")
+    caplog.set_level(logging.WARNING, logger="sagaline.delivery.consumer")
     handler = CancelledOnce(DEFINITION)
     await poison_handled_once(tmp_path, kind, handler)
     assert handler.cancelled == 1

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from services.common.envelope import Envelope, header_value
-from services.common.messages import StepTopics, StepTypes
+from sagaline.domain.envelope import Envelope, header_value
+from sagaline.domain.messages import StepTopics, StepTypes
 from tests.integration.support import Api, Kafka, eventually, of_saga
 
 

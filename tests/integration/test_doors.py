@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, text
 
-from sagaline.stack import Stack
-from services.common.db import sync_url
-from services.registry import SERVICES, build_app
+from sagaline.lab.stack import Stack
+from sagaline.services.registry import SERVICES, build_app
+from sagaline.storage.db import sync_url
 from tests.integration.support import EMBEDDED_SQLITE, running_stack
 
 TOKEN = f"doors-{uuid.uuid4().hex}"

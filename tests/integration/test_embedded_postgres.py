@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sagaline.postgres import EmbeddedPostgres, PostgresError, unavailable_reason
+from sagaline.lab.launchers.postgres import EmbeddedPostgres, PostgresError, unavailable_reason
 
 
 @pytest.fixture(autouse=True)

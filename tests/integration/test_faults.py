@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from sagaline.stack import Stack
-from sagaline.verify import verify
-from services.common.definition import Execution
+from sagaline.domain.definition import Execution
+from sagaline.lab.stack import Stack
+from sagaline.lab.verify import verify
 from tests.integration.conftest import server_for
 from tests.integration.support import STACK_PARTS, Api, Kafka, Parts, of_saga, running_stack
 

@@ -9,9 +9,9 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from sagaline.cli import app
-from sagaline.stack import Stack
-from sagaline.verify import verify
-from services.common.db import sync_url
+from sagaline.lab.stack import Stack
+from sagaline.lab.verify import verify
+from sagaline.storage.db import sync_url
 from tests.integration.support import Api
 
 

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from sagaline.stack import Stack
-from services.common.definition import load_definition
-from services.common.envelope import Envelope
-from services.registry import SERVICES
+from sagaline.domain.definition import load_definition
+from sagaline.domain.envelope import Envelope
+from sagaline.lab.stack import Stack
+from sagaline.services.registry import SERVICES
 from tests.integration.support import (
     BROKERS,
     Api,

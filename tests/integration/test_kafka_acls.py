@@ -20,11 +20,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from sagaline_operator import build
 
-from sagaline.apache_kafka import ApacheKafka, resolve_jars
-from sagaline.stack import Stack
-from services.common.definition import SagaDefinition, load_definition
-from services.common.envelope import Envelope
-from services.common.messages import StepTypes
+from sagaline.domain.definition import SagaDefinition, load_definition
+from sagaline.domain.envelope import Envelope
+from sagaline.domain.messages import StepTypes
+from sagaline.lab.launchers.apache_kafka import ApacheKafka, resolve_jars
+from sagaline.lab.stack import Stack
 from tests.integration.kafka_users import apply_users
 from tests.integration.support import Api, Parts, eventually, require_broker, running_stack
 

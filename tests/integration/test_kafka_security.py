@@ -21,20 +21,20 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import SecretStr
 
-from sagaline.broker import BrokerError, EmbeddedBroker
-from sagaline.stack import Stack
-from services.common.db import Database
-from services.common.kafka import (
+from sagaline.delivery.outbox import send_raw
+from sagaline.delivery.relay.loop import Relay
+from sagaline.kafka.clients import (
     KafkaAuthError,
     ensure_topics,
     make_consumer,
     make_producer,
     start,
 )
-from services.common.kafka_security import KafkaSecurity, SaslMechanism
-from services.common.migrate import upgrade
-from services.common.outbox import send_raw
-from services.common.relay import Relay
+from sagaline.kafka.security import KafkaSecurity, SaslMechanism
+from sagaline.lab.launchers.embedded_broker import BrokerError, EmbeddedBroker
+from sagaline.lab.stack import Stack
+from sagaline.storage.db import Database
+from sagaline.storage.migrate import upgrade
 from tests.integration.scram_proxy import Login, ScramProxy, scram_broker
 from tests.integration.support import EMBEDDED_SQLITE, Api, eventually, running_stack
 

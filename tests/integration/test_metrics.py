@@ -12,9 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from sagaline.ports import free_port
-from sagaline.stack import Stack
-from services.registry import SERVICES
+from sagaline.lab.ports import free_port
+from sagaline.lab.stack import Stack
+from sagaline.services.registry import SERVICES
 from tests.integration.support import EMBEDDED_SQLITE, Api, Kafka, eventually, running_stack
 
 Samples = dict[str, list[Sample]]  # by family name, as exposed (a counter's without `_total`)

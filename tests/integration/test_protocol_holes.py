@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from sagaline.stack import Stack
-from sagaline.verify import verify
-from services.common.consumer import DLT_OFFSET, DLT_PARTITION, DLT_REASON, DLT_TOPIC
-from services.common.envelope import Envelope
+from sagaline.delivery.consumer import DLT_OFFSET, DLT_PARTITION, DLT_REASON, DLT_TOPIC
+from sagaline.domain.envelope import Envelope
+from sagaline.lab.stack import Stack
+from sagaline.lab.verify import verify
 from tests.integration.support import (
     EMBEDDED_SQLITE,
     Api,

@@ -15,20 +15,20 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
-from sagaline.apache_kafka import ApacheKafka
-from sagaline.broker import EmbeddedBroker
-from sagaline.ports import free_port
-from services.common import outbox
-from services.common import relay as relay_module
-from services.common.brokers import BrokerKind
-from services.common.clock import utcnow
-from services.common.db import Database
-from services.common.envelope import Envelope, header_value
-from services.common.inbox import INBOX, claim
-from services.common.kafka import make_producer
-from services.common.migrate import upgrade
-from services.common.outbox import OUTBOX
-from services.common.relay import Relay
+from sagaline.delivery import outbox
+from sagaline.delivery.inbox import INBOX, claim
+from sagaline.delivery.outbox import OUTBOX
+from sagaline.delivery.relay import loop as relay_module
+from sagaline.delivery.relay.loop import Relay
+from sagaline.domain.clock import utcnow
+from sagaline.domain.envelope import Envelope, header_value
+from sagaline.kafka.brokers import BrokerKind
+from sagaline.kafka.clients import make_producer
+from sagaline.lab.launchers.apache_kafka import ApacheKafka
+from sagaline.lab.launchers.embedded_broker import EmbeddedBroker
+from sagaline.lab.ports import free_port
+from sagaline.storage.db import Database
+from sagaline.storage.migrate import upgrade
 from tests.integration.support import (
     BROKERS,
     DATABASES,

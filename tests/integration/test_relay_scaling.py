@@ -20,13 +20,13 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from sagaline.stack import ManagedProcess
-from services.common import outbox
-from services.common.db import Database
-from services.common.envelope import Envelope
-from services.common.migrate import upgrade
-from services.common.outbox import OUTBOX
-from services.common.relay import LEADER_LOCK_ID
+from sagaline.delivery import outbox
+from sagaline.delivery.outbox import OUTBOX
+from sagaline.delivery.relay.loop import LEADER_LOCK_ID
+from sagaline.domain.envelope import Envelope
+from sagaline.lab.stack import ManagedProcess
+from sagaline.storage.db import Database
+from sagaline.storage.migrate import upgrade
 from tests.integration.support import BROKERS, Kafka, eventually, fresh_database, started_broker
 from tests.integration.test_relay import Broker, kind_of, unpublished
 

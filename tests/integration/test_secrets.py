@@ -20,10 +20,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from sagaline.broker import EmbeddedBroker
-from sagaline.ports import free_port, free_port_block
-from sagaline.stack import Stack
-from services.registry import SERVICES
+from sagaline.lab.launchers.embedded_broker import EmbeddedBroker
+from sagaline.lab.ports import free_port, free_port_block
+from sagaline.lab.stack import Stack
+from sagaline.services.registry import SERVICES
 from tests.integration.support import Parts, running_stack
 
 DB_PASSWORD = f"dbpw-{uuid.uuid4().hex[:12]}"

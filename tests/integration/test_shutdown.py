@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from sagaline.stack import Stack
-from sagaline.verify import verify
+from sagaline.lab.stack import Stack
+from sagaline.lab.verify import verify
 from tests.integration.support import Api
 
 GRACE_S = 8.0  # uvicorn gives open requests 5 s; the consumer then finishes its batch

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from sagaline.stack import Stack
-from services.common.definition import load_definition
+from sagaline.domain.definition import load_definition
+from sagaline.lab.stack import Stack
 from tests.integration.support import Api, Parts, running_stack
 
 PARTITIONS = 2  # neither the Saga's 6, nor the embedded broker's own default of 4

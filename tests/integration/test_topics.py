@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.common.brokers import BrokerKind
-from services.common.consumer import MessageLoop
-from services.common.definition import default_definition_path, load_definition
-from services.payment.participant import PaymentParticipant
+from sagaline.delivery.consumer import MessageLoop
+from sagaline.domain.definition import default_definition_path, load_definition
+from sagaline.kafka.brokers import BrokerKind
+from sagaline.services.payment.participant import PaymentParticipant
 from tests.integration.support import BROKERS, broker_and_payment_database, eventually
 
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sagaline.otlp import ReceivedSpan, SpanReceiver
-from sagaline.stack import Stack
-from sagaline.trace_tree import by_trace, roots
-from services.registry import SERVICES
+from sagaline.lab.stack import Stack
+from sagaline.services.registry import SERVICES
+from sagaline.traces.otlp_receiver import ReceivedSpan, SpanReceiver
+from sagaline.traces.span_tree import by_trace, roots
 from tests.integration.conftest import server_for
 from tests.integration.support import Api, Parts, eventually, running_stack
 

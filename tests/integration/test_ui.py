@@ -21,10 +21,10 @@ import yaml
 from typer.testing import CliRunner
 
 from sagaline.cli import app
-from sagaline.stack import Stack
-from services.common.db import Database
-from services.common.definition import default_definition_path
-from services.orchestrator.models import Saga, SagaEvent
+from sagaline.domain.definition import default_definition_path
+from sagaline.lab.stack import Stack
+from sagaline.services.orchestrator.models import Saga, SagaEvent
+from sagaline.storage.db import Database
 from tests.integration.support import (
     EMBEDDED_SQLITE,
     Api,

@@ -12,8 +12,8 @@ import yaml
 from sagaline_operator import build
 from sagaline_operator.__main__ import write_topics
 
-from services.common.definition import SagaDefinition, load_definition
-from services.common.settings import Settings
+from sagaline.domain.definition import SagaDefinition, load_definition
+from sagaline.settings import Settings
 from tests.operator.support import ORDER_YAML, ROOT, order_saga
 
 K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests target (native sidecars: ≥ 1.29)

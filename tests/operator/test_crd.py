@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from services.common.definition import SagaSpec
+from sagaline.domain.definition import SagaSpec
 from tests.operator.support import CRD_YAML, order_saga
 
 CRD = yaml.safe_load(CRD_YAML.read_text())

@@ -6,9 +6,9 @@ import pytest
 from sagaline_operator import build
 from sagaline_operator.access import service_access
 
-from services.common.definition import SagaDefinition, consumer_group
-from services.common.settings import Settings
-from services.registry import ASSEMBLERS
+from sagaline.domain.definition import SagaDefinition, consumer_group
+from sagaline.services.registry import ASSEMBLERS
+from sagaline.settings import Settings
 from tests.operator.support import order_saga
 
 NAMESPACE = "shop"

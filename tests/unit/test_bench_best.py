@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sagaline.bench import best_within
+from sagaline.measure.bench import best_within
 
 
 def run(concurrency: int, sagas_per_s: float, p99_ms: float, pending: int = 0) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sagaline.bench_relay import duplicates, order_violations
+from sagaline.measure.bench_relay import duplicates, order_violations
 
 A, B = b"saga-a", b"saga-b"
 

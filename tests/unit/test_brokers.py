@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer import fetcher as fetcher_module
 
-from services.common.brokers import (
+from sagaline.kafka.brokers import (
     BUSY_FETCH_MIN_BYTES,
     BUSY_FETCH_MIN_WAIT_MS,
     BUSY_FETCH_WAIT_MS,

@@ -7,7 +7,7 @@ import itertools
 import time
 from datetime import UTC, datetime, timedelta
 
-from sagaline.chaos import (
+from sagaline.measure.chaos import (
     KIND_OF_TARGET,
     TARGETS,
     ChaosOptions,

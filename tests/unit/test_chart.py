@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sagaline_operator import build
 
-from services.common.definition import default_definition_path, load_definition
+from sagaline.domain.definition import default_definition_path, load_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "sagaline-operator"

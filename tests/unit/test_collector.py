@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.collector import OLDER_THRESHOLDS, YOUNG_THRESHOLD, settle_after_start
+from sagaline.garbage_collector import OLDER_THRESHOLDS, YOUNG_THRESHOLD, settle_after_start
 
 
 @pytest.fixture

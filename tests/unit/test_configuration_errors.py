@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sagaline.cli import app
-from services.common.backoff import resend_horizon_s
-from services.common.service import effective_definition
-from services.common.settings import Settings
+from sagaline.domain.backoff import resend_horizon_s
+from sagaline.service import effective_definition
+from sagaline.settings import Settings
 
 
 def test_the_resend_horizon_adds_every_attempts_capped_wait() -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINERFILE = (ROOT / "Containerfile").read_text()
+# The lab's subpackages: `sagaline[lab]`, never in the image.
+LAB = {("sagaline", part) for part in ("lab", "measure", "simulation", "traces")}
 IGNORE = [
     line.strip()
     for line in (ROOT / ".dockerignore").read_text().splitlines()
@@ -92,12 +94,27 @@ def test_every_copied_path_is_in_the_build_context() -> None:
         assert not ignored(source), f"{source} is excluded by .dockerignore"
         if (ROOT / source).is_dir():  # and the modules in it too
             for module in (ROOT / source).rglob("*.py"):
-                assert not ignored(str(module.relative_to(ROOT))), module
+                relative = module.relative_to(ROOT)
+                if relative.parts[:2] not in LAB:
+                    assert not ignored(str(relative)), module
 
 
 def test_the_context_leaves_out_local_state() -> None:
     for path in (".venv/bin/python", ".sagaline/x", "tests/unit/test_chart.py", "README.md"):
         assert ignored(path), path
     assert ignored("services/__pycache__/x.cpython-311.pyc")
-    assert ignored("services/common/__pycache__/db.cpython-311.pyc")
-    assert not ignored("services/common/db.py")
+    assert ignored("sagaline/storage/__pycache__/db.cpython-311.pyc")
+    assert not ignored("sagaline/storage/db.py")
+
+
+def test_the_context_holds_the_product_and_no_lab() -> None:
+    """The lab (`sagaline[lab]`) stays out of the image: no launcher, stack, bench or simulation."""
+    for path in sorted((ROOT / "sagaline").rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        assert ignored(str(relative)) == (relative.parts[:2] in LAB), relative
+    for product in (
+        "services/order/api.py",
+        "sagaline/delivery/consumer.py",
+        "sagaline/cli/__init__.py",
+    ):
+        assert not ignored(product), product

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-import services.common.metrics  # noqa: F401 - registers the metrics
+import sagaline.telemetry.metrics  # noqa: F401 - registers the metrics
 
 DASHBOARD = Path(__file__).parents[2] / "charts/sagaline-operator/dashboards/sagaline.json"
 # What operators ask (README, "Metrics"): each must be on some panel.

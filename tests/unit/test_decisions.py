@@ -7,9 +7,28 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.common.definition import Execution, default_definition_path, load_definition
-from services.common.messages import SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAILED
-from services.common.participant_decisions import (
+from sagaline.domain.definition import Execution, default_definition_path, load_definition
+from sagaline.domain.engine import (
+    Engine,
+    Finish,
+    Policy,
+    ResendOutcome,
+    SagaState,
+    SagaStatus,
+    SendCommand,
+    SendCompensation,
+    StepStatus,
+)
+from sagaline.domain.initiator import (
+    Decide,
+    Initiator,
+    InitiatorPolicy,
+    OrderStatus,
+    SendCancel,
+    SendStart,
+)
+from sagaline.domain.messages import SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAILED
+from sagaline.domain.participant_decisions import (
     NOTHING_TO_UNDO_REJECTED,
     NOTHING_TO_UNDO_TOMBSTONE,
     REFUSED,
@@ -22,25 +41,6 @@ from services.common.participant_decisions import (
     applied_status,
     on_command,
     on_compensation,
-)
-from services.orchestrator.engine import (
-    Engine,
-    Finish,
-    Policy,
-    ResendOutcome,
-    SagaState,
-    SagaStatus,
-    SendCommand,
-    SendCompensation,
-    StepStatus,
-)
-from services.order.decisions import (
-    Decide,
-    Initiator,
-    InitiatorPolicy,
-    OrderStatus,
-    SendCancel,
-    SendStart,
 )
 
 SEQ, PAR = Execution.SEQUENTIAL, Execution.PARALLEL

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
-from services.common.db import Database, append, select_locked, update_later
+from sagaline.storage.db import Database, append, select_locked, update_later
 
 METADATA = MetaData()
 ITEMS = Table(

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from services.common.definition import (
+from sagaline.domain.definition import (
     ORCHESTRATOR_TOPICS,
     Execution,
     SagaDefinition,

@@ -30,9 +30,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from services.common import direct_sql, inbox
-from services.common.db import Database, append, select_locked, update_later
-from services.common.tables import InboxMessage
+from sagaline.delivery import inbox
+from sagaline.storage import direct_sql
+from sagaline.storage.db import Database, append, select_locked, update_later
+from sagaline.storage.tables import InboxMessage
 
 
 class Colour(enum.Enum):

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.common.backoff import BACKOFF_CAP
-from services.common.definition import Execution
-from services.orchestrator.engine import (
+from sagaline.domain.backoff import BACKOFF_CAP
+from sagaline.domain.definition import Execution
+from sagaline.domain.engine import (
     Engine,
     Finish,
     Policy,

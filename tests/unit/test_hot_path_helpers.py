@@ -9,12 +9,12 @@ import uuid
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from services.common.db import dump_json
-from services.common.kafka import key_partitioner
-from services.order.api import MAX_WAIT_S, preferred_wait
-from services.order.models import OrderStatus
-from services.order.rows import OrderRow, new_order
-from services.order.waiters import DecisionWaiters
+from sagaline.kafka.clients import key_partitioner
+from sagaline.services.order.api import MAX_WAIT_S, preferred_wait
+from sagaline.services.order.models import OrderStatus
+from sagaline.services.order.rows import OrderRow, new_order
+from sagaline.services.order.waiters import DecisionWaiters
+from sagaline.storage.db import dump_json
 
 
 def test_key_partitioner_agrees_with_the_default_one() -> None:

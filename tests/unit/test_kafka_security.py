@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.common.kafka_security import KafkaSecurity
-from services.common.settings import Settings
+from sagaline.kafka.security import KafkaSecurity
+from sagaline.settings import Settings
 
 SASL_PASSWORD = "sasl-pw-5e1f0c"
 DB_PASSWORD = "db-pw-77ab20"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.common.kafka import stop
+from sagaline.kafka.clients import stop
 
 
 class LetsOutItsCancellation:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.common import messages
-from services.common.definition import ORCHESTRATOR_TOPICS, load_definition
-from services.common.envelope import TYPE_PATTERN
-from services.common.messages import StepTopics, StepTypes
+from sagaline.domain import messages
+from sagaline.domain.definition import ORCHESTRATOR_TOPICS, load_definition
+from sagaline.domain.envelope import TYPE_PATTERN
+from sagaline.domain.messages import StepTopics, StepTypes
 
 ORDER_YAML = Path(__file__).resolve().parents[2] / "k8s" / "sagas" / "order.yaml"
 

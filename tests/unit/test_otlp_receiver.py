@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 from rich.console import Console
 
-from sagaline.otlp import ReceivedSpan, SpanReceiver
-from sagaline.trace_tree import TracePrinter, by_trace, render, roots, short_name
+from sagaline.traces.otlp_receiver import ReceivedSpan, SpanReceiver
+from sagaline.traces.span_tree import TracePrinter, by_trace, render, roots, short_name
 
 
 def export_a_trace(endpoint: str, compression: Compression) -> str:

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from sagaline import ports
+from sagaline.lab import ports
 
 
 def ephemeral_low() -> int:

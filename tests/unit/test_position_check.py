@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from services.common.brokers import STALL_S, Progress, Verdict
+from sagaline.kafka.brokers import STALL_S, Progress, Verdict
 
 TP = TopicPartition("orchestrator.response", 3)
 

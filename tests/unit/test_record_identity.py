@@ -6,7 +6,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from services.common.consumer import (
+from sagaline.delivery.consumer import (
     DLT_OFFSET,
     DLT_PARTITION,
     DLT_REASON,

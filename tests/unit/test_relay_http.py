@@ -6,11 +6,11 @@ from pathlib import Path
 
 import httpx
 
-from sagaline.ports import free_port
-from services.common.db import Database
-from services.common.metrics import PUBLISHED
-from services.common.relay import Relay
-from services.common.relay_http import start_relay_http
+from sagaline.delivery.relay.health import start_relay_http
+from sagaline.delivery.relay.loop import Relay
+from sagaline.lab.ports import free_port
+from sagaline.storage.db import Database
+from sagaline.telemetry.metrics import PUBLISHED
 
 
 async def test_the_relay_serves_its_metrics_and_its_health(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.common import relay_marks
-from services.common.relay_marks import AcknowledgedRows
+from sagaline.delivery.relay import marks as relay_marks
+from sagaline.delivery.relay.marks import AcknowledgedRows
 
 
 @pytest.fixture

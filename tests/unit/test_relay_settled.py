@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from services.common.relay import ACKNOWLEDGED, Outcome, Refused, settled
+from sagaline.delivery.relay.loop import ACKNOWLEDGED, Outcome, Refused, settled
 
 
 class Row(NamedTuple):

@@ -15,12 +15,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from services.common.api import validation_error
-from services.common.clock import utcnow
-from services.common.db import Database
-from services.common.migrate import upgrade
-from services.orchestrator.api import router
-from services.orchestrator.models import Saga
+from sagaline.domain.clock import utcnow
+from sagaline.http.api import validation_error
+from sagaline.services.orchestrator.api import router
+from sagaline.services.orchestrator.models import Saga
+from sagaline.storage.db import Database
+from sagaline.storage.migrate import upgrade
 
 # (status, age in seconds, reason)
 ROWS = {

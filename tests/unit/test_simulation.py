@@ -10,14 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from sagaline.cli import app
+from sagaline.domain import participant_decisions
+from sagaline.domain.definition import Execution, SagaDefinition, default_definition_path
+from sagaline.domain.definition import load_definition as load
+from sagaline.domain.engine import Action, Engine, StepStatus
+from sagaline.domain.initiator import Initiator, OrderStatus, Send, SendStart, StartRecord
 from sagaline.simulation import explore
 from sagaline.simulation.explore import exhaustive, random_runs, replay, replay_seed
 from sagaline.simulation.world import Act, Model, World
-from services.common import participant_decisions
-from services.common.definition import Execution, SagaDefinition, default_definition_path
-from services.common.definition import load_definition as load
-from services.orchestrator.engine import Action, Engine, StepStatus
-from services.order.decisions import Initiator, OrderStatus, Send, SendStart, StartRecord
 
 BOTH = pytest.mark.parametrize("execution", list(Execution), ids=str)
 

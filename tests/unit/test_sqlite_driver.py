@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from services.common.db import Database
-from services.common.sqlite_driver import connector
+from sagaline.storage.db import Database
+from sagaline.storage.sqlite_driver import connector
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import starlark
 import yaml
 from sagaline_operator.build import HTTP_PORT, units
 
-from services.common.definition import load_definition
+from sagaline.domain.definition import load_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 TILTFILE = ROOT / "Tiltfile"

@@ -11,9 +11,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from sagaline.cli import app
-from sagaline.ports import free_port
-from sagaline.trace import render
-from services.orchestrator.timeline import Kind, Tone, timeline
+from sagaline.lab.ports import free_port
+from sagaline.services.orchestrator.timeline import Kind, Tone, timeline
+from sagaline.traces.saga_timeline import render
 
 SAGA_ID = "5b0c6f55-8a55-4c38-9d8e-0f1a2b3c4d5e"
 

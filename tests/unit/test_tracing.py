@@ -18,11 +18,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from services.common import tracing
-from services.common.db import Database
-from services.common.envelope import header_value
-from services.common.group_commit import GroupCommitter
-from services.common.trace_sampling import saga_sampler, sampler_from_env
+from sagaline.delivery.group_commit import GroupCommitter
+from sagaline.domain.envelope import header_value
+from sagaline.storage.db import Database
+from sagaline.telemetry import tracing
+from sagaline.telemetry.sampling import saga_sampler, sampler_from_env
 
 SYNTHETIC = [
     ("type", b"payment.charge"),

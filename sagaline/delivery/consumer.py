@@ -1,0 +1,553 @@
+"""The consumer loop: a batch of records, one transaction, then the offset commit.
+
+Per batch: decode every record (what does not decode goes to a dead-letter topic with the reason),
+claim the new message ids in the inbox, let the handler apply each message and write its replies
+to the outbox, commit the transaction, then commit the offsets. A duplicate does nothing new. If
+the batch transaction fails for a reason other than the database connection, each record is
+retried alone, and a record that still fails is dead-lettered: a partition never blocks forever.
+A record without an id of its own (poison, a dead letter) is claimed under one derived from where
+it came from, so reading it again does nothing new either. What differs between brokers (client
+settings, the embedded broker's quirks) is in `sagaline.kafka.brokers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sagaline.delivery import inbox, outbox
+from sagaline.delivery.errors import Unprocessable, is_transient
+from sagaline.domain.envelope import Envelope, Headers, header_value
+from sagaline.kafka.brokers import BrokerKind, broker_for
+from sagaline.kafka.clients import STOP_TIMEOUT_S, ensure_topics, make_consumer, start, stop
+from sagaline.kafka.security import PLAINTEXT, KafkaSecurity
+from sagaline.storage.db import Database, after_commit
+from sagaline.telemetry import tracing
+from sagaline.telemetry.consumer_lag import ConsumerLag
+from sagaline.telemetry.metrics import (
+    BATCH_SECONDS,
+    DEAD_LETTERS,
+    FORGED_DEAD_LETTERS,
+    MESSAGES,
+    DeadLetterReason,
+)
+
+log = logging.getLogger(__name__)
+Poison = tuple[Any, str, DeadLetterReason]  # a record, why it is dead-lettered, and its category
+
+DLT_REASON = "dlt.reason"
+DLT_TOPIC = "dlt.origin.topic"
+DLT_PARTITION = "dlt.origin.partition"
+DLT_OFFSET = "dlt.origin.offset"
+DLT_TRUNCATED = "dlt.truncated"  # the original size, when the copy had to be cut
+RECORD_NAMESPACE = uuid.UUID("5a6a11e0-0000-4000-8000-000000000d17")
+MAX_REASON_LENGTH = 1000
+MAX_COPIED_HEADERS = 32
+COMMIT_INTERVAL_S = 0.2
+COMMIT_TIMEOUT_S = 10
+COMMIT_TIMEOUTS_TO_REPLACE = 2  # commits timing out this many times in a row: a new client
+START_TIMEOUT_S = 20.0  # aiokafka's start() waits, unbounded, for the group join to complete
+REBALANCE_WAIT_S = 2.0  # a fetch that waits longer is waiting for a rebalance to complete
+WEDGED_S = 60.0  # the loop blocked this long on one await: the client is abandoned for a new one
+WATCH_INTERVAL_S = 1.0
+
+
+class Wedged(Exception):
+    """The consumer loop stayed blocked on one await for WEDGED_S."""
+
+
+class CancelledInside(Exception):
+    """The loop's work ended cancelled while nobody cancelled the loop: a CancelledError from
+    inside the client library. Were it let through, the loop would end silently, for good."""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A consumed record: a valid envelope, or a dead letter forwarded by another service."""
+
+    record: ConsumerRecord[bytes, bytes]
+    envelope: Envelope | None
+
+    @property
+    def topic(self) -> str:
+        return str(self.record.topic)
+
+    @property
+    def dead_letter_reason(self) -> str | None:
+        return header_value(self.record.headers, DLT_REASON)
+
+    @functools.cached_property
+    def identity(self) -> uuid.UUID:
+        """The inbox id: the envelope's, or the dead letter's (see `record_identity`)."""
+        return self.envelope.id if self.envelope is not None else record_identity(self.record)
+
+
+class Handler(Protocol):
+    """What a service plugs into the loop."""
+
+    name: str
+    topics: list[str]
+
+    def dead_letter_topic(self, source_topic: str) -> str: ...
+
+    def reads_dead_letters(self, topic: str) -> bool:
+        """Whether records forwarded to `topic` as dead letters are this handler's input."""
+        ...
+
+    def check(self, topic: str, envelope: Envelope) -> None:
+        """Raise Unprocessable if the envelope has no business on this topic."""
+        ...
+
+    async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
+        """Load in bulk what the batch will touch (an optimisation; may do nothing)."""
+        ...
+
+    async def handle(self, session: AsyncSession, message: Incoming) -> None: ...
+
+
+def dead_letter(
+    session: AsyncSession, topic: str, record: Any, reason: str, *, max_bytes: int
+) -> None:
+    """Forward the original bytes with why and where they came from; the partition moves on.
+
+    A copy over `max_bytes` is cut (and says so), or its relay could never publish it.
+    """
+    value, headers = dead_letter_copy(
+        record.value or b"",
+        record.headers,
+        reason,
+        origin=(str(record.topic), record.partition, record.offset),
+        max_bytes=max_bytes,
+    )
+    outbox.send_raw(session, topic=topic, key=record.key, value=value, headers=headers)
+
+
+def dead_letter_copy(
+    value: bytes,
+    original_headers: Any,
+    reason: str,
+    *,
+    origin: tuple[str, int, int],
+    max_bytes: int,
+) -> tuple[bytes, Headers]:
+    """The value and headers of a dead letter: the original bytes (cut to `max_bytes`, saying so),
+    the original headers, why, and where it came from (topic, partition, offset).
+
+    Dead-letter headers the original already carried (forged, or an earlier dead letter's) are
+    kept renamed `original.dlt.*`, so that the new ones are the only ones a reader sees.
+    """
+    headers: Headers = [
+        (f"original.{k}" if k.startswith("dlt.") else k, bytes(v))
+        for k, v in (original_headers or ())
+        if v is not None
+    ]
+    headers = headers[:MAX_COPIED_HEADERS]
+    topic, partition, offset = origin
+    headers += [
+        (DLT_REASON, reason[:MAX_REASON_LENGTH].encode()),
+        (DLT_TOPIC, topic.encode()),
+        (DLT_PARTITION, str(partition).encode()),
+        (DLT_OFFSET, str(offset).encode()),
+    ]
+    if len(value) > max_bytes:
+        headers.append((DLT_TRUNCATED, str(len(value)).encode()))
+        value = value[:max_bytes]
+    return value, headers
+
+
+def awaiting_at(awaitable: Any) -> str:
+    """Where a suspended coroutine is waiting, outermost first: the chain of `cr_await`s."""
+    frames = []
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(
+            traceback.FrameSummary(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        )
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return "".join(traceback.format_list(frames)) or "(unknown)"
+
+
+def describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        return "invalid envelope: " + "; ".join(problems)
+    if isinstance(exc, Unprocessable):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MessageLoop:
+    def __init__(
+        self,
+        db: Database,
+        handler: Handler,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        batch_size: int = 200,
+        max_message_bytes: int = 256 * 1024,
+        broker: BrokerKind = "kafka",
+        fetch_wait_ms: int | None = None,
+        create_topics: Sequence[str] = (),
+        partitions: int = 6,
+        replicas: int = 1,
+        security: KafkaSecurity = PLAINTEXT,
+        wedged_s: float = WEDGED_S,
+    ) -> None:
+        self.db = db
+        self.handler = handler
+        self.bootstrap_servers = bootstrap_servers
+        self.security = security
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.max_message_bytes = max_message_bytes
+        self.broker = broker_for(broker, handler.name, fetch_wait_ms, cheap_transactions=db.sqlite)
+        self.create_topics = list(create_topics)
+        self.partitions = partitions
+        self.replicas = replicas
+        self.wedged_s = wedged_s
+        self.kafka_ok = False
+        self.assigned = 0  # partitions held by this member of the consumer group
+        self._commit_timeouts = 0
+        self._stopping = asyncio.Event()
+        self._beat = time.monotonic()  # when the loop last showed it was not blocked
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds since the loop last moved on (a fetch, a batch, a retry)."""
+        return time.monotonic() - self._beat
+
+    def _alive(self) -> None:
+        self._beat = time.monotonic()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            self._alive()
+            consuming = asyncio.create_task(self._consume())
+            try:
+                await self._watch(consuming)
+            except Wedged as exc:
+                self.kafka_ok, self.assigned = False, 0
+                log.warning("%s: %s; starting a new client", self.handler.name, exc)
+            except (KafkaError, OSError) as exc:
+                self.kafka_ok, self.assigned = False, 0
+                log.warning("%s: broker unavailable (%s); reconnecting", self.handler.name, exc)
+                await self._pause(1.0)
+            except CancelledInside as exc:
+                self.kafka_ok, self.assigned = False, 0
+                log.warning("%s: %s; starting a new client", self.handler.name, exc)
+                await self._pause(1.0)
+            except Exception:  # e.g. aiokafka's RuntimeError on a closed transport
+                self.kafka_ok, self.assigned = False, 0
+                log.exception("%s: Kafka client failed; starting a new one", self.handler.name)
+                await self._pause(1.0)
+
+    async def _watch(self, work: asyncio.Task[None]) -> None:
+        """Wait for `work`, cancelling it if the loop stays blocked for `wedged_s`.
+
+        Every await in the loop is meant to be bounded, but a client library can wait forever
+        (seen after a broker restart): this is the backstop, and its log line says where.
+        Cancelling loses nothing: a cancelled transaction rolls back, uncommitted offsets are
+        read again and the inbox drops what was already handled.
+        """
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=WATCH_INTERVAL_S)
+                if done:
+                    if work.cancelled():  # not by this loop: a client's own task cancelled it
+                        raise CancelledInside("the Kafka client's work was cancelled inside it")
+                    return work.result()
+                if self.idle_s >= self.wedged_s:
+                    break
+        except asyncio.CancelledError:
+            work.cancel()  # the service is shutting down: the loop goes with it
+            raise
+        where = awaiting_at(work.get_coro())
+        idle = self.idle_s
+        work.cancel()
+        await asyncio.wait({work}, timeout=STOP_TIMEOUT_S)  # its clean-up is bounded too
+        raise Wedged(f"the loop made no progress for {idle:.0f}s, blocked at:\n{where}")
+
+    async def _pause(self, seconds: float) -> None:
+        self._alive()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _consume(self) -> None:
+        if self.create_topics:
+            await ensure_topics(
+                self.bootstrap_servers,
+                self.create_topics,
+                partitions=self.partitions,
+                replicas=self.replicas,
+                security=self.security,
+            )
+        consumer = make_consumer(
+            self.bootstrap_servers,
+            self.group_id,
+            self.handler.topics,
+            security=self.security,
+            **self.broker.consumer_options(),
+        )
+        try:
+            await asyncio.wait_for(
+                start(consumer, self.security, self.bootstrap_servers), timeout=START_TIMEOUT_S
+            )
+        except TimeoutError:
+            await stop(consumer, self.handler.name)
+            raise KafkaTimeoutError(f"no group join within {START_TIMEOUT_S:.0f}s") from None
+        except BaseException:
+            await stop(consumer, self.handler.name)
+            raise
+        loop = asyncio.get_running_loop()
+        self.broker.client_started(loop.time())
+        handled: dict[TopicPartition, int] = {}
+        next_commit = 0.0
+        lag = ConsumerLag(self.handler.name)
+        try:
+            while not self._stopping.is_set():
+                self._alive()
+                batches = await self._fetch(consumer)
+                if batches is not None:
+                    self.kafka_ok = True
+                self.assigned = 0 if batches is None else len(consumer.assignment())
+                if not await self.broker.healthy(consumer, self.assigned, loop.time()):
+                    break  # handled offsets are not committed: their records come again
+                if batches is None:
+                    continue
+                records = [record for part in batches.values() for record in part]
+                started = loop.time()
+                if records and not await self.process(records):
+                    break  # stopping: the batch was not handled and will be redelivered
+                self.broker.batch_handled(consumer, len(records), loop.time() - started)
+                handled.update((tp, part[-1].offset + 1) for tp, part in batches.items() if part)
+                await lag.update(consumer)
+                # Offsets follow the transactions, at most every COMMIT_INTERVAL_S: a message
+                # redelivered after a crash or a rebalance is a duplicate the inbox recognises.
+                if handled and (not records or loop.time() >= next_commit):
+                    committed = await self._commit(consumer, handled)
+                    handled = {}
+                    if not committed:
+                        break  # uncommitted records are read again by the new client
+                    next_commit = loop.time() + COMMIT_INTERVAL_S
+            if handled:
+                await self._commit(consumer, handled)
+        finally:
+            lag.clear()
+            await stop(consumer, self.handler.name)
+
+    async def _fetch(self, consumer: Any) -> dict[TopicPartition, list[Any]] | None:
+        """The next records by partition; None while a rebalance keeps the member waiting.
+
+        aiokafka's `getmany` waits, without limit and whatever its timeout, for a rebalance in
+        progress to complete; one that never completes (its coordinator lost with the broker)
+        would block the loop for good. Bounded, the member counts as holding no partitions
+        meanwhile (on the embedded broker it joins again after its join patience).
+        """
+        try:
+            batches: dict[TopicPartition, list[Any]] = await asyncio.wait_for(
+                consumer.getmany(timeout_ms=200, max_records=self.batch_size),
+                timeout=REBALANCE_WAIT_S,
+            )
+        except TimeoutError:
+            return None
+        return batches
+
+    async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit offsets; False once commits have timed out COMMIT_TIMEOUTS_TO_REPLACE times in
+        a row: the client no longer reaches its group coordinator (seen on Apache Kafka after a
+        restart: the member expired and the client never joined again), and a new one will."""
+        try:
+            await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT_S)
+        except CommitFailedError as exc:
+            # A rebalance took the partition: its new owner re-reads, the inbox dedups.
+            log.info("%s: offset commit not done (%r)", self.handler.name, exc)
+        except TimeoutError:
+            self._commit_timeouts += 1
+            log.warning(
+                "%s: offset commit timed out (%d in a row)",
+                self.handler.name,
+                self._commit_timeouts,
+            )
+            if self._commit_timeouts >= COMMIT_TIMEOUTS_TO_REPLACE:
+                self._commit_timeouts = 0
+                return False
+            return True
+        self._commit_timeouts = 0
+        return True
+
+    async def process(self, records: Sequence[Any]) -> bool:
+        """Handle records durably; False only if asked to stop before they were."""
+        messages, poison = self._decode(records)
+        started = time.perf_counter()
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._transaction(messages, poison)
+                BATCH_SECONDS.labels(self.handler.name).observe(time.perf_counter() - started)
+                return True
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("%s: database unavailable (%s); retrying", self.handler.name, exc)
+                    await self._pause(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if len(records) == 1:
+                    return await self._dead_letter_alone(records[0], exc)
+                log.warning("%s: batch failed (%s); handling one by one", self.handler.name, exc)
+                for record in records:
+                    if not await self.process([record]):
+                        return False
+                return True
+        return False
+
+    def _decode(self, records: Sequence[Any]) -> tuple[list[Incoming], list[Poison]]:
+        messages: list[Incoming] = []
+        poison: list[Poison] = []
+        for record in records:
+            if header_value(record.headers, DLT_REASON) is not None:
+                if self.handler.reads_dead_letters(record.topic):
+                    messages.append(Incoming(record, None))
+                else:
+                    # Only the dead-letter path sets this header, and never on this topic: a
+                    # foreign client forged it. Poison, logged and counted like any other.
+                    FORGED_DEAD_LETTERS.labels(self.handler.name, record.topic).inc()
+                    why = f"forged {DLT_REASON} header on {record.topic}"
+                    poison.append((record, why, DeadLetterReason.FORGED_HEADER))
+                continue
+            size = len(record.value or b"")
+            if size > self.max_message_bytes:
+                why = f"message of {size} bytes over the limit of {self.max_message_bytes} bytes"
+                poison.append((record, why, DeadLetterReason.TOO_LARGE))
+                continue
+            try:
+                envelope = Envelope.decode(record.value)
+            except ValueError as exc:
+                poison.append((record, describe(exc), DeadLetterReason.INVALID_ENVELOPE))
+                continue
+            if record.key != envelope.key:  # a null key too: the key is the saga id
+                key = "null" if record.key is None else repr(record.key[:64])
+                why = f"key {key} does not match saga_id {envelope.saga_id}"
+                poison.append((record, why, DeadLetterReason.KEY_MISMATCH))
+                continue
+            try:
+                self.handler.check(record.topic, envelope)
+            except (ValueError, Unprocessable) as exc:
+                poison.append((record, describe(exc), DeadLetterReason.UNEXPECTED_MESSAGE))
+                continue
+            messages.append(Incoming(record, envelope))
+        return messages, poison
+
+    async def _transaction(self, messages: list[Incoming], poison: list[Poison]) -> None:
+        records = [message.record for message in messages] + [letter[0] for letter in poison]
+        with tracing.under(records):
+            await self._transaction_of(messages, poison)
+
+    async def _transaction_of(self, messages: list[Incoming], poison: list[Poison]) -> None:
+        async with self.db.transaction() as session:
+            unread = [(letter, record_identity(letter[0])) for letter in poison]
+            claims = [(m.identity, m.topic) for m in messages]
+            claims += [(identity, letter[0].topic) for letter, identity in unread]
+            fresh = await inbox.claim(session, claims)
+            todo: list[Incoming] = []
+            for message in messages:
+                if message.identity in fresh:
+                    fresh.discard(message.identity)  # a second copy inside the batch is a dup
+                    todo.append(message)
+                else:
+                    MESSAGES.labels(self.handler.name, message.topic, "duplicate").inc()
+            # A record dead-lettered before (read again: a rebalance, a crash before the offset
+            # commit) is not dead-lettered twice.
+            dead = [letter for letter, identity in unread if identity in fresh]
+            with session.no_autoflush:
+                await self.handler.prepare(session, todo)
+                for message in todo:
+                    try:
+                        with tracing.processing(message.record):
+                            await self.handler.handle(session, message)
+                        MESSAGES.labels(self.handler.name, message.topic, "handled").inc()
+                    except Unprocessable as exc:
+                        dead.append((message.record, exc.reason, DeadLetterReason.UNPROCESSABLE))
+            for record, reason, category in dead:
+                self._dead_letter(session, record, reason, category)
+
+    def _dead_letter(
+        self, session: AsyncSession, record: Any, reason: str, category: DeadLetterReason
+    ) -> None:
+        log.warning(
+            "%s: dead-lettering %s[%s]@%s: %s",
+            self.handler.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        topic = self.handler.dead_letter_topic(record.topic)
+        dead_letter(session, topic, record, reason, max_bytes=self.max_message_bytes)
+        MESSAGES.labels(self.handler.name, record.topic, "dead_lettered").inc()
+        after_commit(session, DEAD_LETTERS.labels(self.handler.name, category).inc)
+
+    async def _dead_letter_alone(self, record: Any, exc: Exception) -> bool:
+        """Dead-letter a record its handler cannot take, once; False if stopping first (the
+        record is then neither handled nor dead-lettered, and its offset must not be committed).
+        """
+        reason = f"handler failed: {describe(exc)}"
+        log.exception("%s: %s", self.handler.name, reason, exc_info=exc)
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                async with self.db.transaction() as session:
+                    identity = self._identity_of(record)
+                    if await inbox.claim(session, [(identity, record.topic)]):
+                        self._dead_letter(session, record, reason, DeadLetterReason.HANDLER_FAILED)
+                return True
+            except Exception as retry_exc:
+                if not is_transient(retry_exc):
+                    raise
+                await self._pause(delay)
+                delay = min(delay * 2, 5.0)
+        return False
+
+    def _identity_of(self, record: Any) -> uuid.UUID:
+        messages, _ = self._decode([record])
+        return messages[0].identity if messages else record_identity(record)
+
+
+def record_identity(record: Any) -> uuid.UUID:
+    """The inbox id of a record that carries none of its own (poison, or a dead letter).
+
+    A dead letter is named by its origin (topic, partition, offset), so two copies of one
+    dead-lettered record count once; any other record by where it was read. The content is part
+    of the name: the embedded broker restarts its offsets at 0 after a restart, and a new record
+    at a reused offset must not pass for the old one.
+    """
+    headers = record.headers
+    origin = [header_value(headers, h) for h in (DLT_TOPIC, DLT_PARTITION, DLT_OFFSET)]
+    if origin[0] is None:
+        origin = [str(record.topic), str(record.partition), str(record.offset)]
+    digest = hashlib.sha256(record.key or b"")
+    digest.update(b"\0")
+    digest.update(record.value or b"")
+    return uuid.uuid5(RECORD_NAMESPACE, "/".join(str(part) for part in origin) + digest.hexdigest())

@@ -1,0 +1,525 @@
+"""The outbox relay: publishes what the service committed, in commit order, keyed by saga id.
+
+It reads unpublished rows in `seq` order without the write lock, produces them in a batch with
+acks=all, and marks rows published only after the broker acknowledged them (on SQLite a few
+batches at a time, see `sagaline.delivery.relay.marks`). It wakes on PostgreSQL NOTIFY, or on an
+SQLite database on a datagram from its service (`sagaline.storage.wake`), with polling as the
+fallback, and purges published outbox rows and old inbox ids after their retention. Only the relay
+holding the leader lock publishes (a PostgreSQL advisory lock held by its LISTEN connection, or a
+file lock beside an SQLite database), so several relays on one database never reorder one key;
+when a leader dies its lock goes with its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import functools
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    UnsupportedForMessageFormatError,
+)
+from sqlalchemy import Update, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sagaline.delivery.consumer import DLT_REASON, dead_letter_copy
+from sagaline.delivery.errors import is_transient
+from sagaline.delivery.inbox import INBOX
+from sagaline.delivery.outbox import OUTBOX, decode_headers, encode_headers
+from sagaline.delivery.relay.backlog import WAITING, BacklogGauges
+from sagaline.delivery.relay.marks import AcknowledgedRows
+from sagaline.domain.clock import utcnow
+from sagaline.domain.envelope import header_value
+from sagaline.domain.messages import ORCHESTRATOR_DLT
+from sagaline.kafka.brokers import BrokerKind, broker_for
+from sagaline.kafka.clients import ensure_topics, make_producer, start, stop
+from sagaline.kafka.security import PLAINTEXT, KafkaSecurity
+from sagaline.storage import direct_sql
+from sagaline.storage.db import (
+    NOTIFY_CHANNEL,
+    Database,
+    among,
+    next_transaction_writes,
+    sqlite_path,
+)
+from sagaline.storage.sqlite_driver import Connection as SQLiteConnection
+from sagaline.storage.wake import listening
+from sagaline.telemetry import tracing
+from sagaline.telemetry.metrics import (
+    DEAD_LETTERS,
+    PUBLISHED,
+    RELAY_DEAD_LETTERED,
+    DeadLetterReason,
+)
+
+log = logging.getLogger(__name__)
+LEADER_LOCK_ID = 0x5A6A_11E0
+_COLUMNS = (OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers)
+_OLDEST = (
+    select(
+        *_COLUMNS,
+        func.sum(func.length(OUTBOX.c.value)).over(order_by=OUTBOX.c.seq).label("through"),
+    )
+    .where(WAITING)
+    .order_by(OUTBOX.c.seq)
+    .limit(bindparam("limit"))
+    .subquery()
+)
+# The oldest unpublished rows, at most `limit` of them and, past the first, at most `max_bytes`
+# of values: a batch of many rows is what makes a relay fast, and its memory stays bounded.
+_UNPUBLISHED = (
+    select(*(_OLDEST.c[column.key] for column in _COLUMNS), _OLDEST.c.through)
+    .where(_OLDEST.c.through - func.length(_OLDEST.c.value) < bindparam("max_bytes"))
+    .order_by(_OLDEST.c.seq)
+)
+
+
+@functools.cache
+def _mark_published(dialect: str) -> Update:
+    return (
+        update(OUTBOX)
+        .where(among(OUTBOX.c.seq, dialect))
+        .values(published_at=bindparam("published_at"))
+    )
+
+
+class _Unpublished(NamedTuple):
+    """A row of `_UNPUBLISHED` read on the SQLite driver (as SQLAlchemy's rows are read)."""
+
+    seq: int
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[list[str]]
+    through: int
+
+
+ACKNOWLEDGED = None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The broker refused a row for good (sending it again would be refused again)."""
+
+    reason: str
+
+
+Outcome = Refused | None
+# Errors about the record itself, not the broker's state: the same record is refused again.
+_REFUSALS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+)
+_ORCHESTRATOR_OWNED = frozenset({"orchestrator", "order"})
+
+
+def refused_for_good(exc: Exception) -> bool:
+    return isinstance(exc, _REFUSALS)
+
+
+def describe_error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def settled(
+    rows: Sequence[Any], outcomes: dict[int, Outcome]
+) -> tuple[list[int], list[tuple[Any, str]]]:
+    """The rows that may be marked published, in seq order, and those among them to dead-letter.
+
+    A row is settled when it and every earlier row of its key were acknowledged or refused for
+    good: a row behind one of its key still missing waits, whatever its own outcome, so that it
+    is never marked (and, if sent again, never sent) before the one it follows.
+    """
+    done: list[int] = []
+    refused: list[tuple[Any, str]] = []
+    waiting: set[bytes | None] = set()
+    for row in rows:
+        if row.key in waiting:
+            continue
+        if row.seq not in outcomes:
+            waiting.add(row.key)
+            continue
+        outcome = outcomes[row.seq]
+        done.append(row.seq)
+        if isinstance(outcome, Refused):
+            refused.append((row, outcome.reason))
+    return done, refused
+
+
+class Relay:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        service: str,
+        bootstrap_servers: str,
+        batch_size: int = 2000,
+        batch_bytes: int = 16 * 1024 * 1024,
+        poll_interval_s: float = 0.02,
+        listen_timeout_s: float = 1.0,
+        outbox_retention_s: float = 3600,
+        inbox_retention_s: float = 7 * 24 * 3600,
+        purge_interval_s: float = 60,
+        linger_s: float = 0.0,
+        mark_delay_s: float = 0.1,
+        create_topics: Sequence[str] = (),
+        partitions: int = 6,
+        replicas: int = 1,
+        security: KafkaSecurity = PLAINTEXT,
+        broker: BrokerKind = "kafka",
+        dead_letter_topic: str | None = None,
+        max_dead_letter_bytes: int = 256 * 1024,
+    ) -> None:
+        self.db = db
+        self.service = service
+        self.bootstrap_servers = bootstrap_servers
+        self.security = security
+        self.producer_options = broker_for(broker, f"relay {service}").producer_options()
+        self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
+        self._more = False  # the last batch was full: read again without waiting
+        self.poll_interval_s = poll_interval_s
+        self.listen_timeout_s = listen_timeout_s
+        self.outbox_retention = timedelta(seconds=outbox_retention_s)
+        self.inbox_retention = timedelta(seconds=inbox_retention_s)
+        self.purge_interval_s = purge_interval_s
+        self.linger_s = linger_s
+        self.create_topics = list(create_topics)
+        self.partitions = partitions
+        self.replicas = replicas
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.is_leader = False
+        self._woken = False  # an SQLite relay bound its wake-up socket (else it polls fast)
+        self.failures = 0  # attempts that failed (broker or database away) and were retried
+        self._dead_letter_topic = dead_letter_topic
+        self.max_dead_letter_bytes = max_dead_letter_bytes
+        self.backlog = BacklogGauges(service)
+        self._driver: SQLiteConnection | None = None  # SQLite: reads go straight to the driver
+        # SQLite marks acknowledged rows in batches (see relay_marks); PostgreSQL at once.
+        self.acknowledged = AcknowledgedRows(
+            mark_delay_s if db.sqlite else 0.0, batch_size, seq_is_commit_order=db.sqlite
+        )
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Where this service's refused rows go: a step's own `.dlt`, else `orchestrator.dlt`."""
+        if self._dead_letter_topic is not None:
+            return self._dead_letter_topic
+        return ORCHESTRATOR_DLT if self.service in _ORCHESTRATOR_OWNED else f"{self.service}.dlt"
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            log.info("relay %s: stopped", self.service)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                async with self._leadership():
+                    if self._stopping.is_set():
+                        return
+                    await self._publish_while_leader()
+            except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.failures += 1
+                log.warning("relay %s: %s; retrying", self.service, exc)
+                await self._sleep(1.0)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.failures += 1
+                log.warning("relay %s: database unavailable (%s); retrying", self.service, exc)
+                await self._sleep(1.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    @contextlib.asynccontextmanager
+    async def _leadership(self) -> Any:
+        """Hold the leader lock (and, on PostgreSQL, LISTEN) for as long as the block runs."""
+        if self.db.sqlite:
+            async with self._file_lock():
+                with listening(sqlite_path(self.db.url), self._wake.set) as self._woken:
+                    yield
+            return
+        dsn = make_url(self.db.url).set(drivername="postgresql")
+        connection = await asyncpg.connect(
+            dsn.render_as_string(hide_password=False),
+            # Which process leads can be read from pg_stat_activity joined with pg_locks.
+            server_settings={"application_name": f"sagaline-relay {self.service} {os.getpid()}"},
+        )
+        try:
+            # Wait in the server's lock queue: a standby takes over the moment the leader's
+            # connection ends (a dead process's connection ends with it).
+            lock = connection.execute("SELECT pg_advisory_lock($1)", LEADER_LOCK_ID)
+            if await self._unless_stopping(lock):
+                await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                connection.add_termination_listener(lambda *_: self._lost_leadership())
+                self.is_leader = True
+                log.info("relay %s: leading (pid %s)", self.service, os.getpid())
+            yield
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)
+
+    async def _unless_stopping(self, operation: Awaitable[Any]) -> bool:
+        """Await `operation` unless asked to stop first (it is then cancelled); True if it ran."""
+        task = asyncio.ensure_future(operation)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        return False
+
+    @contextlib.asynccontextmanager
+    async def _file_lock(self) -> Any:
+        path = Path(f"{sqlite_path(self.db.url)}.relay.lock")
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await self._sleep(1.0)
+            self.is_leader = True
+            yield
+        finally:
+            self.is_leader = False
+            os.close(descriptor)
+
+    def _lost_leadership(self) -> None:
+        log.warning("relay %s: lock connection lost; stepping down", self.service)
+        self.is_leader = False
+        self._wake.set()
+
+    async def _publish_while_leader(self) -> None:
+        if self.create_topics:  # a producer would otherwise auto-create them with other settings
+            await ensure_topics(
+                self.bootstrap_servers,
+                self.create_topics,
+                partitions=self.partitions,
+                replicas=self.replicas,
+                security=self.security,
+            )
+        producer = make_producer(self.bootstrap_servers, self.security, **self.producer_options)
+        await start(producer, self.security, self.bootstrap_servers)
+        try:
+            async with self.db.engine.connect() as connection:
+                if self.db.sqlite:
+                    self._driver = await direct_sql.driver_of_connection(connection)
+                else:  # each statement its own transaction: no BEGIN/COMMIT trips
+                    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                self.acknowledged.forget()
+                await self._publish_loop(producer, connection)
+                await self._mark(connection, self.acknowledged.take())
+        finally:
+            self._driver = None
+            self.backlog.clear()
+            await stop(producer, f"relay {self.service}")
+
+    async def _publish_loop(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> None:
+        next_purge = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set() and self.is_leader:
+            self._wake.clear()
+            await self.publish_once(producer, connection)
+            if loop.time() >= next_purge:
+                # A purge can delete the highest seq, which SQLite then hands out again: the
+                # next read starts from the first unmarked row, whatever its seq.
+                await self._mark(connection, self.acknowledged.take())
+                self.acknowledged.forget()
+                await self.purge(connection)
+                next_purge = loop.time() + self.purge_interval_s
+            if self._more:  # a full batch: more rows are waiting, no need to be woken
+                continue
+            polling = self.db.sqlite and not self._woken
+            timeout = self.poll_interval_s if polling else self.listen_timeout_s
+            timeout = max(0.0, min(timeout, self.acknowledged.due_in_s()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                if self.linger_s:  # commits arriving together share one read and one batch
+                    await asyncio.sleep(self.linger_s)
+
+    async def publish_once(self, producer: AIOKafkaProducer, connection: AsyncConnection) -> int:
+        """Publish one batch; returns how many rows were acknowledged (or dead-lettered)."""
+        limits = {
+            "limit": self.batch_size,
+            "max_bytes": self.batch_bytes,
+            "after": self.acknowledged.after,
+        }
+        rows = await self._unpublished(connection, limits)
+        # The last row crossing the byte budget means the budget, not the backlog, ended it.
+        self._more = len(rows) >= self.batch_size or bool(
+            rows and rows[-1].through >= self.batch_bytes
+        )
+        if not rows:
+            if self.acknowledged.due():
+                await self._mark(connection, self.acknowledged.take())
+            return 0
+        outcomes = await self._produce(producer, rows)
+        done, refused = settled(rows, outcomes)
+        if len(done) == len(rows) and not refused:
+            self.acknowledged.add(done, after=rows[-1].seq)
+            if self.acknowledged.due():
+                await self._mark(connection, self.acknowledged.take())
+        else:
+            copies = (self._dead_letter(row, reason) for row, reason in refused)
+            letters = [letter for letter in copies if letter is not None]
+            await self._mark(connection, self.acknowledged.take() + done, letters)
+            self.acknowledged.forget()  # what is left is read again from the first unmarked row
+            for row, reason in refused:
+                log.error(
+                    "relay %s: message %s to %s refused for good (%s); %s",
+                    self.service,
+                    row.seq,
+                    row.topic,
+                    reason,
+                    "a dead letter: dropped"
+                    if header_value(decode_headers(row.headers), DLT_REASON) is not None
+                    else f"dead-lettered to {self.dead_letter_topic}",
+                )
+                RELAY_DEAD_LETTERED.labels(self.service, row.topic).inc()
+                DEAD_LETTERS.labels(self.service, DeadLetterReason.REFUSED_BY_BROKER).inc()
+        PUBLISHED.labels(self.service).inc(len(done) - len(refused))
+        if len(done) < len(rows):
+            raise KafkaError(f"{len(rows) - len(done)} messages not acknowledged")
+        return len(done)
+
+    async def _unpublished(
+        self, connection: AsyncConnection, limits: dict[str, int]
+    ) -> Sequence[Any]:
+        """The next batch's rows (and, when due, the backlog gauges).
+
+        On SQLite the read is one statement on the driver, outside any transaction: SQLite reads
+        it from one snapshot, and the relay, woken once per commit at low load, pays neither a
+        BEGIN and ROLLBACK nor SQLAlchemy's execution machinery around a call of microseconds.
+        """
+        if self._driver is not None:
+            compiled = direct_sql.compiled(_UNPUBLISHED, connection.dialect)
+            found = await direct_sql.fetch(self._driver, compiled, limits)
+            rows: Sequence[Any] = [_Unpublished(**row) for row in found]
+        else:
+            await next_transaction_writes(connection, False)
+            rows = (await connection.execute(_UNPUBLISHED, limits)).all()
+        if self.backlog.due():
+            await next_transaction_writes(connection, False)
+            await self.backlog.measure(connection, self.acknowledged.after)
+        if connection.in_transaction():
+            await connection.rollback()
+        return rows
+
+    async def _mark(
+        self, connection: AsyncConnection, seqs: list[int], letters: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Mark rows published, and write the dead letters of those refused, in one transaction."""
+        if not seqs:
+            return
+        await next_transaction_writes(connection, True)
+        if letters:
+            await connection.execute(insert(OUTBOX), letters)
+        await connection.execute(
+            _mark_published(connection.dialect.name), {"values": seqs, "published_at": utcnow()}
+        )
+        await connection.commit()
+
+    def _dead_letter(self, row: Any, reason: str) -> dict[str, Any] | None:
+        """An outbox row carrying a refused row to the owner's dead-letter topic; None for a row
+        that is a dead letter already (its copy could be refused again, for ever): it is dropped,
+        logged and counted."""
+        if header_value(decode_headers(row.headers), DLT_REASON) is not None:
+            return None
+        value, headers = dead_letter_copy(
+            row.value,
+            decode_headers(row.headers),
+            f"refused by the broker: {reason}",
+            origin=(row.topic, -1, row.seq),  # never on a partition: the offset is the outbox seq
+            max_bytes=self.max_dead_letter_bytes,
+        )
+        return {
+            "message_id": uuid.uuid4(),
+            "topic": self.dead_letter_topic,
+            "key": row.key,
+            "value": value,
+            "headers": encode_headers(headers),
+            "created_at": utcnow(),
+            "published_at": None,
+        }
+
+    async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Any]) -> dict[int, Outcome]:
+        """Send every row; each row's outcome by seq: acknowledged (None), refused for good (the
+        reason), or missing (not acknowledged, to be sent again). After a row of a key that was
+        not sent, later rows of that key are not sent either."""
+        outcomes: dict[int, Outcome] = {}
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        unsent: set[bytes | None] = set()
+        for seq, topic, key, value, headers, _ in rows:
+            if key in unsent:
+                continue
+            try:
+                # Published in the trace of the transaction that wrote the row.
+                with tracing.continuing(decode_headers(headers)) as sent_headers:
+                    future = await producer.send(topic, value=value, key=key, headers=sent_headers)
+            except KafkaError as exc:
+                if refused_for_good(exc):
+                    outcomes[seq] = Refused(describe_error(exc))
+                    continue
+                log.warning("relay %s: send to %s failed: %s", self.service, topic, exc)
+                unsent.add(key)
+                continue
+            pending.append((seq, future))
+        for seq, future in pending:
+            try:
+                await future
+                outcomes[seq] = ACKNOWLEDGED
+            except KafkaError as exc:
+                if refused_for_good(exc):
+                    outcomes[seq] = Refused(describe_error(exc))
+                else:
+                    log.warning("relay %s: message %s not acknowledged: %s", self.service, seq, exc)
+        return outcomes
+
+    async def purge(self, connection: AsyncConnection) -> None:
+        now = utcnow()
+        await next_transaction_writes(connection, True)
+        await connection.execute(
+            delete(OUTBOX).where(OUTBOX.c.published_at < now - self.outbox_retention)
+        )
+        await connection.execute(
+            delete(INBOX).where(INBOX.c.received_at < now - self.inbox_retention)
+        )
+        await connection.commit()

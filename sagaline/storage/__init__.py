@@ -1,0 +1,2 @@
+"""Storage: the databases (SQLAlchemy, the hot path's statements on the driver), tables and
+migrations."""
