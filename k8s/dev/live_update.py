@@ -31,7 +31,7 @@ from types import FrameType
 LIVE = Path(os.environ.get("SAGALINE_LIVE_DIR", "/tmp/live"))
 POLL_S = float(os.environ.get("SAGALINE_LIVE_POLL_S", "1"))
 STOP_GRACE_S = 10.0
-PACKAGES = ("services", "sagaline", "sagaline_operator")
+PACKAGES = ("sagaline", "sagaline_operator")  # the installed import roots
 TRIGGER = ".restart"
 
 

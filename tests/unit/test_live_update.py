@@ -28,23 +28,23 @@ def module() -> ModuleType:
 def test_refresh_completes_synced_packages_and_keeps_synced_files(tmp_path: Path) -> None:
     site, live = tmp_path / "site", tmp_path / "live"
     for name in ("__init__.py", "a.py", "sub/__init__.py", "sub/b.py", "data.mako"):
-        (site / "services" / name).parent.mkdir(parents=True, exist_ok=True)
-        (site / "services" / name).write_text(f"installed {name}")
-    (site / "services" / "__pycache__").mkdir()
-    (site / "services" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"stale")
-    (site / "sagaline").mkdir()
-    (site / "sagaline" / "__init__.py").write_text("installed")
-    (live / "services" / "sub").mkdir(parents=True)
-    (live / "services" / "sub" / "b.py").write_text("synced")
+        (site / "sagaline" / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / "sagaline" / name).write_text(f"installed {name}")
+    (site / "sagaline" / "__pycache__").mkdir()
+    (site / "sagaline" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"stale")
+    (site / "sagaline_operator").mkdir()
+    (site / "sagaline_operator" / "__init__.py").write_text("installed")
+    (live / "sagaline" / "sub").mkdir(parents=True)
+    (live / "sagaline" / "sub" / "b.py").write_text("synced")
 
-    assert module().refresh(live, site) == ["services"]
+    assert module().refresh(live, site) == ["sagaline"]
 
-    assert (live / "services" / "sub" / "b.py").read_text() == "synced"
-    assert (live / "services" / "a.py").read_text() == "installed a.py"
-    assert (live / "services" / "data.mako").exists()
-    assert (live / "services" / "__init__.py").exists()  # whole: it shadows the installed one
-    assert not (live / "services" / "__pycache__").exists()
-    assert not (live / "sagaline").exists()  # nothing synced there: the installed one serves
+    assert (live / "sagaline" / "sub" / "b.py").read_text() == "synced"
+    assert (live / "sagaline" / "a.py").read_text() == "installed a.py"
+    assert (live / "sagaline" / "data.mako").exists()
+    assert (live / "sagaline" / "__init__.py").exists()  # whole: it shadows the installed one
+    assert not (live / "sagaline" / "__pycache__").exists()
+    assert not (live / "sagaline_operator").exists()  # nothing synced there: the installed one serves
     assert (live / ".restart").read_text()
 
 

@@ -345,15 +345,21 @@ def test_live_update_fits_the_dev_image() -> None:
     assert [s["step"] for s in steps] == ["fall_back_on", "sync", "sync", "run"]
     for step in steps:
         if step["step"] == "sync":
-            assert step["remote"] == "/tmp/live/" + Path(step["local"]).name
+            # where the installed package holds it: services/ is sagaline.services
+            installed_as = {"services": "sagaline/services"}.get(step["local"], step["local"])
+            assert step["remote"] == "/tmp/live/" + installed_as
             assert step["local"] in build.kwargs["only"]
     (run,) = [s for s in steps if s["step"] == "run"]
     script = run["cmd"].split()[1]
     assert f"COPY k8s/dev/live_update.py {script}" in dev_stage
     # Every migrations directory falls back to a full build (the pods' `migrate` must run again).
     migrations = {
-        str(p.relative_to(ROOT)) for p in (ROOT / "services").rglob("*migrations") if p.is_dir()
+        str(p.relative_to(ROOT))
+        for root in (ROOT / "services", ROOT / "sagaline" / "storage")
+        for p in root.rglob("*migrations")
+        if p.is_dir()
     }
+    assert len(migrations) == 6
     assert migrations <= set(steps[0]["paths"])
 
 
