@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by every service and relay (the README's "Metrics" lists them)."""
+"""Prometheus metrics shared by every service and relay (docs/observability.md, "Metrics")."""
 
 from enum import StrEnum
 

@@ -147,7 +147,7 @@ def applied(cluster: Cluster, namespace: str) -> str:
     return namespace
 
 
-# -- what the README promises --------------------------------------------------------------------
+# -- what the README and docs/kubernetes.md promise ------------------------------------------------
 
 
 def test_the_saga_becomes_ready(

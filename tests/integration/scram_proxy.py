@@ -1,10 +1,10 @@
 """A SCRAM-terminating Kafka-protocol proxy in front of the embedded broker.
 
-Tansu 0.6, the embedded broker, cannot hold a SCRAM user (README, "Kafka security"), so the
-SASL/SCRAM login a Kafka broker performs is performed here, by the server side of `scramp`, and
-the connection is then handed to the real broker behind. Tansu listens on an internal port and
-advertises the proxy's, so every connection a client opens (bootstrap, partition leaders, the
-group coordinator) goes through a login.
+Tansu 0.6, the embedded broker, cannot hold a SCRAM user (docs/operations.md, "Kafka security"),
+so the SASL/SCRAM login a Kafka broker performs is performed here, by the server side of
+`scramp`, and the connection is then handed to the real broker behind. Tansu listens on an
+internal port and advertises the proxy's, so every connection a client opens (bootstrap,
+partition leaders, the group coordinator) goes through a login.
 
 What the proxy does, as a Kafka broker does (KIP-43, KIP-152), per connection:
 

@@ -57,7 +57,7 @@ EMBEDDED_SQLITE = Parts("embedded", "sqlite")  # for what does not depend on the
 
 def unavailable(what: str, reason: str | None) -> None:
     """Skip a test whose real part cannot run here, with the reason; under CI=true, fail it:
-    CI proves what the README claims."""
+    CI proves what the README and docs/ claim."""
     if reason is None:
         return
     message = f"{what} cannot run here: {reason}"

@@ -3,7 +3,8 @@
 Orders keep arriving at a steady rate while the broker is SIGKILLed, stays down, and is started
 again (Apache Kafka on its log directory; the embedded broker empty, its topics re-created).
 From the moment it serves again, every order must be decided and every saga ended within
-CONVERGENCE_BOUND_S, and the invariants must hold. README, "Broker outages", derives the bound.
+CONVERGENCE_BOUND_S, and the invariants must hold. docs/design.md, "Delivery rules" ("Broker
+outages"), derives the bound.
 """
 
 from __future__ import annotations

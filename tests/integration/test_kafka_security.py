@@ -1,11 +1,11 @@
 """Kafka security: SASL/SCRAM end to end, and what the embedded broker's own authentication does.
 
-Tansu 0.6 cannot hold a SCRAM user (README, "Kafka security"), so the SCRAM logins are served by
-a SCRAM-terminating proxy in front of the real embedded broker (`scram_proxy.py`): the system's
-own clients (relay, producers, consumers, admin, a whole stack) log in with SCRAM-SHA-256 or
-SCRAM-SHA-512 over SASL_PLAINTEXT and the proxy's record shows every login, so a client that
-skipped SASL would be caught. The broker's own `--authentication` is tested for what it does do:
-refuse a client that does not log in.
+Tansu 0.6 cannot hold a SCRAM user (docs/operations.md, "Kafka security"), so the SCRAM logins
+are served by a SCRAM-terminating proxy in front of the real embedded broker (`scram_proxy.py`):
+the system's own clients (relay, producers, consumers, admin, a whole stack) log in with
+SCRAM-SHA-256 or SCRAM-SHA-512 over SASL_PLAINTEXT and the proxy's record shows every login, so
+a client that skipped SASL would be caught. The broker's own `--authentication` is tested for
+what it does do: refuse a client that does not log in.
 """
 
 from __future__ import annotations
@@ -309,7 +309,8 @@ async def test_a_consumer_refused_by_the_broker_raises_the_same_error(
 
 def test_tansu_cannot_be_given_a_scram_user(guarded_broker: EmbeddedBroker) -> None:
     """Why the proxy: `tansu user create` does not log in, so an authenticating Tansu 0.6 refuses
-    it (and its memory storage would not keep the user anyway; README, "Kafka security")."""
+    it (and its memory storage would not keep the user anyway; docs/operations.md, "Kafka
+    security")."""
     with pytest.raises(BrokerError, match="refused to create SCRAM user 'sagaline'") as raised:
         guarded_broker.create_user(USER, "SCRAM-SHA-256", PASSWORD)
     assert PASSWORD not in str(raised.value)

@@ -115,7 +115,7 @@ def check_one_tree(spans: list[ReceivedSpan], parent_id: str, status: str) -> No
         ("payment", "process payment"),
         ("orchestrator", "process payment.success"),
         ("stock", "process stock"),
-        # the reservation's reply: done on .success, refused on .dlt (DESIGN.md's topics)
+        # the reservation's reply: done on .success, refused on .dlt (docs/design.md, "Topics")
         ("orchestrator", "process stock.success" if status == "APPROVED" else "process stock.dlt"),
         ("order", "process orchestrator.response"),
     ):

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 import sagaline.telemetry.metrics  # noqa: F401 - registers the metrics
 
 DASHBOARD = Path(__file__).parents[2] / "charts/sagaline-operator/dashboards/sagaline.json"
-# What operators ask (README, "Metrics"): each must be on some panel.
+# What operators ask (docs/observability.md, "Metrics"): each must be on some panel.
 REQUIRED = {
     "sagaline_sagas_total",
     "sagaline_saga_duration_seconds_bucket",
