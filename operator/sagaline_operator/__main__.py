@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 from sagaline.domain.definition import load_definition
-from sagaline_operator.build import render_topics
 from sagaline_operator.config import OperatorConfig
+from sagaline_operator.manifests.topics import render_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 

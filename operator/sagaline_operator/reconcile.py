@@ -19,8 +19,8 @@ import httpx
 from pydantic import ValidationError
 
 from sagaline.domain.definition import SagaDefinition
-from sagaline_operator import build
 from sagaline_operator import conditions as cond
+from sagaline_operator import manifests
 from sagaline_operator.config import GROUP, VERSION, OperatorConfig
 from sagaline_operator.kube import (
     CONFIG_MAP,
@@ -63,7 +63,7 @@ def parse(saga: Body) -> SagaDefinition:
             where = ".".join(str(part) for part in error["loc"])
             problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
         raise Refused("InvalidSpec", "fix the spec: " + "; ".join(problems)) from exc
-    missing = build.missing_databases(definition)
+    missing = manifests.missing_databases(definition)
     if missing:
         raise Refused(
             "InvalidSpec",
@@ -135,7 +135,7 @@ class Reconciler:
             if plan.actions:
                 emit("Normal", "Reconciled", _summary(plan.actions))
             topic_problems, user_problems, workload_problems = self._observe(definition, plan)
-            total_topics, total_units = len(definition.topics()), len(build.units(definition))
+            total_topics, total_units = len(definition.topics()), len(manifests.units(definition))
             topics = cond.readiness(cond.TOPICS_READY, topic_problems, total_topics)
             workloads = cond.readiness(cond.WORKLOADS_READY, workload_problems, total_units)
             parts = [topics, workloads]
@@ -154,10 +154,10 @@ class Reconciler:
 
     def _plan(self, saga: Body, definition: SagaDefinition) -> Plan:
         namespace = saga["metadata"]["namespace"]
-        owner = build.owner_reference(saga)
+        owner = manifests.owner_reference(saga)
         policy = definition.spec.topic_deletion_policy
         desired: list[tuple[Kind, Body]] = []
-        for topic in build.kafka_topics(
+        for topic in manifests.kafka_topics(
             definition, api_version=self.config.strimzi_api_version, namespace=namespace
         ):
             # Topics outlive the Saga unless its policy says otherwise: no owner, no GC (and an
@@ -165,15 +165,15 @@ class Reconciler:
             if policy == "delete":
                 topic["metadata"]["ownerReferences"] = [owner]
             desired.append((self.topic_kind, topic))
-        users = build.kafka_users(
+        users = manifests.kafka_users(
             definition, api_version=self.config.strimzi_api_version, namespace=namespace
         )
-        for obj in [*users, *build.workloads(definition, namespace)]:
+        for obj in [*users, *manifests.workloads(definition, namespace)]:
             obj["metadata"]["ownerReferences"] = [owner]
             desired.append((self._kind_of(obj), obj))
         existing: dict[tuple[str, str], Body] = {}
         for kind in (self.topic_kind, *self.owned_kinds):
-            for obj in self.kube.list(kind, namespace, build.saga_labels(definition.name)):
+            for obj in self.kube.list(kind, namespace, manifests.saga_labels(definition.name)):
                 existing[(kind.kind, obj["metadata"]["name"])] = obj
         for kind, obj in desired:  # not labelled as ours: absent, or someone else's
             key = (kind.kind, obj["metadata"]["name"])
@@ -190,7 +190,7 @@ class Reconciler:
             current = plan.current(kind, obj["metadata"]["name"])
             if current is None:
                 continue
-            owner = (current["metadata"].get("labels") or {}).get(build.SAGA_LABEL)
+            owner = (current["metadata"].get("labels") or {}).get(manifests.SAGA_LABEL)
             if owner not in (None, name):
                 raise Refused(
                     "Conflict",
@@ -236,7 +236,7 @@ class Reconciler:
         """Children of a step that left the spec: workloads go; topics follow the policy."""
         namespace = saga["metadata"]["namespace"]
         wanted = {(kind.kind, obj["metadata"]["name"]) for kind, obj in plan.desired}
-        labels = build.saga_labels(definition.name)
+        labels = manifests.saga_labels(definition.name)
         for kind in self.owned_kinds:
             for obj in self.kube.list(kind, namespace, labels):
                 if (kind.kind, obj["metadata"]["name"]) not in wanted:
@@ -256,7 +256,7 @@ class Reconciler:
             return f"deleted KafkaTopic {name} (topicDeletionPolicy: delete)"
         uid = saga["metadata"].get("uid")
         owners = topic["metadata"].get("ownerReferences") or []
-        patch: Body = {"metadata": {"labels": {build.SAGA_LABEL: None}}}
+        patch: Body = {"metadata": {"labels": {manifests.SAGA_LABEL: None}}}
         patch["metadata"]["ownerReferences"] = [o for o in owners if o.get("uid") != uid]
         self.kube.patch(self.topic_kind, namespace, name, patch)
         return f"retained KafkaTopic {name} and its data (topicDeletionPolicy: retain)"
@@ -270,7 +270,7 @@ class Reconciler:
             for topic in definition.topics()
             if (problem := cond.strimzi_problem(plan.current(self.topic_kind, topic), topic))
         ]
-        units = build.units(definition)
+        units = manifests.units(definition)
         users = [
             problem
             for unit in units
@@ -322,7 +322,7 @@ class Reconciler:
         namespace, name = meta["namespace"], meta["name"]
         policy = (saga.get("spec") or {}).get("topicDeletionPolicy", "retain")
         with self._lock(namespace, name):
-            labels = build.saga_labels(name)
+            labels = manifests.saga_labels(name)
             gone = []
             for kind in self.owned_kinds:
                 for obj in self.kube.list(kind, namespace, labels):
@@ -361,7 +361,7 @@ class Reconciler:
     def refresh_counts(self, namespace: str, name: str) -> None:
         """Counts of sagas by outcome, from the orchestrator's API; no answer changes nothing."""
         url = self.config.summary_url.format(
-            service=build.orchestrator_name(name), namespace=namespace, port=build.HTTP_PORT
+            service=manifests.orchestrator_name(name), namespace=namespace, port=manifests.HTTP_PORT
         )
         try:
             response = httpx.get(url, timeout=self.config.summary_timeout_s)

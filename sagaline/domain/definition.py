@@ -116,7 +116,7 @@ class Quantities(_Spec):
 
 
 class Resources(_Spec):
-    """A container's requests and limits (unset: the operator's defaults, see build.py)."""
+    """A container's requests and limits (unset: the operator's manifests/pods.py defaults)."""
 
     requests: Quantities | None = None
     limits: Quantities | None = None

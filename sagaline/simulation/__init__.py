@@ -1,7 +1,8 @@
 """Deterministic simulation of the saga protocol (`sagaline simulate`).
 
-`world` is the model: one saga of a Saga definition over an in-memory network, run by the real
-Engine, the real participant decisions and the real initiator decisions, with faults a seeded
-scheduler chooses. `explore` walks it: every schedule up to a bound of faults (exhaustive), or
+`world` is the model: one saga of a Saga definition over an in-memory network (`network`), run
+by the real Engine, the real participant decisions and the real initiator decisions (`actors`),
+with faults a seeded scheduler chooses (`faults`); `model` is what a run does not change.
+`explore` walks it: every schedule up to a bound of faults (exhaustive), or
 random schedules from seeds, with shrinking of what violates an invariant.
 """

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagaline.domain.definition import Execution, SagaDefinition
-from sagaline.simulation.world import FAULT_KINDS, Act, Model, World
+from sagaline.simulation.faults import FAULT_KINDS, Act
+from sagaline.simulation.model import Model
+from sagaline.simulation.world import World
 
 # How likely each fault is, once the scheduler has decided to inject one.
 FAULT_WEIGHTS = {
@@ -54,7 +56,8 @@ FAULT_WEIGHTS = {
 ACCEPT_PROBABILITY = 0.75
 INTENSITIES = (0.1, 0.25, 0.5)  # chance that a choice is a fault, one per seed
 NO_QUIESCENCE = "not terminal: no quiescence"
-Progress = Callable[[int], None]
+# Told the count so far, now and then: states explored (exhaustive), schedules run (random).
+OnCount = Callable[[int], None]
 
 
 @dataclass
@@ -161,7 +164,7 @@ class Explorer:
     def __init__(
         self,
         report: Report,
-        progress: Progress | None,
+        progress: OnCount | None,
         keep: int,
         *,
         reduce: bool = True,
@@ -224,7 +227,7 @@ def exhaustive(
     *,
     max_faults: int,
     max_steps: int,
-    progress: Progress | None = None,
+    progress: OnCount | None = None,
     keep: int = 5,
     shrinking: bool = True,
     reduce: bool = True,
@@ -300,7 +303,7 @@ def random_runs(
     *,
     max_faults: int,
     max_steps: int,
-    progress: Progress | None = None,
+    progress: OnCount | None = None,
     keep: int = 5,
     shrinking: bool = True,
 ) -> Report:

@@ -1,6 +1,7 @@
 """`sagaline simulate`: the saga protocol under every schedule up to a bound of faults
-(`--exhaustive`), or under random schedules from seeds, checked against the invariants of
-DESIGN.md after each one. The model and the search are in `sagaline.simulation`."""
+(`--exhaustive`), or under random schedules from seeds, checked after each one against the
+invariants of docs/design.md ("Invariants"). The model and the search are in
+`sagaline.simulation`."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
-from sagaline_operator import build
+from sagaline_operator import manifests
 
 from sagaline.domain.definition import SagaDefinition, load_definition
 from sagaline.domain.envelope import Envelope
@@ -42,9 +42,9 @@ def pod_kafka_env(
 ) -> dict[str, str]:
     """The Kafka variables of the service's app container as the operator builds them, with
     each Secret reference resolved as the kubelet would (from the user's Secret)."""
-    unit = next(u for u in build.units(definition) if u.service == service)
-    config = build.config_map(unit, definition, None)
-    app = build.deployment(unit, definition, config, None)["spec"]["template"]["spec"]
+    unit = next(u for u in manifests.units(definition) if u.service == service)
+    config = manifests.config_map(unit, definition, None)
+    app = manifests.deployment(unit, definition, config, None)["spec"]["template"]["spec"]
     env: dict[str, str] = {}
     for variable in app["containers"][0]["env"]:
         if not variable["name"].startswith("KAFKA_"):
@@ -98,12 +98,12 @@ def authorized_stack(
 ) -> Iterator[tuple[Stack, dict[str, str]]]:
     """A stack whose every service uses its own KafkaUser; with the passwords by user."""
     definition = authenticated(load_definition(ORDER_YAML))
-    passwords = apply_users(kafka.bootstrap_servers, build.kafka_users(definition))
+    passwords = apply_users(kafka.bootstrap_servers, manifests.kafka_users(definition))
     service_env = {
         unit.service: pod_kafka_env(
             definition, unit.service, passwords, kafka.sasl_bootstrap_servers
         )
-        for unit in build.units(definition)
+        for unit in manifests.units(definition)
     }
     assert service_env["payment"]["KAFKA_SASL_USERNAME"] == "payment-service"
     with running_stack(

@@ -12,7 +12,7 @@ import copy
 import jsonschema
 import kubernetes_validate
 import pytest
-from sagaline_operator import build
+from sagaline_operator import manifests
 
 from tests.operator.support import (
     CONFIG_MAPS,
@@ -111,7 +111,7 @@ def posted(cluster, kind: str, reason: str | None = None, text: str = "") -> lis
 
 
 def pod_hash(deployment: dict) -> str:
-    return deployment["spec"]["template"]["metadata"]["annotations"][build.CONFIG_HASH]
+    return deployment["spec"]["template"]["metadata"]["annotations"][manifests.CONFIG_HASH]
 
 
 async def test_a_saga_becomes_its_topics_and_services(cluster, api: Api, config, orchestrator_api):

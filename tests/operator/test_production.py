@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sagaline_operator import build
+from sagaline_operator import manifests
 from sagaline_operator.access import service_access
 
 from sagaline.domain.definition import SagaDefinition, consumer_group
@@ -19,7 +19,7 @@ def definition_with(**changes) -> SagaDefinition:
 
 
 def deployment(definition: SagaDefinition, name: str) -> dict:
-    objects = build.workloads(definition, NAMESPACE)
+    objects = manifests.workloads(definition, NAMESPACE)
     return next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name)
 
 
@@ -37,9 +37,9 @@ def env(container: dict) -> dict[str, object]:
 
 def test_every_container_has_requests_and_a_memory_limit_by_default():
     pods = containers(deployment(definition_with(), "payment-service"))
-    assert pods["app"]["resources"] == build.APP_RESOURCES
-    assert pods["relay"]["resources"] == build.RELAY_RESOURCES
-    assert pods["migrate"]["resources"] == build.RELAY_RESOURCES
+    assert pods["app"]["resources"] == manifests.APP_RESOURCES
+    assert pods["relay"]["resources"] == manifests.RELAY_RESOURCES
+    assert pods["migrate"]["resources"] == manifests.RELAY_RESOURCES
 
 
 def test_the_spec_overrides_resources_quantity_by_quantity():
@@ -53,7 +53,7 @@ def test_the_spec_overrides_resources_quantity_by_quantity():
     }
     assert pods["relay"]["resources"]["limits"] == {"memory": "128Mi"}
     other = containers(deployment(definition_with(steps=steps), "stock-service"))
-    assert other["app"]["resources"] == build.APP_RESOURCES
+    assert other["app"]["resources"] == manifests.APP_RESOURCES
 
 
 def test_a_quantity_that_is_not_one_is_refused():
@@ -69,15 +69,15 @@ def test_a_quantity_that_is_not_one_is_refused():
 def test_the_relay_serves_metrics_on_its_own_port_with_probes(monkeypatch):
     relay = containers(deployment(definition_with(), "order-orchestrator"))["relay"]
     assert relay["ports"] == [
-        {"name": "metrics", "containerPort": build.RELAY_METRICS_PORT, "protocol": "TCP"}
+        {"name": "metrics", "containerPort": manifests.RELAY_METRICS_PORT, "protocol": "TCP"}
     ]
-    assert env(relay)["SAGALINE_RELAY_METRICS_PORT"] == str(build.RELAY_METRICS_PORT)
+    assert env(relay)["SAGALINE_RELAY_METRICS_PORT"] == str(manifests.RELAY_METRICS_PORT)
     for probe in ("startupProbe", "livenessProbe"):
         assert relay[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert build.RELAY_METRICS_PORT != build.HTTP_PORT
+    assert manifests.RELAY_METRICS_PORT != manifests.HTTP_PORT
     # Settings reads the variable the pod sets.
     monkeypatch.setenv("SAGALINE_RELAY_METRICS_PORT", env(relay)["SAGALINE_RELAY_METRICS_PORT"])
-    assert Settings().relay_metrics_port == build.RELAY_METRICS_PORT
+    assert Settings().relay_metrics_port == manifests.RELAY_METRICS_PORT
 
 
 def test_the_api_token_comes_from_the_secret_the_spec_names_and_only_to_the_app():
@@ -115,7 +115,7 @@ def test_a_tracing_endpoint_must_be_an_http_url(endpoint: str):
 def test_a_disruption_budget_only_for_more_than_one_replica():
     budgets = {
         o["metadata"]["name"]: o
-        for o in build.workloads(definition_with(), NAMESPACE)
+        for o in manifests.workloads(definition_with(), NAMESPACE)
         if o["kind"] == "PodDisruptionBudget"
     }
     # order.yaml: the orchestrator has one replica, the others two.
@@ -135,7 +135,7 @@ def test_a_disruption_budget_only_for_more_than_one_replica():
 def test_plaintext_kafka_needs_no_settings():
     app = containers(deployment(definition_with(), "payment-service"))["app"]
     assert not [name for name in env(app) if name.startswith("KAFKA_") and "BOOTSTRAP" not in name]
-    assert build.kafka_users(definition_with()) == []
+    assert manifests.kafka_users(definition_with()) == []
 
 
 def test_scram_over_tls_reads_the_ca_and_the_users_password_from_secrets(monkeypatch):
@@ -153,8 +153,8 @@ def test_scram_over_tls_reads_the_ca_and_the_users_password_from_secrets(monkeyp
         assert variables["KAFKA_SASL_PASSWORD"] == {
             "secretKeyRef": {"name": "payment-service", "key": "password"}
         }
-        assert variables["KAFKA_SSL_CAFILE"] == f"{build.KAFKA_CA_DIR}/ca.crt"
-        assert {"name": "kafka-ca", "mountPath": build.KAFKA_CA_DIR, "readOnly": True} in (
+        assert variables["KAFKA_SSL_CAFILE"] == f"{manifests.KAFKA_CA_DIR}/ca.crt"
+        assert {"name": "kafka-ca", "mountPath": manifests.KAFKA_CA_DIR, "readOnly": True} in (
             container["volumeMounts"]
         )
     volumes = {v["name"]: v for v in owner["spec"]["template"]["spec"]["volumes"]}
@@ -180,7 +180,7 @@ def test_client_certificates_come_from_the_users_secret():
     owner = deployment(definition_with(kafka=kafka), "stock-service")
     variables = env(containers(owner)["app"])
     assert variables["KAFKA_SECURITY_PROTOCOL"] == "SSL"
-    assert variables["KAFKA_SSL_CERTFILE"] == f"{build.KAFKA_USER_DIR}/user.crt"
+    assert variables["KAFKA_SSL_CERTFILE"] == f"{manifests.KAFKA_USER_DIR}/user.crt"
     assert "KAFKA_SASL_USERNAME" not in variables
     volumes = {v["name"]: v for v in owner["spec"]["template"]["spec"]["volumes"]}
     assert volumes["kafka-user"]["secret"]["secretName"] == "stock-service"
@@ -209,7 +209,7 @@ def allowed(users: list[dict], user: str, operation: str, kind: str, name: str) 
 @pytest.fixture
 def users() -> list[dict]:
     kafka = {**order_saga()["spec"]["kafka"], "authentication": {"type": "scram-sha-512"}}
-    return build.kafka_users(definition_with(kafka=kafka), namespace=NAMESPACE)
+    return manifests.kafka_users(definition_with(kafka=kafka), namespace=NAMESPACE)
 
 
 def test_one_kafka_user_per_service_with_simple_authorization(users):
@@ -247,7 +247,7 @@ def test_every_service_may_read_what_its_consumer_subscribes_to_and_no_more(user
     """Held against the real handlers' subscriptions, so a new topic cannot be forgotten."""
     definition = definition_with()
     handler = ASSEMBLERS[service](definition, Settings()).handler
-    unit = next(u for u in build.units(definition) if u.service == service)
+    unit = next(u for u in manifests.units(definition) if u.service == service)
     readable = {
         topic for topic in definition.topics() if allowed(users, unit.name, "Read", "topic", topic)
     }

@@ -13,7 +13,7 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
-from sagaline_operator import build
+from sagaline_operator import manifests
 
 from sagaline.domain.definition import default_definition_path, load_definition
 
@@ -377,7 +377,7 @@ def test_pod_monitor_scrapes_the_ports_the_operator_names_in_the_watched_namespa
     # What the operator builds: every pod it runs is selected, and each port it names is scraped.
     pods = [
         obj["spec"]["template"]
-        for obj in build.workloads(load_definition(default_definition_path()), "shop")
+        for obj in manifests.workloads(load_definition(default_definition_path()), "shop")
         if obj["kind"] == "Deployment"
     ]
     assert pods

@@ -48,7 +48,9 @@ STEPS = ["payment", "stock"]
 
 
 @dataclass
-class Outcome:
+class RecordedOutcome:
+    """What a participant recorded for a saga, as the decisions read it."""
+
     status: OutcomeStatus
     reply: str | None = None
     compensation_reply: str | None = None
@@ -65,13 +67,13 @@ def test_a_first_command_is_tried_and_its_result_recorded():
 
 @pytest.mark.parametrize("status", [OutcomeStatus.APPLIED, OutcomeStatus.REJECTED])
 def test_a_later_command_gets_the_original_reply(status):
-    assert on_command(Outcome(status, reply="the reply")) == Repeat("the reply")
-    compensated = Outcome(status, reply="the reply", compensation_reply="ack")
+    assert on_command(RecordedOutcome(status, reply="the reply")) == Repeat("the reply")
+    compensated = RecordedOutcome(status, reply="the reply", compensation_reply="ack")
     assert on_command(compensated) == Repeat("the reply")  # after the undo too: no new effect
 
 
 def test_a_command_after_a_compensation_is_refused():
-    tombstone = Outcome(OutcomeStatus.TOMBSTONE, compensation_reply="ack")
+    tombstone = RecordedOutcome(OutcomeStatus.TOMBSTONE, compensation_reply="ack")
     assert on_command(tombstone) == Refuse(REFUSED)
 
 
@@ -82,14 +84,14 @@ def test_a_compensation_before_any_command_leaves_a_tombstone():
 
 
 def test_a_compensation_undoes_an_applied_effect_once():
-    applied = Outcome(OutcomeStatus.APPLIED, reply="charged")
+    applied = RecordedOutcome(OutcomeStatus.APPLIED, reply="charged")
     assert on_compensation(applied) == Compensate(tombstone=False, undo=True, effect=UNDONE)
-    undone = Outcome(OutcomeStatus.APPLIED, reply="charged", compensation_reply="ack")
+    undone = RecordedOutcome(OutcomeStatus.APPLIED, reply="charged", compensation_reply="ack")
     assert on_compensation(undone) == Repeat("ack")
 
 
 def test_a_rejected_command_has_nothing_to_undo():
-    rejected = Outcome(OutcomeStatus.REJECTED, reply="failed")
+    rejected = RecordedOutcome(OutcomeStatus.REJECTED, reply="failed")
     assert on_compensation(rejected) == Compensate(
         tombstone=False, undo=False, effect=NOTHING_TO_UNDO_REJECTED
     )

@@ -44,9 +44,8 @@ def test_refresh_completes_synced_packages_and_keeps_synced_files(tmp_path: Path
     assert (live / "sagaline" / "data.mako").exists()
     assert (live / "sagaline" / "__init__.py").exists()  # whole: it shadows the installed one
     assert not (live / "sagaline" / "__pycache__").exists()
-    assert not (
-        live / "sagaline_operator"
-    ).exists()  # nothing synced there: the installed one serves
+    # nothing synced there: the installed one serves
+    assert not (live / "sagaline_operator").exists()
     assert (live / ".restart").read_text()
 
 

@@ -17,7 +17,9 @@ from sagaline.domain.engine import Action, Engine, StepStatus
 from sagaline.domain.initiator import Initiator, OrderStatus, Send, SendStart, StartRecord
 from sagaline.simulation import explore
 from sagaline.simulation.explore import exhaustive, random_runs, replay, replay_seed
-from sagaline.simulation.world import Act, Model, World
+from sagaline.simulation.faults import Act
+from sagaline.simulation.model import Model
+from sagaline.simulation.world import World
 
 BOTH = pytest.mark.parametrize("execution", list(Execution), ids=str)
 
@@ -198,7 +200,7 @@ def test_a_participant_that_forgets_its_tombstone_is_found(monkeypatch):
             else (participant_decisions.Repeat(outcome.reply))
         )
 
-    monkeypatch.setattr("sagaline.simulation.world.on_command", forgetful)
+    monkeypatch.setattr("sagaline.simulation.actors.on_command", forgetful)
     report = exhaustive(definition(Execution.PARALLEL), max_faults=1, max_steps=120)
     assert "effect standing without an approved order" in {
         p.split(":")[0] for p in problems(report)

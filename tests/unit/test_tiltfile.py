@@ -16,7 +16,7 @@ from typing import Any
 import helm_python
 import starlark
 import yaml
-from sagaline_operator.build import HTTP_PORT, units
+from sagaline_operator.manifests import HTTP_PORT, units
 
 from sagaline.domain.definition import load_definition
 

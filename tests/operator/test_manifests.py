@@ -9,7 +9,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from sagaline_operator import build
+from sagaline_operator import manifests
 from sagaline_operator.__main__ import write_topics
 
 from sagaline.domain.definition import SagaDefinition, load_definition
@@ -75,7 +75,7 @@ def with_spec(**changes) -> SagaDefinition:
 
 
 def test_every_built_in_object_is_valid_for_kubernetes(definition):
-    objects = build.workloads(definition, NAMESPACE)
+    objects = manifests.workloads(definition, NAMESPACE)
     assert sorted({obj["kind"] for obj in objects}) == [
         "ConfigMap",
         "Deployment",
@@ -92,13 +92,15 @@ def test_every_built_in_object_is_valid_for_kubernetes(definition):
 def test_the_sidecar_field_is_checked_by_the_schema(definition):
     """The check is real: before 1.28 (alpha; beta and on by default in 1.29) an init
     container had no restartPolicy, and a strict validation refuses it."""
-    deployment = by_kind(build.workloads(definition, NAMESPACE), "Deployment")["payment-service"]
+    deployment = by_kind(manifests.workloads(definition, NAMESPACE), "Deployment")[
+        "payment-service"
+    ]
     with pytest.raises(kubernetes_validate.ValidationError, match="restartPolicy"):
         kubernetes_validate.validate(deployment, "1.27", strict=True)
 
 
 def test_the_kafka_topics_have_the_fields_strimzi_requires(definition):
-    topics = build.kafka_topics(definition, namespace=NAMESPACE)
+    topics = manifests.kafka_topics(definition, namespace=NAMESPACE)
     assert [t["metadata"]["name"] for t in topics] == definition.topics()
     for topic in topics:
         jsonschema.validate(topic, STRIMZI_KAFKA_TOPIC)
@@ -112,7 +114,7 @@ def test_the_kafka_topics_have_the_fields_strimzi_requires(definition):
 
 
 def test_the_topic_schema_check_is_real(definition):
-    topic = build.kafka_topics(definition)[0]
+    topic = manifests.kafka_topics(definition)[0]
     broken = copy.deepcopy(topic)
     broken["spec"]["partitions"] = 0
     with pytest.raises(jsonschema.ValidationError):
@@ -129,7 +131,7 @@ def test_the_topic_schema_check_is_real(definition):
 )
 def test_min_insync_replicas(replicas, insync, expected):
     kafka = {"replicas": replicas} | ({"minInsyncReplicas": insync} if insync else {})
-    topic = build.kafka_topics(with_spec(kafka=kafka))[0]
+    topic = manifests.kafka_topics(with_spec(kafka=kafka))[0]
     assert topic["spec"]["config"]["min.insync.replicas"] == expected
 
 
@@ -140,7 +142,7 @@ def test_min_insync_replicas_above_replicas_is_refused():
 
 def test_the_topics_follow_the_kafka_spec():
     kafka = {"cluster": "east", "partitions": 12, "replicas": 5, "retentionMs": 3_600_000}
-    topic = build.kafka_topics(with_spec(kafka=kafka), api_version="kafka.strimzi.io/v1")[0]
+    topic = manifests.kafka_topics(with_spec(kafka=kafka), api_version="kafka.strimzi.io/v1")[0]
     assert topic["apiVersion"] == "kafka.strimzi.io/v1"
     assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "east"
     assert topic["spec"]["partitions"] == 12
@@ -152,7 +154,7 @@ def test_the_topics_follow_the_kafka_spec():
 
 
 def test_each_service_gets_a_config_map_a_deployment_and_a_service(definition):
-    objects = build.workloads(definition, NAMESPACE)
+    objects = manifests.workloads(definition, NAMESPACE)
     names = ["order-orchestrator", "order-service", "payment-service", "stock-service"]
     for kind in ("ConfigMap", "Deployment", "Service"):
         assert sorted(by_kind(objects, kind)) == names
@@ -161,7 +163,9 @@ def test_each_service_gets_a_config_map_a_deployment_and_a_service(definition):
 
 
 def test_the_pod_migrates_then_starts_the_relay_sidecar_then_the_app(definition):
-    deployment = by_kind(build.workloads(definition, NAMESPACE), "Deployment")["payment-service"]
+    deployment = by_kind(manifests.workloads(definition, NAMESPACE), "Deployment")[
+        "payment-service"
+    ]
     pod = deployment["spec"]["template"]["spec"]
     migrate, relay = pod["initContainers"]
     (app,) = pod["containers"]
@@ -178,7 +182,7 @@ def test_the_pod_migrates_then_starts_the_relay_sidecar_then_the_app(definition)
 
 
 def test_the_pod_meets_the_restricted_pod_security_standard(definition):
-    for deployment in by_kind(build.workloads(definition, NAMESPACE), "Deployment").values():
+    for deployment in by_kind(manifests.workloads(definition, NAMESPACE), "Deployment").values():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -193,7 +197,7 @@ def test_the_pod_meets_the_restricted_pod_security_standard(definition):
 
 
 def test_every_container_gets_what_the_services_settings_read(definition, monkeypatch):
-    deployment = by_kind(build.workloads(definition, NAMESPACE), "Deployment")["order-service"]
+    deployment = by_kind(manifests.workloads(definition, NAMESPACE), "Deployment")["order-service"]
     pod = deployment["spec"]["template"]["spec"]
     for container in pod["initContainers"] + pod["containers"]:
         env = {e["name"]: e for e in container["env"]}
@@ -223,7 +227,9 @@ def test_every_container_gets_what_the_services_settings_read(definition, monkey
 def test_the_secret_key_can_be_chosen():
     steps = [{"name": "payment", "database": {"secretName": "pay", "secretKey": "DATABASE_URL"}}]
     definition = with_spec(steps=steps)
-    deployment = by_kind(build.workloads(definition, NAMESPACE), "Deployment")["payment-service"]
+    deployment = by_kind(manifests.workloads(definition, NAMESPACE), "Deployment")[
+        "payment-service"
+    ]
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "pay",
@@ -232,7 +238,7 @@ def test_the_secret_key_can_be_chosen():
 
 
 def test_the_service_selects_the_pods_of_its_deployment(definition):
-    objects = build.workloads(definition, NAMESPACE)
+    objects = manifests.workloads(definition, NAMESPACE)
     deployments, services = by_kind(objects, "Deployment"), by_kind(objects, "Service")
     for name, service in services.items():
         template_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
@@ -242,7 +248,7 @@ def test_the_service_selects_the_pods_of_its_deployment(definition):
 
 
 def test_the_config_map_is_the_saga_the_services_load(definition):
-    config = by_kind(build.workloads(definition, NAMESPACE), "ConfigMap")["stock-service"]
+    config = by_kind(manifests.workloads(definition, NAMESPACE), "ConfigMap")["stock-service"]
     loaded = SagaDefinition.model_validate(yaml.safe_load(config["data"]["saga.yaml"]))
     assert loaded.name == definition.name
     assert loaded.topics() == definition.topics()
@@ -254,8 +260,8 @@ def test_the_config_map_is_the_saga_the_services_load(definition):
 
 def pod_hashes(definition: SagaDefinition) -> dict[str, str]:
     return {
-        name: d["spec"]["template"]["metadata"]["annotations"][build.CONFIG_HASH]
-        for name, d in by_kind(build.workloads(definition, NAMESPACE), "Deployment").items()
+        name: d["spec"]["template"]["metadata"]["annotations"][manifests.CONFIG_HASH]
+        for name, d in by_kind(manifests.workloads(definition, NAMESPACE), "Deployment").items()
     }
 
 

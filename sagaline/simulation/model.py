@@ -1,0 +1,70 @@
+"""What a simulated run does not change: the Saga definition, the policies, the business answers
+of the steps, and who reads and writes which topic (`Model`)."""
+
+from __future__ import annotations
+
+from sagaline.domain.definition import SagaDefinition
+from sagaline.domain.engine import Policy
+from sagaline.domain.initiator import Initiator, InitiatorPolicy
+from sagaline.domain.messages import (
+    ORCHESTRATOR,
+    ORCHESTRATOR_RESPONSE,
+    SAGA_START,
+    StepTopics,
+    StepTypes,
+)
+
+ORCHESTRATOR_SERVICE = "orchestrator"
+
+
+class Model:
+    """What a run does not change: the definition, the policies and the business answers (does
+    each step accept the command, or reject it by its rules)."""
+
+    def __init__(self, definition: SagaDefinition, accepts: tuple[bool, ...]) -> None:
+        spec = definition.spec
+        self.definition = definition
+        self.execution = spec.execution
+        self.steps = definition.step_names
+        if len(accepts) != len(self.steps):
+            raise ValueError(f"one answer per step: {len(self.steps)} steps, {len(accepts)}")
+        self.accepts = dict(zip(self.steps, accepts, strict=True))
+        self.policy = Policy(
+            execution=spec.execution,
+            step_timeout_s=spec.step_timeout_seconds,
+            max_attempts=spec.max_attempts,
+            compensation_max_attempts=spec.compensation_max_attempts,
+        )
+        self.initiator = Initiator(InitiatorPolicy.of(definition))
+        self.initiator_name = spec.initiator.name
+        self.types = {step: StepTypes(step) for step in self.steps}
+        self.topics = {step: StepTopics(step) for step in self.steps}
+        self.services = (ORCHESTRATOR_SERVICE, self.initiator_name, *self.steps)
+        self.reader = {ORCHESTRATOR: ORCHESTRATOR_SERVICE}
+        self.reader[ORCHESTRATOR_RESPONSE] = self.initiator_name
+        self.step_of: dict[str, str] = {}
+        for step, topics in self.topics.items():
+            self.reader[topics.command] = self.reader[topics.compensation] = step
+            self.reader[topics.success] = self.reader[topics.dlt] = ORCHESTRATOR_SERVICE
+            for topic in (topics.command, topics.compensation, topics.success, topics.dlt):
+                self.step_of[topic] = step
+        self.writes = {ORCHESTRATOR_SERVICE: {ORCHESTRATOR_RESPONSE}}
+        self.writes[self.initiator_name] = {ORCHESTRATOR}
+        for step, topics in self.topics.items():
+            self.writes[ORCHESTRATOR_SERVICE] |= {topics.command, topics.compensation}
+            self.writes[step] = {topics.success, topics.dlt}
+        # What a delivery to a service can write (the order-service writes on its timer only).
+        self.replies = {service: frozenset(self.writes[service]) for service in self.services}
+        self.replies[self.initiator_name] = frozenset()
+        self.reads = {
+            service: tuple(t for t, reader in self.reader.items() if reader == service)
+            for service in self.services
+        }
+        self.stale_readers = (ORCHESTRATOR_SERVICE, self.initiator_name)
+        # What a reader may be unable to read for good: a message with a payload of the order.
+        self.poisonable = {ORCHESTRATOR: SAGA_START}
+        self.poisonable |= {self.topics[s].command: self.types[s].command for s in self.steps}
+
+    def describe(self) -> str:
+        answers = ", ".join(f"{s} {'accepts' if y else 'rejects'}" for s, y in self.accepts.items())
+        return f"{self.definition.name}, {self.execution}: {answers}"
