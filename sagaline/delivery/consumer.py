@@ -5,9 +5,10 @@ claim the new message ids in the inbox, let the handler apply each message and w
 to the outbox, commit the transaction, then commit the offsets. A duplicate does nothing new. If
 the batch transaction fails for a reason other than the database connection, each record is
 retried alone, and a record that still fails is dead-lettered: a partition never blocks forever.
-A record without an id of its own (poison, a dead letter) is claimed under one derived from where
-it came from, so reading it again does nothing new either. What differs between brokers (client
-settings, the embedded broker's quirks) is in `sagaline.kafka.brokers`.
+How a dead letter is written and named is in `sagaline.delivery.dead_letter`; the bounds that
+replace a client which waits too long (a join, a rebalance, a commit, a wedged await) are in
+`sagaline.kafka.watchdog`; what differs between brokers (client settings, the embedded broker's
+quirks) is in `sagaline.kafka.brokers`.
 """
 
 from __future__ import annotations
@@ -15,26 +16,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import time
-import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
-from pydantic import ValidationError
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sagaline.delivery import inbox, outbox
+from sagaline.delivery import inbox
+from sagaline.delivery.dead_letter import (
+    DLT_REASON,
+    Poison,
+    dead_letter,
+    describe,
+    record_identity,
+)
 from sagaline.delivery.errors import Unprocessable, is_transient
-from sagaline.domain.envelope import Envelope, Headers, header_value
+from sagaline.domain.envelope import Envelope, header_value
 from sagaline.kafka.brokers import BrokerKind, broker_for
-from sagaline.kafka.clients import STOP_TIMEOUT_S, ensure_topics, make_consumer, start, stop
+from sagaline.kafka.clients import ensure_topics, make_consumer, stop
 from sagaline.kafka.security import PLAINTEXT, KafkaSecurity
+from sagaline.kafka.watchdog import (
+    WEDGED_S,
+    CancelledInside,
+    OffsetCommits,
+    Wedged,
+    fetch,
+    start_joined,
+    watch,
+)
 from sagaline.storage.db import Database, after_commit
 from sagaline.telemetry import tracing
 from sagaline.telemetry.consumer_lag import ConsumerLag
@@ -47,32 +61,7 @@ from sagaline.telemetry.metrics import (
 )
 
 log = logging.getLogger(__name__)
-Poison = tuple[Any, str, DeadLetterReason]  # a record, why it is dead-lettered, and its category
-
-DLT_REASON = "dlt.reason"
-DLT_TOPIC = "dlt.origin.topic"
-DLT_PARTITION = "dlt.origin.partition"
-DLT_OFFSET = "dlt.origin.offset"
-DLT_TRUNCATED = "dlt.truncated"  # the original size, when the copy had to be cut
-RECORD_NAMESPACE = uuid.UUID("5a6a11e0-0000-4000-8000-000000000d17")
-MAX_REASON_LENGTH = 1000
-MAX_COPIED_HEADERS = 32
 COMMIT_INTERVAL_S = 0.2
-COMMIT_TIMEOUT_S = 10
-COMMIT_TIMEOUTS_TO_REPLACE = 2  # commits timing out this many times in a row: a new client
-START_TIMEOUT_S = 20.0  # aiokafka's start() waits, unbounded, for the group join to complete
-REBALANCE_WAIT_S = 2.0  # a fetch that waits longer is waiting for a rebalance to complete
-WEDGED_S = 60.0  # the loop blocked this long on one await: the client is abandoned for a new one
-WATCH_INTERVAL_S = 1.0
-
-
-class Wedged(Exception):
-    """The consumer loop stayed blocked on one await for WEDGED_S."""
-
-
-class CancelledInside(Exception):
-    """The loop's work ended cancelled while nobody cancelled the loop: a CancelledError from
-    inside the client library. Were it let through, the loop would end silently, for good."""
 
 
 @dataclass(frozen=True)
@@ -119,83 +108,9 @@ class Handler(Protocol):
     async def handle(self, session: AsyncSession, message: Incoming) -> None: ...
 
 
-def dead_letter(
-    session: AsyncSession, topic: str, record: Any, reason: str, *, max_bytes: int
-) -> None:
-    """Forward the original bytes with why and where they came from; the partition moves on.
-
-    A copy over `max_bytes` is cut (and says so), or its relay could never publish it.
-    """
-    value, headers = dead_letter_copy(
-        record.value or b"",
-        record.headers,
-        reason,
-        origin=(str(record.topic), record.partition, record.offset),
-        max_bytes=max_bytes,
-    )
-    outbox.send_raw(session, topic=topic, key=record.key, value=value, headers=headers)
-
-
-def dead_letter_copy(
-    value: bytes,
-    original_headers: Any,
-    reason: str,
-    *,
-    origin: tuple[str, int, int],
-    max_bytes: int,
-) -> tuple[bytes, Headers]:
-    """The value and headers of a dead letter: the original bytes (cut to `max_bytes`, saying so),
-    the original headers, why, and where it came from (topic, partition, offset).
-
-    Dead-letter headers the original already carried (forged, or an earlier dead letter's) are
-    kept renamed `original.dlt.*`, so that the new ones are the only ones a reader sees.
-    """
-    headers: Headers = [
-        (f"original.{k}" if k.startswith("dlt.") else k, bytes(v))
-        for k, v in (original_headers or ())
-        if v is not None
-    ]
-    headers = headers[:MAX_COPIED_HEADERS]
-    topic, partition, offset = origin
-    headers += [
-        (DLT_REASON, reason[:MAX_REASON_LENGTH].encode()),
-        (DLT_TOPIC, topic.encode()),
-        (DLT_PARTITION, str(partition).encode()),
-        (DLT_OFFSET, str(offset).encode()),
-    ]
-    if len(value) > max_bytes:
-        headers.append((DLT_TRUNCATED, str(len(value)).encode()))
-        value = value[:max_bytes]
-    return value, headers
-
-
-def awaiting_at(awaitable: Any) -> str:
-    """Where a suspended coroutine is waiting, outermost first: the chain of `cr_await`s."""
-    frames = []
-    while awaitable is not None:
-        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
-        if frame is None:
-            break
-        frames.append(
-            traceback.FrameSummary(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
-        )
-        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
-    return "".join(traceback.format_list(frames)) or "(unknown)"
-
-
-def describe(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        return "invalid envelope: " + "; ".join(problems)
-    if isinstance(exc, Unprocessable):
-        return exc.reason
-    return f"{type(exc).__name__}: {exc}"
-
-
 class MessageLoop:
+    """One service's consumer: fetch a batch, handle it in one transaction, commit the offsets."""
+
     def __init__(
         self,
         db: Database,
@@ -227,7 +142,7 @@ class MessageLoop:
         self.wedged_s = wedged_s
         self.kafka_ok = False
         self.assigned = 0  # partitions held by this member of the consumer group
-        self._commit_timeouts = 0
+        self._commits = OffsetCommits(handler.name)  # bounded, see sagaline.kafka.watchdog
         self._stopping = asyncio.Event()
         self._beat = time.monotonic()  # when the loop last showed it was not blocked
 
@@ -247,7 +162,7 @@ class MessageLoop:
             self._alive()
             consuming = asyncio.create_task(self._consume())
             try:
-                await self._watch(consuming)
+                await watch(consuming, idle_s=lambda: self.idle_s, wedged_s=self.wedged_s)
             except Wedged as exc:
                 self.kafka_ok, self.assigned = False, 0
                 log.warning("%s: %s; starting a new client", self.handler.name, exc)
@@ -263,32 +178,6 @@ class MessageLoop:
                 self.kafka_ok, self.assigned = False, 0
                 log.exception("%s: Kafka client failed; starting a new one", self.handler.name)
                 await self._pause(1.0)
-
-    async def _watch(self, work: asyncio.Task[None]) -> None:
-        """Wait for `work`, cancelling it if the loop stays blocked for `wedged_s`.
-
-        Every await in the loop is meant to be bounded, but a client library can wait forever
-        (seen after a broker restart): this is the backstop, and its log line says where.
-        Cancelling loses nothing: a cancelled transaction rolls back, uncommitted offsets are
-        read again and the inbox drops what was already handled.
-        """
-        try:
-            while True:
-                done, _ = await asyncio.wait({work}, timeout=WATCH_INTERVAL_S)
-                if done:
-                    if work.cancelled():  # not by this loop: a client's own task cancelled it
-                        raise CancelledInside("the Kafka client's work was cancelled inside it")
-                    return work.result()
-                if self.idle_s >= self.wedged_s:
-                    break
-        except asyncio.CancelledError:
-            work.cancel()  # the service is shutting down: the loop goes with it
-            raise
-        where = awaiting_at(work.get_coro())
-        idle = self.idle_s
-        work.cancel()
-        await asyncio.wait({work}, timeout=STOP_TIMEOUT_S)  # its clean-up is bounded too
-        raise Wedged(f"the loop made no progress for {idle:.0f}s, blocked at:\n{where}")
 
     async def _pause(self, seconds: float) -> None:
         self._alive()
@@ -311,16 +200,7 @@ class MessageLoop:
             security=self.security,
             **self.broker.consumer_options(),
         )
-        try:
-            await asyncio.wait_for(
-                start(consumer, self.security, self.bootstrap_servers), timeout=START_TIMEOUT_S
-            )
-        except TimeoutError:
-            await stop(consumer, self.handler.name)
-            raise KafkaTimeoutError(f"no group join within {START_TIMEOUT_S:.0f}s") from None
-        except BaseException:
-            await stop(consumer, self.handler.name)
-            raise
+        await start_joined(consumer, self.security, self.bootstrap_servers, self.handler.name)
         loop = asyncio.get_running_loop()
         self.broker.client_started(loop.time())
         handled: dict[TopicPartition, int] = {}
@@ -329,7 +209,7 @@ class MessageLoop:
         try:
             while not self._stopping.is_set():
                 self._alive()
-                batches = await self._fetch(consumer)
+                batches = await fetch(consumer, self.batch_size)
                 if batches is not None:
                     self.kafka_ok = True
                 self.assigned = 0 if batches is None else len(consumer.assignment())
@@ -347,58 +227,18 @@ class MessageLoop:
                 # Offsets follow the transactions, at most every COMMIT_INTERVAL_S: a message
                 # redelivered after a crash or a rebalance is a duplicate the inbox recognises.
                 if handled and (not records or loop.time() >= next_commit):
-                    committed = await self._commit(consumer, handled)
+                    committed = await self._commits.commit(consumer, handled)
                     handled = {}
                     if not committed:
                         break  # uncommitted records are read again by the new client
                     next_commit = loop.time() + COMMIT_INTERVAL_S
             if handled:
-                await self._commit(consumer, handled)
+                await self._commits.commit(consumer, handled)
         finally:
             lag.clear()
             await stop(consumer, self.handler.name)
 
-    async def _fetch(self, consumer: Any) -> dict[TopicPartition, list[Any]] | None:
-        """The next records by partition; None while a rebalance keeps the member waiting.
-
-        aiokafka's `getmany` waits, without limit and whatever its timeout, for a rebalance in
-        progress to complete; one that never completes (its coordinator lost with the broker)
-        would block the loop for good. Bounded, the member counts as holding no partitions
-        meanwhile (on the embedded broker it joins again after its join patience).
-        """
-        try:
-            batches: dict[TopicPartition, list[Any]] = await asyncio.wait_for(
-                consumer.getmany(timeout_ms=200, max_records=self.batch_size),
-                timeout=REBALANCE_WAIT_S,
-            )
-        except TimeoutError:
-            return None
-        return batches
-
-    async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> bool:
-        """Commit offsets; False once commits have timed out COMMIT_TIMEOUTS_TO_REPLACE times in
-        a row: the client no longer reaches its group coordinator (seen on Apache Kafka after a
-        restart: the member expired and the client never joined again), and a new one will."""
-        try:
-            await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT_S)
-        except CommitFailedError as exc:
-            # A rebalance took the partition: its new owner re-reads, the inbox dedups.
-            log.info("%s: offset commit not done (%r)", self.handler.name, exc)
-        except TimeoutError:
-            self._commit_timeouts += 1
-            log.warning(
-                "%s: offset commit timed out (%d in a row)",
-                self.handler.name,
-                self._commit_timeouts,
-            )
-            if self._commit_timeouts >= COMMIT_TIMEOUTS_TO_REPLACE:
-                self._commit_timeouts = 0
-                return False
-            return True
-        self._commit_timeouts = 0
-        return True
-
-    async def process(self, records: Sequence[Any]) -> bool:
+    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> bool:
         """Handle records durably; False only if asked to stop before they were."""
         messages, poison = self._decode(records)
         started = time.perf_counter()
@@ -423,7 +263,9 @@ class MessageLoop:
                 return True
         return False
 
-    def _decode(self, records: Sequence[Any]) -> tuple[list[Incoming], list[Poison]]:
+    def _decode(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[list[Incoming], list[Poison]]:
         messages: list[Incoming] = []
         poison: list[Poison] = []
         for record in records:
@@ -494,7 +336,11 @@ class MessageLoop:
                 self._dead_letter(session, record, reason, category)
 
     def _dead_letter(
-        self, session: AsyncSession, record: Any, reason: str, category: DeadLetterReason
+        self,
+        session: AsyncSession,
+        record: ConsumerRecord[bytes, bytes],
+        reason: str,
+        category: DeadLetterReason,
     ) -> None:
         log.warning(
             "%s: dead-lettering %s[%s]@%s: %s",
@@ -509,7 +355,9 @@ class MessageLoop:
         MESSAGES.labels(self.handler.name, record.topic, "dead_lettered").inc()
         after_commit(session, DEAD_LETTERS.labels(self.handler.name, category).inc)
 
-    async def _dead_letter_alone(self, record: Any, exc: Exception) -> bool:
+    async def _dead_letter_alone(
+        self, record: ConsumerRecord[bytes, bytes], exc: Exception
+    ) -> bool:
         """Dead-letter a record its handler cannot take, once; False if stopping first (the
         record is then neither handled nor dead-lettered, and its offset must not be committed).
         """
@@ -530,24 +378,6 @@ class MessageLoop:
                 delay = min(delay * 2, 5.0)
         return False
 
-    def _identity_of(self, record: Any) -> uuid.UUID:
+    def _identity_of(self, record: ConsumerRecord[bytes, bytes]) -> uuid.UUID:
         messages, _ = self._decode([record])
         return messages[0].identity if messages else record_identity(record)
-
-
-def record_identity(record: Any) -> uuid.UUID:
-    """The inbox id of a record that carries none of its own (poison, or a dead letter).
-
-    A dead letter is named by its origin (topic, partition, offset), so two copies of one
-    dead-lettered record count once; any other record by where it was read. The content is part
-    of the name: the embedded broker restarts its offsets at 0 after a restart, and a new record
-    at a reused offset must not pass for the old one.
-    """
-    headers = record.headers
-    origin = [header_value(headers, h) for h in (DLT_TOPIC, DLT_PARTITION, DLT_OFFSET)]
-    if origin[0] is None:
-        origin = [str(record.topic), str(record.partition), str(record.offset)]
-    digest = hashlib.sha256(record.key or b"")
-    digest.update(b"\0")
-    digest.update(record.value or b"")
-    return uuid.uuid5(RECORD_NAMESPACE, "/".join(str(part) for part in origin) + digest.hexdigest())

@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from sagaline.delivery import outbox
-from sagaline.delivery.consumer import Incoming, describe
+from sagaline.delivery.consumer import Incoming
+from sagaline.delivery.dead_letter import describe
 from sagaline.delivery.errors import Unprocessable
 from sagaline.domain.clock import utcnow
 from sagaline.domain.definition import SagaDefinition
@@ -42,7 +43,15 @@ from sagaline.domain.participant_decisions import (
 from sagaline.storage.db import append, batch_cache, select_locked_into, update_later
 from sagaline.storage.tables import status_type, table_of
 
-__all__ = ["Applied", "Batch", "Outcome", "OutcomeStatus", "Participant", "Rejected", "StepOutcome"]
+__all__ = [
+    "Applied",
+    "Batch",
+    "OutcomeRow",
+    "OutcomeStatus",
+    "Participant",
+    "Rejected",
+    "StepOutcome",
+]
 _BATCH = "participant_batch"
 
 
@@ -63,7 +72,7 @@ OUTCOMES: Table = table_of(StepOutcome)
 
 
 @dataclass
-class Outcome:
+class OutcomeRow:
     """A `step_outcome` row as the hot path holds it (the table's ORM class is for the API)."""
 
     row: dict[str, Any]
@@ -182,17 +191,17 @@ class Participant(ABC):
     async def _load_outcomes(self, batch: Batch, saga_ids: set[uuid.UUID]) -> None:
         await select_locked_into(batch.session, OUTCOMES, "saga_id", saga_ids, batch.outcomes)
 
-    async def _outcome(self, batch: Batch, saga_id: uuid.UUID) -> Outcome | None:
+    async def _outcome(self, batch: Batch, saga_id: uuid.UUID) -> OutcomeRow | None:
         await self._load_outcomes(batch, {saga_id})
         row = batch.outcomes[saga_id]
-        return None if row is None else Outcome(row)
+        return None if row is None else OutcomeRow(row)
 
-    def _record(self, batch: Batch, saga_id: uuid.UUID, **values: Any) -> Outcome:
+    def _record(self, batch: Batch, saga_id: uuid.UUID, **values: Any) -> OutcomeRow:
         """A new outcome row for the saga, inserted when the transaction ends."""
         row = {"saga_id": saga_id, "reason": None, "reply": None, "compensation_reply": None}
         row = batch.outcomes[saga_id] = {**row, **values, "updated_at": utcnow()}
         batch.insert(OUTCOMES, row)
-        return Outcome(row)
+        return OutcomeRow(row)
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
         envelope = message.envelope

@@ -34,8 +34,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class FetchShape:
 
 
 @dataclass
-class Progress:
+class PositionCheck:
     """What the embedded broker's position check remembers between checks, and concludes.
 
     A position past the end means the topic was deleted and created again (the broker
@@ -161,12 +162,12 @@ class KafkaBroker:
     def consumer_options(self) -> dict[str, Any]:
         return {"fetch_max_wait_ms": self.quiet.wait_ms, "fetch_min_bytes": self.quiet.min_bytes}
 
-    def batch_handled(self, consumer: Any, records: int, took_s: float) -> None:
+    def batch_handled(self, consumer: AIOKafkaConsumer, records: int, took_s: float) -> None:
         """Called after each batch with its size and how long it took: shapes the next fetches.
 
         Quiet (a lone saga's hop), a fetch is answered at its first record: latency is all that
         counts. Busy, it waits a little for more: every process's cost per saga falls with the
-        batch it takes in one transaction (README, "Performance", has the measurements).
+        batch it takes in one transaction (docs/performance-log.md has the measurements).
         """
         if not self.adapts:
             return
@@ -192,7 +193,7 @@ class KafkaBroker:
         """A new consumer client joined the group."""
         self._join_deadline = now + self._join_patience
 
-    async def healthy(self, consumer: Any, assigned: int, now: float) -> bool:
+    async def healthy(self, consumer: AIOKafkaConsumer, assigned: int, now: float) -> bool:
         """Called after each fetch; False replaces the client. On Kafka only a member left
         without partitions for its join patience is replaced (a backstop)."""
         return not self._stuck_joining(assigned, now)
@@ -227,7 +228,7 @@ class EmbeddedBroker(KafkaBroker):
     def __init__(self, *args: Any, **options: Any) -> None:
         super().__init__(*args, **options)
         self._next_check = 0.0
-        self._progress = Progress(answered_at=0.0)
+        self._positions = PositionCheck(answered_at=0.0)
 
     def consumer_options(self) -> dict[str, Any]:
         return {
@@ -243,9 +244,9 @@ class EmbeddedBroker(KafkaBroker):
     def client_started(self, now: float) -> None:
         super().client_started(now)
         self._next_check = 0.0
-        self._progress = Progress(answered_at=now)
+        self._positions = PositionCheck(answered_at=now)
 
-    async def healthy(self, consumer: Any, assigned: int, now: float) -> bool:
+    async def healthy(self, consumer: AIOKafkaConsumer, assigned: int, now: float) -> bool:
         if not await super().healthy(consumer, assigned, now):
             return False
         if now < self._next_check:
@@ -253,9 +254,10 @@ class EmbeddedBroker(KafkaBroker):
         self._next_check = now + POSITION_CHECK_S
         return await self._check_positions(consumer, now)
 
-    async def _check_positions(self, consumer: Any, now: float) -> bool:
-        """Judge each held partition's position (see `Progress`); False if the client is stuck."""
-        progress = self._progress
+    async def _check_positions(self, consumer: AIOKafkaConsumer, now: float) -> bool:
+        """Judge each held partition's position (see `PositionCheck`); False if the client is
+        stuck."""
+        check = self._positions
         partitions = list(consumer.assignment())
         if not partitions:
             return True
@@ -264,11 +266,11 @@ class EmbeddedBroker(KafkaBroker):
         except (KafkaError, TimeoutError):
             # The broker is away, or this client no longer gets answers (seen after a broker
             # restart, with every offset commit timing out): a new client after STALL_S.
-            if now - progress.answered_at < STALL_S:
+            if now - check.answered_at < STALL_S:
                 return True
             log.warning("%s: no partition ends for %.0fs; reconnecting", self.name, STALL_S)
             return False
-        progress.answered_at = now
+        check.answered_at = now
         for partition in partitions:
             end = ends.get(partition)
             if end is None:
@@ -277,11 +279,11 @@ class EmbeddedBroker(KafkaBroker):
             with contextlib.suppress(KafkaError, TimeoutError):
                 position = await asyncio.wait_for(consumer.position(partition), timeout=1)
             committed: int | None = None
-            if progress.wants_committed(partition, position, end, now):
+            if check.wants_committed(partition, position, end, now):
                 with contextlib.suppress(KafkaError, TimeoutError):
                     committed = await asyncio.wait_for(consumer.committed(partition), timeout=2)
             fetched_end = consumer.highwater(partition)
-            verdict = progress.judge(partition, position, end, fetched_end, committed, now)
+            verdict = check.judge(partition, position, end, fetched_end, committed, now)
             if verdict is Verdict.FINE:
                 continue
             at = "an unknown position" if position is None else position
@@ -307,7 +309,7 @@ class EmbeddedBroker(KafkaBroker):
         return True
 
 
-def set_fetch_shape(consumer: Any, shape: FetchShape) -> None:
+def set_fetch_shape(consumer: AIOKafkaConsumer, shape: FetchShape) -> None:
     """Shape the consumer's next fetches. aiokafka reads both from its fetcher for every request
     but offers no setter; `test_brokers` fails if the attributes move."""
     fetcher = getattr(consumer, "_fetcher", None)

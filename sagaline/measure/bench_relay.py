@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sagaline.delivery.outbox import send_raw
-from sagaline.delivery.relay.loop import LEADER_LOCK_ID
+from sagaline.delivery.relay.leadership import LEADER_LOCK_ID
 from sagaline.lab.databases import drop
 from sagaline.lab.progress import counting_progress
 from sagaline.lab.stack import ManagedProcess, Stack, StackConfig, StackError

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import IllegalStateError
+from aiokafka.structs import TopicPartition
 
 from sagaline.telemetry.metrics import CONSUMER_LAG
 from sagaline.telemetry.throttle import Every
@@ -28,7 +28,7 @@ class ConsumerLag:
         self._every = Every(interval_s)
         self._reported: set[TopicPartition] = set()
 
-    async def update(self, consumer: Any) -> None:
+    async def update(self, consumer: AIOKafkaConsumer) -> None:
         if not self._every.due():
             return
         held: set[TopicPartition] = set(consumer.assignment())

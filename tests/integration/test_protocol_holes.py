@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sagaline.delivery.consumer import DLT_OFFSET, DLT_PARTITION, DLT_REASON, DLT_TOPIC
+from sagaline.delivery.dead_letter import DLT_OFFSET, DLT_PARTITION, DLT_REASON, DLT_TOPIC
 from sagaline.domain.envelope import Envelope
 from sagaline.lab.stack import Stack
 from sagaline.lab.verify import verify

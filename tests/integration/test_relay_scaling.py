@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from sagaline.delivery import outbox
 from sagaline.delivery.outbox import OUTBOX
-from sagaline.delivery.relay.loop import LEADER_LOCK_ID
+from sagaline.delivery.relay.leadership import LEADER_LOCK_ID
 from sagaline.domain.envelope import Envelope
 from sagaline.lab.stack import ManagedProcess
 from sagaline.storage.db import Database

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from sagaline.delivery.consumer import (
+from sagaline.delivery.dead_letter import (
     DLT_OFFSET,
     DLT_PARTITION,
     DLT_REASON,

@@ -2,49 +2,47 @@
 
 It reads unpublished rows in `seq` order without the write lock, produces them in a batch with
 acks=all, and marks rows published only after the broker acknowledged them (on SQLite a few
-batches at a time, see `sagaline.delivery.relay.marks`). It wakes on PostgreSQL NOTIFY, or on an
-SQLite database on a datagram from its service (`sagaline.storage.wake`), with polling as the
-fallback, and purges published outbox rows and old inbox ids after their retention. Only the relay
-holding the leader lock publishes (a PostgreSQL advisory lock held by its LISTEN connection, or a
-file lock beside an SQLite database), so several relays on one database never reorder one key;
-when a leader dies its lock goes with its connection.
+batches at a time, see `sagaline.delivery.relay.marks`); which rows a batch settles is
+`sagaline.delivery.relay.settled`. It wakes on PostgreSQL NOTIFY, or on an SQLite database on a
+datagram from its service (`sagaline.storage.wake`), with polling as the fallback, and purges
+published outbox rows and old inbox ids after their retention (`sagaline.delivery.relay.purge`).
+Only the relay holding the leader lock publishes (`sagaline.delivery.relay.leadership`), so
+several relays on one database never reorder one key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import functools
 import logging
-import os
 import uuid
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTopicError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    UnsupportedForMessageFormatError,
-)
-from sqlalchemy import Update, bindparam, delete, func, insert, select, update
-from sqlalchemy.engine import make_url
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sagaline.delivery.consumer import DLT_REASON, dead_letter_copy
+from sagaline.delivery.dead_letter import DLT_REASON, dead_letter_copy
 from sagaline.delivery.errors import is_transient
-from sagaline.delivery.inbox import INBOX
 from sagaline.delivery.outbox import OUTBOX, decode_headers, encode_headers
-from sagaline.delivery.relay.backlog import WAITING, BacklogGauges
+from sagaline.delivery.relay.backlog import BacklogGauges
+from sagaline.delivery.relay.leadership import leadership_for
 from sagaline.delivery.relay.marks import AcknowledgedRows
+from sagaline.delivery.relay.purge import purge
+from sagaline.delivery.relay.settled import (
+    ACKNOWLEDGED,
+    BrokerAnswer,
+    Refused,
+    describe_error,
+    refused_for_good,
+    settled,
+)
+from sagaline.delivery.relay.statements import UNPUBLISHED, UnpublishedRow, mark_published
 from sagaline.domain.clock import utcnow
 from sagaline.domain.envelope import header_value
 from sagaline.domain.messages import ORCHESTRATOR_DLT
@@ -52,15 +50,8 @@ from sagaline.kafka.brokers import BrokerKind, broker_for
 from sagaline.kafka.clients import ensure_topics, make_producer, start, stop
 from sagaline.kafka.security import PLAINTEXT, KafkaSecurity
 from sagaline.storage import direct_sql
-from sagaline.storage.db import (
-    NOTIFY_CHANNEL,
-    Database,
-    among,
-    next_transaction_writes,
-    sqlite_path,
-)
+from sagaline.storage.db import Database, next_transaction_writes
 from sagaline.storage.sqlite_driver import Connection as SQLiteConnection
-from sagaline.storage.wake import listening
 from sagaline.telemetry import tracing
 from sagaline.telemetry.metrics import (
     DEAD_LETTERS,
@@ -70,103 +61,12 @@ from sagaline.telemetry.metrics import (
 )
 
 log = logging.getLogger(__name__)
-LEADER_LOCK_ID = 0x5A6A_11E0
-_COLUMNS = (OUTBOX.c.seq, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value, OUTBOX.c.headers)
-_OLDEST = (
-    select(
-        *_COLUMNS,
-        func.sum(func.length(OUTBOX.c.value)).over(order_by=OUTBOX.c.seq).label("through"),
-    )
-    .where(WAITING)
-    .order_by(OUTBOX.c.seq)
-    .limit(bindparam("limit"))
-    .subquery()
-)
-# The oldest unpublished rows, at most `limit` of them and, past the first, at most `max_bytes`
-# of values: a batch of many rows is what makes a relay fast, and its memory stays bounded.
-_UNPUBLISHED = (
-    select(*(_OLDEST.c[column.key] for column in _COLUMNS), _OLDEST.c.through)
-    .where(_OLDEST.c.through - func.length(_OLDEST.c.value) < bindparam("max_bytes"))
-    .order_by(_OLDEST.c.seq)
-)
-
-
-@functools.cache
-def _mark_published(dialect: str) -> Update:
-    return (
-        update(OUTBOX)
-        .where(among(OUTBOX.c.seq, dialect))
-        .values(published_at=bindparam("published_at"))
-    )
-
-
-class _Unpublished(NamedTuple):
-    """A row of `_UNPUBLISHED` read on the SQLite driver (as SQLAlchemy's rows are read)."""
-
-    seq: int
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[list[str]]
-    through: int
-
-
-ACKNOWLEDGED = None
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The broker refused a row for good (sending it again would be refused again)."""
-
-    reason: str
-
-
-Outcome = Refused | None
-# Errors about the record itself, not the broker's state: the same record is refused again.
-_REFUSALS: tuple[type[KafkaError], ...] = (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    InvalidTopicError,
-    CorruptRecordException,
-    UnsupportedForMessageFormatError,
-)
 _ORCHESTRATOR_OWNED = frozenset({"orchestrator", "order"})
 
 
-def refused_for_good(exc: Exception) -> bool:
-    return isinstance(exc, _REFUSALS)
-
-
-def describe_error(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def settled(
-    rows: Sequence[Any], outcomes: dict[int, Outcome]
-) -> tuple[list[int], list[tuple[Any, str]]]:
-    """The rows that may be marked published, in seq order, and those among them to dead-letter.
-
-    A row is settled when it and every earlier row of its key were acknowledged or refused for
-    good: a row behind one of its key still missing waits, whatever its own outcome, so that it
-    is never marked (and, if sent again, never sent) before the one it follows.
-    """
-    done: list[int] = []
-    refused: list[tuple[Any, str]] = []
-    waiting: set[bytes | None] = set()
-    for row in rows:
-        if row.key in waiting:
-            continue
-        if row.seq not in outcomes:
-            waiting.add(row.key)
-            continue
-        outcome = outcomes[row.seq]
-        done.append(row.seq)
-        if isinstance(outcome, Refused):
-            refused.append((row, outcome.reason))
-    return done, refused
-
-
 class Relay:
+    """One service's outbox relay: read, publish, mark; while it leads its database."""
+
     def __init__(
         self,
         db: Database,
@@ -209,14 +109,13 @@ class Relay:
         self.replicas = replicas
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.is_leader = False
-        self._woken = False  # an SQLite relay bound its wake-up socket (else it polls fast)
+        self.leadership = leadership_for(db, service, stopping=self._stopping, wake=self._wake)
         self.failures = 0  # attempts that failed (broker or database away) and were retried
         self._dead_letter_topic = dead_letter_topic
         self.max_dead_letter_bytes = max_dead_letter_bytes
         self.backlog = BacklogGauges(service)
         self._driver: SQLiteConnection | None = None  # SQLite: reads go straight to the driver
-        # SQLite marks acknowledged rows in batches (see relay_marks); PostgreSQL at once.
+        # SQLite marks acknowledged rows in batches (see relay.marks); PostgreSQL at once.
         self.acknowledged = AcknowledgedRows(
             mark_delay_s if db.sqlite else 0.0, batch_size, seq_is_commit_order=db.sqlite
         )
@@ -227,6 +126,10 @@ class Relay:
         if self._dead_letter_topic is not None:
             return self._dead_letter_topic
         return ORCHESTRATOR_DLT if self.service in _ORCHESTRATOR_OWNED else f"{self.service}.dlt"
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader
 
     def stop(self) -> None:
         self._stopping.set()
@@ -241,7 +144,7 @@ class Relay:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                async with self._leadership():
+                async with self.leadership.held():
                     if self._stopping.is_set():
                         return
                     await self._publish_while_leader()
@@ -259,73 +162,6 @@ class Relay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-    @contextlib.asynccontextmanager
-    async def _leadership(self) -> Any:
-        """Hold the leader lock (and, on PostgreSQL, LISTEN) for as long as the block runs."""
-        if self.db.sqlite:
-            async with self._file_lock():
-                with listening(sqlite_path(self.db.url), self._wake.set) as self._woken:
-                    yield
-            return
-        dsn = make_url(self.db.url).set(drivername="postgresql")
-        connection = await asyncpg.connect(
-            dsn.render_as_string(hide_password=False),
-            # Which process leads can be read from pg_stat_activity joined with pg_locks.
-            server_settings={"application_name": f"sagaline-relay {self.service} {os.getpid()}"},
-        )
-        try:
-            # Wait in the server's lock queue: a standby takes over the moment the leader's
-            # connection ends (a dead process's connection ends with it).
-            lock = connection.execute("SELECT pg_advisory_lock($1)", LEADER_LOCK_ID)
-            if await self._unless_stopping(lock):
-                await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-                connection.add_termination_listener(lambda *_: self._lost_leadership())
-                self.is_leader = True
-                log.info("relay %s: leading (pid %s)", self.service, os.getpid())
-            yield
-        finally:
-            self.is_leader = False
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), timeout=2)
-
-    async def _unless_stopping(self, operation: Awaitable[Any]) -> bool:
-        """Await `operation` unless asked to stop first (it is then cancelled); True if it ran."""
-        task = asyncio.ensure_future(operation)
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if task.done():
-            task.result()
-            return True
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        return False
-
-    @contextlib.asynccontextmanager
-    async def _file_lock(self) -> Any:
-        path = Path(f"{sqlite_path(self.db.url)}.relay.lock")
-        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await self._sleep(1.0)
-            self.is_leader = True
-            yield
-        finally:
-            self.is_leader = False
-            os.close(descriptor)
-
-    def _lost_leadership(self) -> None:
-        log.warning("relay %s: lock connection lost; stepping down", self.service)
-        self.is_leader = False
-        self._wake.set()
 
     async def _publish_while_leader(self) -> None:
         if self.create_topics:  # a producer would otherwise auto-create them with other settings
@@ -363,11 +199,15 @@ class Relay:
                 # next read starts from the first unmarked row, whatever its seq.
                 await self._mark(connection, self.acknowledged.take())
                 self.acknowledged.forget()
-                await self.purge(connection)
+                await purge(
+                    connection,
+                    outbox_retention=self.outbox_retention,
+                    inbox_retention=self.inbox_retention,
+                )
                 next_purge = loop.time() + self.purge_interval_s
             if self._more:  # a full batch: more rows are waiting, no need to be woken
                 continue
-            polling = self.db.sqlite and not self._woken
+            polling = self.db.sqlite and not self.leadership.woken
             timeout = self.poll_interval_s if polling else self.listen_timeout_s
             timeout = max(0.0, min(timeout, self.acknowledged.due_in_s()))
             with contextlib.suppress(TimeoutError):
@@ -391,8 +231,8 @@ class Relay:
             if self.acknowledged.due():
                 await self._mark(connection, self.acknowledged.take())
             return 0
-        outcomes = await self._produce(producer, rows)
-        done, refused = settled(rows, outcomes)
+        answers = await self._produce(producer, rows)
+        done, refused = settled(rows, answers)
         if len(done) == len(rows) and not refused:
             self.acknowledged.add(done, after=rows[-1].seq)
             if self.acknowledged.due():
@@ -430,12 +270,12 @@ class Relay:
         BEGIN and ROLLBACK nor SQLAlchemy's execution machinery around a call of microseconds.
         """
         if self._driver is not None:
-            compiled = direct_sql.compiled(_UNPUBLISHED, connection.dialect)
+            compiled = direct_sql.compiled(UNPUBLISHED, connection.dialect)
             found = await direct_sql.fetch(self._driver, compiled, limits)
-            rows: Sequence[Any] = [_Unpublished(**row) for row in found]
+            rows: Sequence[Any] = [UnpublishedRow(**row) for row in found]
         else:
             await next_transaction_writes(connection, False)
-            rows = (await connection.execute(_UNPUBLISHED, limits)).all()
+            rows = (await connection.execute(UNPUBLISHED, limits)).all()
         if self.backlog.due():
             await next_transaction_writes(connection, False)
             await self.backlog.measure(connection, self.acknowledged.after)
@@ -453,7 +293,7 @@ class Relay:
         if letters:
             await connection.execute(insert(OUTBOX), letters)
         await connection.execute(
-            _mark_published(connection.dialect.name), {"values": seqs, "published_at": utcnow()}
+            mark_published(connection.dialect.name), {"values": seqs, "published_at": utcnow()}
         )
         await connection.commit()
 
@@ -480,12 +320,14 @@ class Relay:
             "published_at": None,
         }
 
-    async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[Any]) -> dict[int, Outcome]:
-        """Send every row; each row's outcome by seq: acknowledged (None), refused for good (the
-        reason), or missing (not acknowledged, to be sent again). After a row of a key that was
-        not sent, later rows of that key are not sent either."""
-        outcomes: dict[int, Outcome] = {}
-        pending: list[tuple[int, asyncio.Future[Any]]] = []
+    async def _produce(
+        self, producer: AIOKafkaProducer, rows: Sequence[Any]
+    ) -> dict[int, BrokerAnswer]:
+        """Send every row; the broker's answer to each, by seq: acknowledged (None), refused for
+        good (the reason), or none (not acknowledged, to be sent again). After a row of a key
+        that was not sent, later rows of that key are not sent either."""
+        answers: dict[int, BrokerAnswer] = {}
+        pending: list[tuple[int, asyncio.Future[RecordMetadata]]] = []
         unsent: set[bytes | None] = set()
         for seq, topic, key, value, headers, _ in rows:
             if key in unsent:
@@ -496,7 +338,7 @@ class Relay:
                     future = await producer.send(topic, value=value, key=key, headers=sent_headers)
             except KafkaError as exc:
                 if refused_for_good(exc):
-                    outcomes[seq] = Refused(describe_error(exc))
+                    answers[seq] = Refused(describe_error(exc))
                     continue
                 log.warning("relay %s: send to %s failed: %s", self.service, topic, exc)
                 unsent.add(key)
@@ -505,21 +347,10 @@ class Relay:
         for seq, future in pending:
             try:
                 await future
-                outcomes[seq] = ACKNOWLEDGED
+                answers[seq] = ACKNOWLEDGED
             except KafkaError as exc:
                 if refused_for_good(exc):
-                    outcomes[seq] = Refused(describe_error(exc))
+                    answers[seq] = Refused(describe_error(exc))
                 else:
                     log.warning("relay %s: message %s not acknowledged: %s", self.service, seq, exc)
-        return outcomes
-
-    async def purge(self, connection: AsyncConnection) -> None:
-        now = utcnow()
-        await next_transaction_writes(connection, True)
-        await connection.execute(
-            delete(OUTBOX).where(OUTBOX.c.published_at < now - self.outbox_retention)
-        )
-        await connection.execute(
-            delete(INBOX).where(INBOX.c.received_at < now - self.inbox_retention)
-        )
-        await connection.commit()
+        return answers
