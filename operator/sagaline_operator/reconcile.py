@@ -3,6 +3,9 @@
 Every pass starts from what the API server holds now (never from the event that triggered it), so
 a create, an update, a resume after a restart and the periodic re-check all run the same code, and
 running it twice changes nothing the second time. Passes over one Saga never overlap.
+
+One module at about 400 lines on purpose: a pass reads top to bottom, read → compare → repair →
+report; what it applies is built in `manifests/`, what it reports in `conditions.py`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ terminal"), which is how an order left PENDING for ever shows.
 Random: from a seed, the business answers, a fault intensity and every choice. A violation is
 shrunk (the shortest failing prefix, then every choice that can go without adding a fault) and
 replayed with a trace; the seed replays it (`--replay SEED`).
+
+One module at about 400 lines on purpose: the search and its reductions are one algorithm, whose
+exactness the unit tests check as a whole; the world it walks is in the modules beside it.
 """
 
 from __future__ import annotations
