@@ -42,7 +42,7 @@ def run_demo(stack: Stack, options: DemoOptions, console: Console, *, show: bool
             progress.update(placed_bar, completed=placed)
             progress.update(decided_bar, completed=decided)
 
-        outcome = asyncio.run(
+        placed = asyncio.run(
             run_orders(
                 urls,
                 scenario,
@@ -54,10 +54,10 @@ def run_demo(stack: Stack, options: DemoOptions, console: Console, *, show: bool
         )
     usage = stack.usage()
     report = verify(stack.urls)
-    orders = outcome.orders
+    orders = placed.orders
     kinds = Counter(classify(o["status"], o["reason"]) for o in orders)
     unexpected = [
-        o["id"] for o in orders if classify(o["status"], o["reason"]) != outcome.order_ids[o["id"]]
+        o["id"] for o in orders if classify(o["status"], o["reason"]) != placed.order_ids[o["id"]]
     ]
     latencies = latencies_ms(orders)
     return {
@@ -68,13 +68,13 @@ def run_demo(stack: Stack, options: DemoOptions, console: Console, *, show: bool
         + options.orders
         - len(orders),
         "rejected_by_reason": {k: v for k, v in kinds.items() if k != APPROVED and k != "pending"},
-        "expected": dict(Counter(outcome.order_ids.values())),
+        "expected": dict(Counter(placed.order_ids.values())),
         "unexpected_outcomes": len(unexpected),
         "sagas_per_s": round(throughput(orders), 1),
         "p50_ms": round(percentile(latencies, 0.50), 1),
         "p99_ms": round(percentile(latencies, 0.99), 1),
         "max_ms": round(latencies[-1], 1) if latencies else 0.0,
-        "wall_s": round(outcome.wall_s, 2),
+        "wall_s": round(placed.wall_s, 2),
         "concurrency": options.concurrency,
         "invariants_ok": report.ok,
         "invariants": report.as_dict(),

@@ -22,7 +22,9 @@ LONG_POLL_S = 10.0
 
 
 @dataclass
-class Outcome:
+class PlacedOrders:
+    """The orders one run placed: what each was expected to end as, how each ended, how long."""
+
     order_ids: dict[str, str]  # order id -> expected outcome
     orders: list[dict[str, Any]]  # the final state of this run's orders
     wall_s: float
@@ -72,7 +74,7 @@ async def run_orders(
     deadline_s: float,
     tick: Tick = lambda placed, decided: None,
     headers: dict[str, str] | None = None,
-) -> Outcome:
+) -> PlacedOrders:
     """Keep `concurrency` orders in flight: each worker places an order asking to hear its
     decision in the same answer (`Prefer: wait`), long-polls with GET if it is still pending,
     then places the next; what is still pending at the deadline is read as it stands."""
@@ -118,7 +120,7 @@ async def run_orders(
         tick(len(expected), sum(1 for o in final.values() if o["status"] != "PENDING"))
         for order_id in set(expected) - set(final):
             final[order_id] = await _get(client, f"{order_url}/{order_id}")
-        return Outcome(expected, list(final.values()), wall)
+        return PlacedOrders(expected, list(final.values()), wall)
 
 
 def latencies_ms(orders: list[dict[str, Any]]) -> list[float]:

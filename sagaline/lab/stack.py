@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,13 +33,13 @@ from sagaline.lab.launchers.apache_kafka import ApacheKafka, resolve_jars
 from sagaline.lab.launchers.embedded_broker import BrokerError, EmbeddedBroker
 from sagaline.lab.launchers.postgres import EmbeddedPostgres, PostgresError
 from sagaline.lab.ports import wait_for_port
+from sagaline.lab.status import StatusLine
 from sagaline.service import topic_layout
 from sagaline.services.registry import PORTS, SERVICES, is_participant
 from sagaline.settings import Settings
 from sagaline.storage.db import redact_text
 from sagaline.storage.migrate import upgrade
 
-Progress = Callable[[str], None]
 DatabaseKind = Literal["sqlite", "postgres"]
 
 
@@ -168,7 +168,7 @@ class Stack:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def start(self, progress: Progress = lambda _: None, ready_timeout_s: float = 60) -> None:
+    def start(self, progress: StatusLine = lambda _: None, ready_timeout_s: float = 60) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             self._start(progress, ready_timeout_s)
@@ -182,7 +182,7 @@ class Stack:
             self.stop()
             raise
 
-    def _start(self, progress: Progress, ready_timeout_s: float) -> None:
+    def _start(self, progress: StatusLine, ready_timeout_s: float) -> None:
         if self.config.bootstrap_servers:
             self._check_bootstrap(self.config.bootstrap_servers)
         elif self.config.broker == "kafka":

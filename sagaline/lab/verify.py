@@ -1,4 +1,5 @@
-"""The invariants of DESIGN.md, checked across the four databases after quiescence."""
+"""The invariants of docs/design.md ("Invariants"), checked across the four databases after
+quiescence."""
 
 from __future__ import annotations
 
