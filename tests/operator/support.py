@@ -358,3 +358,42 @@ async def running(config: OperatorConfig) -> AsyncIterator[None]:
     finally:
         stop.set()
         await eventually(lambda: not thread.is_alive(), within=15, what="the operator to stop")
+
+
+# The fields of Strimzi's KafkaTopic (kafka.strimzi.io/v1beta2) as its CRD types them, with
+# unknown fields refused (the API server would prune them silently), plus what the Topic
+# Operator needs: the strimzi.io/cluster label and a Kubernetes resource name.
+STRIMZI_KAFKA_TOPIC = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"enum": ["kafka.strimzi.io/v1beta2", "kafka.strimzi.io/v1"]},
+        "kind": {"const": "KafkaTopic"},
+        "metadata": {
+            "type": "object",
+            "required": ["name", "labels"],
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "maxLength": 253,
+                    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                },
+                "labels": {
+                    "type": "object",
+                    "required": ["strimzi.io/cluster"],
+                    "additionalProperties": {"type": "string"},
+                },
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "partitions": {"type": "integer", "minimum": 1},
+                "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
+                "config": {"type": "object"},
+                "topicName": {"type": "string"},
+            },
+        },
+    },
+}

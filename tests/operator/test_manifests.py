@@ -14,48 +14,10 @@ from sagaline_operator.__main__ import write_topics
 
 from sagaline.domain.definition import SagaDefinition, load_definition
 from sagaline.settings import Settings
-from tests.operator.support import ORDER_YAML, ROOT, order_saga
+from tests.operator.support import ORDER_YAML, ROOT, STRIMZI_KAFKA_TOPIC, order_saga
 
 K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests target (native sidecars: ≥ 1.29)
 NAMESPACE = "shop"
-
-# The fields of Strimzi's KafkaTopic (kafka.strimzi.io/v1beta2) as its CRD types them, with
-# unknown fields refused (the API server would prune them silently), plus what the Topic
-# Operator needs: the strimzi.io/cluster label and a Kubernetes resource name.
-STRIMZI_KAFKA_TOPIC = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"enum": ["kafka.strimzi.io/v1beta2", "kafka.strimzi.io/v1"]},
-        "kind": {"const": "KafkaTopic"},
-        "metadata": {
-            "type": "object",
-            "required": ["name", "labels"],
-            "properties": {
-                "name": {
-                    "type": "string",
-                    "maxLength": 253,
-                    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-                },
-                "labels": {
-                    "type": "object",
-                    "required": ["strimzi.io/cluster"],
-                    "additionalProperties": {"type": "string"},
-                },
-            },
-        },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "partitions": {"type": "integer", "minimum": 1},
-                "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
-                "config": {"type": "object"},
-                "topicName": {"type": "string"},
-            },
-        },
-    },
-}
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from tests.operator.support import (
     NAMESPACE,
     SAGAS,
     SERVICES,
+    STRIMZI_KAFKA_TOPIC,
     TOPICS,
     USERS,
     Api,
@@ -34,7 +35,6 @@ from tests.operator.support import (
     running,
     saga,
 )
-from tests.operator.test_build import STRIMZI_KAFKA_TOPIC
 from tests.operator.test_crd import VALIDATOR
 from tests.unit.test_definition import EXPECTED_TOPICS
 
