@@ -5,7 +5,7 @@ With CPython's default threshold (700 allocations) the youngest generation is co
 of times a second under load, and every full collection walks all the objects the process made
 at start-up (modules, the app, SQLAlchemy's metadata). A higher threshold, and `gc.freeze()` once
 started (what exists then is never walked again), cut both: the SQLite demo's p99 fell from
-150-197 to 114-120 ms, back to back (docs/performance-log.md, round 7).
+150-197 to 114-120 ms, back to back (docs/performance.md, "The garbage collector").
 """
 
 from __future__ import annotations
