@@ -32,6 +32,7 @@ from sagaline.lab.databases import create_missing, database_urls, terminate_conn
 from sagaline.lab.launchers.apache_kafka import ApacheKafka, resolve_jars
 from sagaline.lab.launchers.embedded_broker import BrokerError, EmbeddedBroker
 from sagaline.lab.launchers.postgres import EmbeddedPostgres, PostgresError
+from sagaline.lab.launchers.process import log_tail, spawn
 from sagaline.lab.ports import wait_for_port
 from sagaline.lab.status import StatusLine
 from sagaline.service import topic_layout
@@ -83,15 +84,7 @@ class ManagedProcess:
         self.restarts = 0
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.process = spawn(self.argv, self.log_path, self.env)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -111,10 +104,7 @@ class ManagedProcess:
             return False
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines, missing="")
 
 
 def cpu_s(pid: int, *, reaped_children: bool = False) -> float | None:

@@ -42,13 +42,17 @@ def exclusive(lock_path: Path, status: StatusLine, doing: str) -> Iterator[None]
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def spawn(command: list[str], log_path: Path | None) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], log_path: Path | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `command` in a new session (its process group is its own, so that signals reach its
-    children too), stdin closed, stdout and stderr appended to `log_path` (dropped without)."""
+    children too), stdin closed, stdout and stderr appended to `log_path` (dropped without), in
+    `env` (this process's environment without)."""
     with contextlib.ExitStack() as files:
         output = files.enter_context(open(log_path, "ab")) if log_path else subprocess.DEVNULL
         return subprocess.Popen(
             command,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
