@@ -28,6 +28,8 @@ What the proxy does, as a Kafka broker does (KIP-43, KIP-152), per connection:
 
 It runs its own event loop in a thread, so it serves clients of the test's loop as well as the
 processes of a stack that a synchronous `Stack.start()` waits for.
+
+One module past 400 lines on purpose: one protocol proxy, the SASL exchange and the forwarding.
 """
 
 from __future__ import annotations
