@@ -17,6 +17,17 @@ DOCS = ROOT / "docs"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 OUTSIDE_DESIGN = "DESIGN" + ".md"  # spelled apart so that this file does not name it
+REQUIRED_PAGES = (
+    "design.md",
+    "operations.md",
+    "observability.md",
+    "testing.md",
+    "performance.md",
+    "performance-log.md",
+    "kubernetes.md",
+)
+# A citation in code: docs/design.md, "Invariants" or docs/design.md ("Invariants").
+CITATION = re.compile(r'docs/([a-z-]+\.md),? \(?"([^"]+)"')
 NOT_OURS = {".venv", ".git", "node_modules", "sagaline.egg-info", "build", "dist"}
 
 
@@ -70,3 +81,28 @@ def test_no_file_cites_a_design_outside_the_repository() -> None:
         if OUTSIDE_DESIGN in path.read_text(encoding="utf-8", errors="replace")
     ]
     assert not citing, f"cite docs/design.md instead of {OUTSIDE_DESIGN}: {citing}"
+
+
+def test_each_reader_has_a_page() -> None:
+    for name in REQUIRED_PAGES:
+        assert (DOCS / name).is_file(), f"docs/{name} is missing"
+
+
+def test_every_section_the_code_cites_exists() -> None:
+    """`docs/design.md, "Invariants"` in a comment names a heading (or a bold lead-in) there."""
+    cited = 0
+    for path in repository_files():
+        if path.suffix != ".py":
+            continue
+        for page, quoted in CITATION.findall(path.read_text(encoding="utf-8")):
+            cited += 1
+            section = " ".join(quoted.replace("#", " ").split())  # a citation may wrap a comment
+            target = DOCS / page
+            assert target.is_file(), f"{path.relative_to(ROOT)} cites missing docs/{page}"
+            text = target.read_text(encoding="utf-8")
+            headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+            lead_ins = re.findall(r"\*\*(.+?)\.?\*\*", text)
+            assert section in headings or section in lead_ins, (
+                f'{path.relative_to(ROOT)} cites docs/{page}, "{section}": no such section'
+            )
+    assert cited  # the code does cite the docs
