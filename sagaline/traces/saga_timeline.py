@@ -16,7 +16,6 @@ from rich.text import Text
 
 from sagaline.services.orchestrator.timeline import Tone, status_tone, timeline
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 STYLES = {
     Tone.OK: "green",
     Tone.FAILED: "bold red",
