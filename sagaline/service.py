@@ -62,12 +62,14 @@ def effective_definition(settings: Settings) -> SagaDefinition:
         )
     horizon = definition.resend_horizon_s()
     if settings.inbox_retention_s < horizon:
+        timings = definition.spec.timings()
+        step = max(timings, key=lambda name: timings[name].resend_horizon_s())
+        timing = timings[step]
         raise ValueError(
             f"SAGALINE_INBOX_RETENTION_S={settings.inbox_retention_s:g} is shorter than the "
-            f"re-send horizon of {horizon:g} s (stepTimeoutSeconds "
-            f"{definition.spec.step_timeout_seconds:g}, maxAttempts "
-            f"{definition.spec.max_attempts}, compensationMaxAttempts "
-            f"{definition.spec.compensation_max_attempts}); raise it to at least {horizon:g}"
+            f"re-send horizon of {horizon:g} s (step {step}: time-out {timing.timeout_s:g} s, "
+            f"maxAttempts {timing.max_attempts}, compensationMaxAttempts "
+            f"{timing.compensation_max_attempts}); raise it to at least {horizon:g}"
         )
     return definition
 

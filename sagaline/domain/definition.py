@@ -6,6 +6,7 @@ this model, read from the same YAML that the Kubernetes operator reconciles.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -31,6 +32,10 @@ SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 # A Kubernetes resource quantity (`500m`, `1`, `256Mi`, `1.5Gi`); whole numbers may be integers.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 WEEK_MS = 7 * 24 * 3600 * 1000
+# The upper bounds of the re-send settings, the Saga's and each step's alike.
+TIMEOUT_MAX_S = 3600
+ATTEMPTS_MAX = 100
+COMPENSATION_ATTEMPTS_MAX = 1000
 
 Quantity = Annotated[
     str,
@@ -133,8 +138,38 @@ class InitiatorSpec(ServiceSpec):
     name: str = Field("order", pattern=NAME_PATTERN)
 
 
+Argument = Annotated[str, StringConstraints(max_length=4096)]
+
+
 class StepSpec(ServiceSpec):
+    """A step: the service `sagaline serve <name>` runs, and what it may set for itself (unset:
+    the Saga's; `SagaSpec.image_of` and `SagaSpec.timing` resolve them)."""
+
     name: str = Field(pattern=NAME_PATTERN)
+    # The step's container: its own image (its relay and migrations run in it too), and the
+    # app's command and arguments (unset: `sagaline serve <name>` and its options).
+    image: str | None = Field(None, min_length=1, max_length=1024)
+    command: list[Argument] | None = Field(None, min_length=1, max_length=64)
+    args: list[Argument] | None = Field(None, max_length=64)
+    timeout_seconds: float | None = Field(None, gt=0, le=TIMEOUT_MAX_S, alias="timeoutSeconds")
+    max_attempts: int | None = Field(None, ge=1, le=ATTEMPTS_MAX, alias="maxAttempts")
+    compensation_max_attempts: int | None = Field(
+        None, ge=1, le=COMPENSATION_ATTEMPTS_MAX, alias="compensationMaxAttempts"
+    )
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """How one step's command and compensation are re-sent: the effective values."""
+
+    timeout_s: float
+    max_attempts: int
+    compensation_max_attempts: int
+
+    def resend_horizon_s(self) -> float:
+        """The longest its command or its compensation is re-sent for."""
+        attempts = max(self.max_attempts, self.compensation_max_attempts)
+        return resend_horizon_s(self.timeout_s, attempts)
 
 
 class TracingSpec(_Spec):
@@ -147,11 +182,13 @@ class TracingSpec(_Spec):
 
 class SagaSpec(_Spec):
     execution: Execution = Execution.SEQUENTIAL
-    step_timeout_seconds: float = Field(10, gt=0, le=3600, alias="stepTimeoutSeconds")
-    max_attempts: int = Field(5, ge=1, le=100, alias="maxAttempts")
+    step_timeout_seconds: float = Field(10, gt=0, le=TIMEOUT_MAX_S, alias="stepTimeoutSeconds")
+    max_attempts: int = Field(5, ge=1, le=ATTEMPTS_MAX, alias="maxAttempts")
     # Undoing must outlast faults far longer than trying: a compensation given up leaves an
     # effect standing (the saga ends FAILED), so by default it is re-sent for much longer.
-    compensation_max_attempts: int = Field(20, ge=1, le=1000, alias="compensationMaxAttempts")
+    compensation_max_attempts: int = Field(
+        20, ge=1, le=COMPENSATION_ATTEMPTS_MAX, alias="compensationMaxAttempts"
+    )
     kafka: KafkaSpec = KafkaSpec()
     image: str = Field("sagaline:dev", min_length=1)
     # The services' API token (SAGALINE_API_TOKEN): every mutating request must carry it.
@@ -175,6 +212,36 @@ class SagaSpec(_Spec):
             raise ValueError(f"a step may not be named like a service: {', '.join(clashes)}")
         return self
 
+    def step(self, name: str) -> StepSpec:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(f"no step {name!r}")
+
+    # The effective values of a step: its own, else the Saga's. Resolved here only.
+
+    def timing(self, step: StepSpec) -> StepTiming:
+        """The step's time-out and attempts: its own, else the Saga's."""
+        timeout = step.timeout_seconds
+        attempts = step.max_attempts
+        compensation_attempts = step.compensation_max_attempts
+        return StepTiming(
+            timeout_s=self.step_timeout_seconds if timeout is None else timeout,
+            max_attempts=self.max_attempts if attempts is None else attempts,
+            compensation_max_attempts=(
+                self.compensation_max_attempts
+                if compensation_attempts is None
+                else compensation_attempts
+            ),
+        )
+
+    def timings(self) -> dict[str, StepTiming]:
+        return {step.name: self.timing(step) for step in self.steps}
+
+    def image_of(self, step: StepSpec) -> str:
+        """The image of the step's pod (app, relay and migrations): its own, else the Saga's."""
+        return step.image or self.image
+
 
 class Metadata(_Spec):
     model_config = ConfigDict(extra="allow")
@@ -195,10 +262,9 @@ class SagaDefinition(_Spec):
         return self.metadata.name
 
     def resend_horizon_s(self) -> float:
-        """The longest a command or compensation of this saga is re-sent for."""
-        spec = self.spec
-        attempts = max(spec.max_attempts, spec.compensation_max_attempts)
-        return resend_horizon_s(spec.step_timeout_seconds, attempts)
+        """The longest a command or compensation of this saga is re-sent for: that of the step
+        re-sent the longest (each with its own time-out and attempts)."""
+        return max(timing.resend_horizon_s() for timing in self.spec.timings().values())
 
     @property
     def step_names(self) -> list[str]:
@@ -219,7 +285,14 @@ class SagaDefinition(_Spec):
         return self.with_spec(execution=str(Execution(execution)))
 
     def with_timing(self, step_timeout_seconds: float, max_attempts: int) -> SagaDefinition:
-        return self.with_spec(stepTimeoutSeconds=step_timeout_seconds, maxAttempts=max_attempts)
+        """A copy whose every step has this time-out and these attempts (the steps' own
+        `timeoutSeconds` and `maxAttempts` give way; their compensation attempts stay)."""
+        document = self.model_dump(by_alias=True)
+        for step in document["spec"]["steps"]:
+            step.pop("timeoutSeconds", None)
+            step.pop("maxAttempts", None)
+        document["spec"].update(stepTimeoutSeconds=step_timeout_seconds, maxAttempts=max_attempts)
+        return SagaDefinition.model_validate(document)
 
 
 def consumer_group(saga: str, service: str) -> str:

@@ -76,10 +76,12 @@ class InitiatorPolicy:
     def of(
         cls, definition: SagaDefinition, start_timeout_s: float | None = None
     ) -> InitiatorPolicy:
-        """By default a start waits as long as every step's first attempt, and one more, and is
-        sent as many times as a step's command."""
+        """By default a start waits as long as every step's first attempt (each its own
+        time-out), and one more of the Saga's, and is sent as many times as the Saga's
+        `maxAttempts`."""
         spec = definition.spec
-        timeout = start_timeout_s or spec.step_timeout_seconds * (len(spec.steps) + 1)
+        steps_s = sum(timing.timeout_s for timing in spec.timings().values())
+        timeout = start_timeout_s or steps_s + spec.step_timeout_seconds
         return cls(timeout, spec.max_attempts)
 
     def wait_s(self, attempt: int) -> float:

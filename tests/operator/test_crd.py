@@ -87,6 +87,36 @@ def test_a_minimal_saga_passes():
     assert errors(minimal) == []
 
 
+def test_a_step_with_its_own_image_command_and_timing_passes():
+    document = order_saga()
+    document["spec"]["steps"][0].update(
+        image="registry.example/payments/step:1.4",
+        command=["payments-step"],
+        args=["--log-level", "debug"],
+        timeoutSeconds=2.5,
+        maxAttempts=100,
+        compensationMaxAttempts=1000,
+    )
+    document["spec"]["steps"][1].update(timeoutSeconds=3600, maxAttempts=1)
+    assert errors(document) == []
+    assert SagaSpec.model_validate(document["spec"]).steps[0].timeout_seconds == 2.5
+
+
+def test_a_steps_bounds_and_descriptions_are_the_sagas():
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    step = spec["steps"]["items"]["properties"]
+    for saga_field, step_field in (
+        ("stepTimeoutSeconds", "timeoutSeconds"),
+        ("maxAttempts", "maxAttempts"),
+        ("compensationMaxAttempts", "compensationMaxAttempts"),
+    ):
+        bounds = {k: v for k, v in spec[saga_field].items() if k not in ("description", "default")}
+        assert {k: v for k, v in step[step_field].items() if k != "description"} == bounds
+        assert "default" not in step[step_field]  # unset: the Saga's
+        description = " ".join(step[step_field]["description"].split())
+        assert f"unset: the Saga's {saga_field}" in description
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -109,6 +139,24 @@ def test_a_minimal_saga_passes():
         (lambda s: s["initiator"]["database"].update(secretName="UPPER"), "secretName"),
         (lambda s: s.update(retries=3), "spec"),
         (lambda s: s.pop("steps"), "spec"),
+        (lambda s: s["steps"][0].update(timeoutSeconds=0), "steps.0.timeoutSeconds"),
+        (lambda s: s["steps"][0].update(timeoutSeconds=3601), "steps.0.timeoutSeconds"),
+        (lambda s: s["steps"][0].update(maxAttempts=0), "steps.0.maxAttempts"),
+        (lambda s: s["steps"][0].update(maxAttempts=101), "steps.0.maxAttempts"),
+        (lambda s: s["steps"][0].update(maxAttempts=2.5), "steps.0.maxAttempts"),
+        (
+            lambda s: s["steps"][1].update(compensationMaxAttempts=0),
+            "steps.1.compensationMaxAttempts",
+        ),
+        (
+            lambda s: s["steps"][1].update(compensationMaxAttempts=1001),
+            "steps.1.compensationMaxAttempts",
+        ),
+        (lambda s: s["steps"][0].update(image=""), "steps.0.image"),
+        (lambda s: s["steps"][0].update(command=[]), "steps.0.command"),
+        (lambda s: s["steps"][0].update(command="payments-step"), "steps.0.command"),
+        (lambda s: s["steps"][0].update(args=[1]), "steps.0.args.0"),
+        (lambda s: s["steps"][0].update(timeout=5), "steps.0"),
     ],
 )
 def test_bad_specs_are_refused_by_the_schema(change, field):
