@@ -7,7 +7,8 @@ persists the state and turns actions into outbox messages in one transaction.
 Rules: a step that may have taken effect (it succeeded, or its command is in flight, timed out
 or was dead-lettered) is compensated when the saga fails; a step that was rejected took no effect
 and is not; a step never started is skipped. Commands and compensations are re-sent on timeout
-with exponential backoff up to `max_attempts`; a command that never answers fails its step (and
+with exponential backoff up to `max_attempts`, each step with its own time-out and attempts
+(`Policy.of` takes them from the definition); a command that never answers fails its step (and
 is compensated), a compensation that never answers leaves the saga FAILED, which is visible and
 counted. A success that comes for a step the saga has failed or given up is answered with a
 compensation, even after the saga ended (it is then reopened until that compensation ends), so
@@ -16,13 +17,14 @@ no effect can stand unclaimed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pydantic import BaseModel
 
 from sagaline.domain.backoff import attempt_timeout_s
-from sagaline.domain.definition import Execution
+from sagaline.domain.definition import Execution, SagaDefinition, StepTiming
 
 GIVEN_UP = "; compensation given up for "
 
@@ -104,17 +106,39 @@ Action = SendCommand | SendCompensation | Finish | ResendOutcome
 
 @dataclass(frozen=True)
 class Policy:
+    """How the steps run and are re-sent: `steps` holds each step's own timing; a step not in
+    it is re-sent with the policy's `step_timeout_s` and attempts."""
+
     execution: Execution
     step_timeout_s: float
     max_attempts: int
     compensation_max_attempts: int | None = None  # None: as many as a command
+    steps: Mapping[str, StepTiming] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, definition: SagaDefinition) -> Policy:
+        """The policy of a Saga: its execution, and every step's effective timing."""
+        spec = definition.spec
+        return cls(
+            execution=spec.execution,
+            step_timeout_s=spec.step_timeout_seconds,
+            max_attempts=spec.max_attempts,
+            compensation_max_attempts=spec.compensation_max_attempts,
+            steps=spec.timings(),
+        )
 
     @property
     def compensation_attempts(self) -> int:
         return self.compensation_max_attempts or self.max_attempts
 
-    def deadline(self, now: float, attempt: int) -> float:
-        return now + attempt_timeout_s(self.step_timeout_s, attempt)
+    def timing(self, step: str | None = None) -> StepTiming:
+        """The step's timing (None, or a step the policy does not list: the policy's own)."""
+        if step is not None and step in self.steps:
+            return self.steps[step]
+        return StepTiming(self.step_timeout_s, self.max_attempts, self.compensation_attempts)
+
+    def deadline(self, now: float, attempt: int, step: str | None = None) -> float:
+        return now + attempt_timeout_s(self.timing(step).timeout_s, attempt)
 
 
 class Engine:
@@ -193,18 +217,19 @@ class Engine:
         return self._take()
 
     def tick(self, now: float) -> list[Action]:
-        """Re-send what timed out, or give it up after max_attempts."""
+        """Re-send what timed out, or give it up after the step's max attempts."""
         for name, state in self.state.steps.items():
             if state.deadline is None or state.deadline > now:
                 continue
+            timing = self.policy.timing(name)
             if state.status is StepStatus.RUNNING:
-                if state.attempt < self.policy.max_attempts:
+                if state.attempt < timing.max_attempts:
                     self._command(name, now, attempt=state.attempt + 1)
                 else:
                     state.reason = f"no reply after {state.attempt} attempts"
                     self._compensate(f"{name}: timed out ({state.reason})", now)
             elif state.status is StepStatus.COMPENSATING:
-                if state.attempt < self.policy.compensation_attempts:
+                if state.attempt < timing.compensation_max_attempts:
                     self._compensation(name, now, attempt=state.attempt + 1)
                 else:
                     state.status, state.deadline = StepStatus.COMPENSATION_FAILED, None
@@ -221,13 +246,13 @@ class Engine:
     def _command(self, step: str, now: float, *, attempt: int) -> None:
         state = self.state.steps[step]
         state.status, state.attempt = StepStatus.RUNNING, attempt
-        state.deadline = self.policy.deadline(now, attempt)
+        state.deadline = self.policy.deadline(now, attempt, step)
         self.actions.append(SendCommand(step, attempt))
 
     def _compensation(self, step: str, now: float, *, attempt: int) -> None:
         state = self.state.steps[step]
         state.status, state.attempt = StepStatus.COMPENSATING, attempt
-        state.deadline = self.policy.deadline(now, attempt)
+        state.deadline = self.policy.deadline(now, attempt, step)
         self.actions.append(SendCompensation(step, attempt))
 
     def _advance(self, now: float) -> None:

@@ -29,12 +29,7 @@ class Model:
         if len(accepts) != len(self.steps):
             raise ValueError(f"one answer per step: {len(self.steps)} steps, {len(accepts)}")
         self.accepts = dict(zip(self.steps, accepts, strict=True))
-        self.policy = Policy(
-            execution=spec.execution,
-            step_timeout_s=spec.step_timeout_seconds,
-            max_attempts=spec.max_attempts,
-            compensation_max_attempts=spec.compensation_max_attempts,
-        )
+        self.policy = Policy.of(definition)  # the orchestrator's, step by step
         self.initiator = Initiator(InitiatorPolicy.of(definition))
         self.initiator_name = spec.initiator.name
         self.types = {step: StepTypes(step) for step in self.steps}

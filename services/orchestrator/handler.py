@@ -85,12 +85,7 @@ class Orchestrator:
 
     def __init__(self, definition: SagaDefinition) -> None:
         self.definition = definition
-        self.policy = Policy(
-            execution=definition.spec.execution,
-            step_timeout_s=definition.spec.step_timeout_seconds,
-            max_attempts=definition.spec.max_attempts,
-            compensation_max_attempts=definition.spec.compensation_max_attempts,
-        )
+        self.policy = Policy.of(definition)  # every step with its own time-out and attempts
         self.steps = {name: StepTopics(name) for name in definition.step_names}
         self.types = {name: StepTypes(name) for name in definition.step_names}
         self._step_by_topic: dict[str, str] = {}
