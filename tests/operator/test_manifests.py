@@ -256,3 +256,87 @@ def test_render_topics_removes_the_files_of_a_removed_step(tmp_path):
     write_topics(ORDER_YAML, tmp_path, "kafka.strimzi.io/v1beta2")
     assert not (tmp_path / "shipping.yaml").exists()
     assert len(list(tmp_path.glob("*.yaml"))) == 11
+
+
+# -- a step's own image, command, arguments and timing -----------------------------------------
+
+TEAM_IMAGE = "registry.example/payments/step:1.4"
+
+
+def team_step_saga() -> SagaDefinition:
+    document = order_saga(compensationMaxAttempts=30)
+    document["spec"]["steps"][0].update(
+        image=TEAM_IMAGE,
+        command=["payments-step"],
+        args=["--port", "8080"],
+        timeoutSeconds=2.5,
+        maxAttempts=8,
+    )
+    document["spec"]["steps"][1].update(compensationMaxAttempts=50, args=["--log-level", "debug"])
+    return SagaDefinition.model_validate(document)
+
+
+def test_a_step_in_its_own_image_runs_its_command_relays_and_migrates_with_it():
+    objects = manifests.workloads(team_step_saga(), NAMESPACE)
+    pod = by_kind(objects, "Deployment")["payment-service"]["spec"]["template"]["spec"]
+    migrate, relay = pod["initContainers"]
+    (app,) = pod["containers"]
+    assert {c["image"] for c in (migrate, relay, app)} == {TEAM_IMAGE}
+    assert (app["command"], app["args"]) == (["payments-step"], ["--port", "8080"])
+    # The relay and the migrations are sagaline's, run from the step's image (its migrations).
+    assert migrate["command"] == ["sagaline", "migrate", "payment"]
+    assert relay["command"] == ["sagaline", "relay", "payment"]
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_a_step_without_an_image_or_command_keeps_the_sagas():
+    deployments = by_kind(manifests.workloads(team_step_saga(), NAMESPACE), "Deployment")
+    stock = deployments["stock-service"]["spec"]["template"]["spec"]
+    (app,) = stock["containers"]
+    assert {c["image"] for c in stock["initContainers"] + stock["containers"]} == {"sagaline:dev"}
+    assert app["command"] == ["sagaline", "serve", "stock", "--host", "0.0.0.0", "--port", "8080"]
+    assert app["args"] == ["--log-level", "debug"]  # after the default command
+    for name in ("order-orchestrator", "order-service"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        assert {c["image"] for c in pod["initContainers"] + pod["containers"]} == {"sagaline:dev"}
+        assert "args" not in pod["containers"][0]
+
+
+def test_the_runtime_document_carries_the_compensation_attempts_and_each_steps_timing():
+    definition = team_step_saga()
+    document = manifests.runtime_document(definition)
+    assert document["spec"]["compensationMaxAttempts"] == 30
+    assert document["spec"]["steps"] == [
+        {"name": "payment", "timeoutSeconds": 2.5, "maxAttempts": 8},
+        {"name": "stock", "compensationMaxAttempts": 50},
+    ]
+    # What a service loads from its ConfigMap re-sends as the Saga says, step by step.
+    config = by_kind(manifests.workloads(definition, NAMESPACE), "ConfigMap")["order-orchestrator"]
+    loaded = SagaDefinition.model_validate(yaml.safe_load(config["data"]["saga.yaml"]))
+    assert loaded.spec.compensation_max_attempts == 30
+    assert loaded.spec.timings() == definition.spec.timings()
+    assert loaded.resend_horizon_s() == definition.resend_horizon_s()
+
+
+def templates(definition: SagaDefinition) -> dict[str, dict]:
+    deployments = by_kind(manifests.workloads(definition, NAMESPACE), "Deployment")
+    return {name: d["spec"]["template"] for name, d in deployments.items()}
+
+
+def test_a_steps_image_rolls_that_step_only_and_its_timing_rolls_every_service(definition):
+    before = pod_hashes(definition)
+    document = order_saga()
+    document["spec"]["steps"][0]["image"] = TEAM_IMAGE
+    image_changed = SagaDefinition.model_validate(document)
+    assert pod_hashes(image_changed) == before
+    rolled = {
+        name
+        for name, template in templates(image_changed).items()
+        if template != templates(definition)[name]
+    }
+    assert rolled == {"payment-service"}
+    document["spec"]["steps"][0]["maxAttempts"] = 8
+    changed = pod_hashes(SagaDefinition.model_validate(document))
+    assert all(changed[name] != before[name] for name in before)
+    assert pod_hashes(with_spec(compensationMaxAttempts=40)) != before

@@ -11,7 +11,7 @@ import json
 
 import yaml
 
-from sagaline.domain.definition import Resources, SagaDefinition
+from sagaline.domain.definition import Resources, SagaDefinition, StepSpec
 from sagaline_operator.config import GROUP
 from sagaline_operator.manifests.common import (
     Body,
@@ -50,8 +50,8 @@ RELAY_RESOURCES: Body = {
 def runtime_document(definition: SagaDefinition) -> Body:
     """The saga definition the services read: what changes their behaviour, nothing more.
 
-    Replicas, images, databases and the topics' layout stay out, so that scaling a service or
-    growing the topics does not restart every pod.
+    Replicas, images, commands, databases and the topics' layout stay out, so that scaling a
+    service, giving a step a new image or growing the topics does not restart every pod.
     """
     spec = definition.spec
     return {
@@ -62,10 +62,21 @@ def runtime_document(definition: SagaDefinition) -> Body:
             "execution": spec.execution.value,
             "stepTimeoutSeconds": spec.step_timeout_seconds,
             "maxAttempts": spec.max_attempts,
+            "compensationMaxAttempts": spec.compensation_max_attempts,
             "initiator": {"name": spec.initiator.name},
-            "steps": [{"name": name} for name in definition.step_names],
+            "steps": [{"name": step.name, **_own_timing(step)} for step in spec.steps],
         },
     }
+
+
+def _own_timing(step: StepSpec) -> Body:
+    """What a step sets for itself that changes the services' behaviour: its re-sends."""
+    own = {
+        "timeoutSeconds": step.timeout_seconds,
+        "maxAttempts": step.max_attempts,
+        "compensationMaxAttempts": step.compensation_max_attempts,
+    }
+    return {key: value for key, value in own.items() if value is not None}
 
 
 def config_map(unit: Unit, definition: SagaDefinition, namespace: str | None) -> Body:
@@ -139,7 +150,9 @@ def _probe(path: str, port: str, period: int, timeout: int, failures: int) -> Bo
 def deployment(unit: Unit, definition: SagaDefinition, config: Body, namespace: str | None) -> Body:
     """The service's pod: migrations (init), the outbox relay (native sidecar), the app."""
     spec = definition.spec
-    image = spec.image
+    step = unit.spec if isinstance(unit.spec, StepSpec) else None
+    # A step in its own image relays and migrates with it too: its migrations live in it.
+    image = spec.image if step is None else spec.image_of(step)
     env = service_env(unit, definition)
     secret_volumes = kafka_volumes(unit, definition)
     mounts = [*MOUNTS, *(mount for _, mount in secret_volumes)]
@@ -166,6 +179,10 @@ def deployment(unit: Unit, definition: SagaDefinition, config: Body, namespace: 
         app_env.append(secret_env("SAGALINE_API_TOKEN", token.secret_name, token.secret_key))
     serve = ["sagaline", "serve", unit.service, "--host", "0.0.0.0", "--port", str(HTTP_PORT)]
     app = _container("app", serve, app_env, image, mounts)
+    if step is not None and step.command is not None:
+        app["command"] = list(step.command)
+    if step is not None and step.args is not None:
+        app["args"] = list(step.args)  # after the command, its own or `sagaline serve`'s
     app["ports"] = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
     app["startupProbe"] = _probe("/healthz", "http", period=2, timeout=2, failures=30)
     app["livenessProbe"] = _probe("/healthz", "http", period=10, timeout=2, failures=3)
