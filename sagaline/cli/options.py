@@ -21,7 +21,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from sagaline.domain.definition import Execution
-from sagaline.services.registry import SERVICES
+from sagaline.registration import (
+    ENTRY_POINT_GROUP,
+    STEPS_VARIABLE,
+    RegistrationError,
+    ServicePlugin,
+)
 from sagaline.storage.db import redact_text
 
 console = Console(stderr=True)
@@ -68,12 +73,15 @@ def _postgres_server(url: str | None) -> str | None:
     return url
 
 
-def check_service(service: str) -> str:
-    if service not in SERVICES:
-        raise typer.BadParameter(
-            f"unknown service {service!r}; choose one of {', '.join(SERVICES)}"
-        )
-    return service
+def check_service(service: str, steps: list[str] | None = None) -> ServicePlugin:
+    """The declaration of a registered service (an entry point, SAGALINE_STEPS or `--step`); an
+    unknown name, or a declaration that does not load, is refused with what is known."""
+    from sagaline.registration import find
+
+    try:
+        return find(service, steps or ())
+    except RegistrationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 class BrokerChoice(StrEnum):
@@ -149,7 +157,23 @@ TemporaryStateDir = Annotated[
     Path | None, typer.Option(help="Default: a new temporary directory, removed after.")
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-ServiceArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]
+ServiceArg = Annotated[
+    str,
+    typer.Argument(
+        help=f"A registered service (entry point of the group {ENTRY_POINT_GROUP}, e.g. the "
+        "reference saga's orchestrator, order, payment, stock), or one --step declares.",
+        show_default=False,
+    ),
+]
+StepOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--step",
+        metavar="MODULE:OBJECT",
+        help="A step's declaration (sagaline.registration.ServicePlugin) that no installed "
+        f"package registers; repeatable. Also {STEPS_VARIABLE}=module:object,...",
+    ),
+]
 ApiToken = Annotated[
     str | None,
     typer.Option(

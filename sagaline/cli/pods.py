@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sagaline.cli.options import ServiceArg, check_service, console
-from sagaline.services.registry import PORTS
+from sagaline.cli.options import ServiceArg, StepOption, check_service, console
 from sagaline.storage.db import redact
 
 if TYPE_CHECKING:
@@ -64,26 +63,26 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Default: the service's own port.")] = None,
     migrate: Annotated[bool, typer.Option(help="Run the migrations first.")] = False,
+    step: StepOption = None,
 ) -> None:
     """Run one service (HTTP API and consumer loop)."""
     import uvicorn
 
     from sagaline.garbage_collector import settle_after_start
-    from sagaline.services.registry import build_app, is_participant
-    from sagaline.storage.migrate import upgrade
+    from sagaline.registration import build_app, upgrade
 
-    check_service(service)
+    plugin = check_service(service, step)
     settings = _settings()
     _definition(settings)
     _logging(settings.log_level, service)
     if migrate:
-        upgrade(settings.database, service, participant=is_participant(service))
-    application = build_app(service, settings)
+        upgrade(plugin, settings.database)
+    application = build_app(plugin, settings)
     settle_after_start()
     uvicorn.run(
         application,
         host=host,
-        port=port or PORTS[service],
+        port=port or plugin.port,
         log_level="warning",
         access_log=False,
         loop="uvloop",
@@ -103,6 +102,7 @@ def relay(
         ),
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Address of the metrics port.")] = "0.0.0.0",
+    step: StepOption = None,
 ) -> None:
     """Run the outbox relay of one service's database."""
     from sagaline.delivery.relay.health import start_relay_http
@@ -112,7 +112,7 @@ def relay(
     from sagaline.storage.db import Database
     from sagaline.telemetry import tracing
 
-    check_service(service)
+    check_service(service, step)
     settings = _settings()
     _logging(settings.log_level, f"{service}-relay")
     definition = _definition(settings)
@@ -156,12 +156,11 @@ def relay(
     uvloop.run(main())
 
 
-def migrate(service: ServiceArg) -> None:
+def migrate(service: ServiceArg, step: StepOption = None) -> None:
     """Apply the Alembic migrations of one service's database (DATABASE_URL)."""
-    from sagaline.services.registry import is_participant
-    from sagaline.storage.migrate import upgrade
+    from sagaline.registration import upgrade
 
-    check_service(service)
+    plugin = check_service(service, step)
     settings = _settings()
-    upgrade(settings.database, service, participant=is_participant(service))
+    upgrade(plugin, settings.database)
     console.print(f"{service}: {redact(settings.database)} is up to date")

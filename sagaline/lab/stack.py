@@ -25,6 +25,7 @@ import httpx
 import psycopg
 from sqlalchemy.exc import OperationalError
 
+from sagaline import registration
 from sagaline.domain.definition import default_definition_path, load_definition
 from sagaline.kafka.brokers import BrokerKind
 from sagaline.kafka.clients import ensure_topics
@@ -36,10 +37,9 @@ from sagaline.lab.launchers.process import log_tail, spawn
 from sagaline.lab.ports import wait_for_port
 from sagaline.lab.status import StatusLine
 from sagaline.service import topic_layout
-from sagaline.services.registry import PORTS, SERVICES, is_participant
+from sagaline.services.registry import PORTS, SERVICES
 from sagaline.settings import Settings
 from sagaline.storage.db import redact_text
-from sagaline.storage.migrate import upgrade
 
 DatabaseKind = Literal["sqlite", "postgres"]
 
@@ -194,9 +194,10 @@ class Stack:
         if self.server_url:
             progress("creating databases")
             create_missing(self.urls)
+        plugins = registration.discover()
         for service in SERVICES:
             progress(f"migrating {service}")
-            upgrade(self.urls[service], service, participant=is_participant(service))
+            registration.upgrade(plugins[service], self.urls[service])
         for service in SERVICES:
             progress(f"starting {service} and its relay")
             self._spawn(service, ["serve", service, "--port", str(self.config.ports[service])])

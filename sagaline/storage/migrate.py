@@ -1,4 +1,8 @@
-"""Alembic migrations of one service's database: the shared tables plus the service's own."""
+"""Alembic migrations of one service's database: the shared tables plus the service's own.
+
+The service's own revisions come from its declaration (`sagaline.registration.ServicePlugin`):
+this module is told their directory, and never looks for a service by name.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +14,30 @@ from alembic.config import Config
 from sagaline.storage.db import sync_url
 
 STORAGE = Path(__file__).resolve().parent
-# The services' own migrations: sagaline/services (a link to the checkout's services/ folder).
-SERVICES = Path(__file__).parents[1] / "services"
 
 
-def version_locations(service: str, *, participant: bool) -> list[Path]:
-    locations = [STORAGE / "migrations", SERVICES / service / "migrations"]
+def version_locations(own: Path | None, *, participant: bool) -> list[Path]:
+    """The shared outbox and inbox revisions, a participant's step outcomes (for a step), then the
+    service's own directory (if it has one)."""
+    locations = [STORAGE / "migrations"]
     if participant:
-        locations.insert(1, STORAGE / "participant_migrations")
+        locations.append(STORAGE / "participant_migrations")
+    if own is not None:
+        locations.append(Path(own))
     return locations
 
 
-def alembic_config(database_url: str, service: str, *, participant: bool) -> Config:
+def alembic_config(database_url: str, own: Path | None, *, participant: bool) -> Config:
     config = Config()
     config.set_main_option("script_location", str(STORAGE / "alembic"))
     config.set_main_option("path_separator", "os")
     config.set_main_option(
         "version_locations",
-        ":".join(str(p) for p in version_locations(service, participant=participant)),
+        ":".join(str(p) for p in version_locations(own, participant=participant)),
     )
     config.attributes["url"] = sync_url(database_url)
     return config
 
 
-def upgrade(database_url: str, service: str, *, participant: bool) -> None:
-    command.upgrade(alembic_config(database_url, service, participant=participant), "heads")
+def upgrade(database_url: str, own: Path | None, *, participant: bool) -> None:
+    command.upgrade(alembic_config(database_url, own, participant=participant), "heads")

@@ -25,9 +25,9 @@ from sagaline.lab.launchers.apache_kafka import ApacheKafka, resolve_jars
 from sagaline.lab.launchers.embedded_broker import EmbeddedBroker
 from sagaline.lab.ports import free_port
 from sagaline.lab.stack import Stack, StackConfig
+from sagaline.registration import find, upgrade
 from sagaline.services.registry import SERVICES
 from sagaline.storage.db import Database
-from sagaline.storage.migrate import upgrade
 
 T = TypeVar("T")
 DatabaseKind = Literal["sqlite", "postgresql"]
@@ -119,7 +119,7 @@ async def broker_and_payment_database(
     """A broker and a migrated payment database, for a consumer loop run in-process."""
     with started_broker(kind, state_dir) as broker:
         url = f"sqlite:///{state_dir / 'paymentdb.db'}"
-        await asyncio.to_thread(upgrade, url, "payment", participant=True)
+        await asyncio.to_thread(upgrade, find("payment"), url)
         db = Database(url)
         try:
             yield broker.bootstrap_servers, db

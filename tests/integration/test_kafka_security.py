@@ -33,8 +33,8 @@ from sagaline.kafka.clients import (
 from sagaline.kafka.security import KafkaSecurity, SaslMechanism
 from sagaline.lab.launchers.embedded_broker import BrokerError, EmbeddedBroker
 from sagaline.lab.stack import Stack
+from sagaline.registration import find, upgrade
 from sagaline.storage.db import Database
-from sagaline.storage.migrate import upgrade
 from tests.integration.scram_proxy import Login, ScramProxy, scram_broker
 from tests.integration.support import EMBEDDED_SQLITE, Api, eventually, running_stack
 
@@ -92,7 +92,7 @@ async def test_a_relay_publishes_over_scram_sha_256(proxy: ScramProxy, tmp_path:
     servers, security, topic = proxy.bootstrap_servers, scram(PASSWORD), unique("sasl256")
     watch = Watch(proxy)
     url = f"sqlite:///{tmp_path / 'paymentdb.db'}"
-    await asyncio.to_thread(upgrade, url, "payment", participant=True)
+    await asyncio.to_thread(upgrade, find("payment"), url)
     db = Database(url)
     relay = Relay(
         db,

@@ -27,8 +27,8 @@ from sagaline.kafka.clients import make_producer
 from sagaline.lab.launchers.apache_kafka import ApacheKafka
 from sagaline.lab.launchers.embedded_broker import EmbeddedBroker
 from sagaline.lab.ports import free_port
+from sagaline.registration import find, upgrade
 from sagaline.storage.db import Database
-from sagaline.storage.migrate import upgrade
 from tests.integration.support import (
     BROKERS,
     DATABASES,
@@ -61,7 +61,7 @@ def kind_of(broker: Broker) -> BrokerKind:
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     server = request.getfixturevalue("postgres_server") if request.param == "postgresql" else None
     with fresh_database(server, tmp_path, "relaydb") as url:
-        await asyncio.to_thread(upgrade, url, "payment", participant=True)
+        await asyncio.to_thread(upgrade, find("payment"), url)
         database = Database(url)
         yield database
         await database.dispose()

@@ -20,13 +20,13 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
+from sagaline import registration
 from sagaline.delivery import outbox
 from sagaline.delivery.outbox import OUTBOX
 from sagaline.delivery.relay.leadership import LEADER_LOCK_ID
 from sagaline.domain.envelope import Envelope
 from sagaline.lab.stack import ManagedProcess
 from sagaline.storage.db import Database
-from sagaline.storage.migrate import upgrade
 from tests.integration.support import BROKERS, Kafka, eventually, fresh_database, started_broker
 from tests.integration.test_relay import Broker, kind_of, unpublished
 
@@ -46,7 +46,7 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
 @pytest.fixture
 def database_url(postgres_server: str, tmp_path: Path) -> Iterator[str]:
     with fresh_database(postgres_server, tmp_path, "scaled_relays") as url:
-        upgrade(url, "payment", participant=True)
+        registration.upgrade(registration.find("payment"), url)
         yield url
 
 

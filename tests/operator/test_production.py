@@ -7,7 +7,7 @@ from sagaline_operator import manifests
 from sagaline_operator.access import service_access
 
 from sagaline.domain.definition import SagaDefinition, consumer_group
-from sagaline.services.registry import ASSEMBLERS
+from sagaline.registration import find
 from sagaline.settings import Settings
 from tests.operator.support import order_saga
 
@@ -246,7 +246,7 @@ def test_a_step_writes_only_its_own_answers(users):
 def test_every_service_may_read_what_its_consumer_subscribes_to_and_no_more(users, service):
     """Held against the real handlers' subscriptions, so a new topic cannot be forgotten."""
     definition = definition_with()
-    handler = ASSEMBLERS[service](definition, Settings()).handler
+    handler = find(service).assemble(definition, Settings()).handler
     unit = next(u for u in manifests.units(definition) if u.service == service)
     readable = {
         topic for topic in definition.topics() if allowed(users, unit.name, "Read", "topic", topic)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel of a copy of the sources (a build writes build/ and egg-info where it runs)."""
     source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -29,9 +29,23 @@ def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         check=True,
         timeout=600,
     )
-    (wheel,) = out.glob("sagaline-*.whl")
+    (built,) = out.glob("sagaline-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def wheel_names(wheel: Path) -> set[str]:
     with zipfile.ZipFile(wheel) as archive:
         return set(archive.namelist())
+
+
+def test_the_wheel_registers_the_reference_services_as_entry_points(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        text = archive.read(name).decode()
+    assert "[sagaline.services]" in text
+    for service in ("orchestrator", "order", "payment", "stock"):
+        assert f"{service} = sagaline.services.{service}.plugin:{service.upper()}" in text
 
 
 def test_the_wheel_installs_only_the_sagaline_roots(wheel_names: set[str]) -> None:
@@ -46,6 +60,7 @@ def test_the_reference_services_and_their_files_are_sagaline_services(
 ) -> None:
     for name in (
         "sagaline/services/registry.py",
+        "sagaline/services/payment/plugin.py",
         "sagaline/services/order/api.py",
         "sagaline/services/order/migrations/0001_orders.py",
         "sagaline/services/orchestrator/ui_static/ui.js",

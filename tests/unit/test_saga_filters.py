@@ -17,10 +17,10 @@ from fastapi.exceptions import RequestValidationError
 
 from sagaline.domain.clock import utcnow
 from sagaline.http.api import validation_error
+from sagaline.registration import find, upgrade
 from sagaline.services.orchestrator.api import router
 from sagaline.services.orchestrator.models import Saga
 from sagaline.storage.db import Database
-from sagaline.storage.migrate import upgrade
 
 # (status, age in seconds, reason)
 ROWS = {
@@ -34,7 +34,7 @@ ROWS = {
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     url = f"sqlite:///{tmp_path / 'order_orchestratordb.db'}"
-    await asyncio.to_thread(upgrade, url, "orchestrator", participant=False)
+    await asyncio.to_thread(upgrade, find("orchestrator"), url)
     db = Database(url)
     ids = {name: uuid.uuid4() for name in ROWS}
     now = utcnow()

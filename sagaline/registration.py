@@ -1,0 +1,198 @@
+"""Registering a service: what a service declares so that `sagaline serve|relay|migrate <name>`
+runs it, and how those declarations are found.
+
+A service is a `ServicePlugin`: its name, its role (the orchestrator, the initiator or a step),
+how its parts (the consumer's handler, the HTTP routers, the periodic jobs) are assembled from the
+saga's definition and the settings, and the directory of its own Alembic migrations. A step is
+usually declared from its `Participant` subclass with `step(...)`.
+
+Declarations are found in two ways, without editing sagaline:
+
+- installed packages name them as entry points of the group `sagaline.services`
+  (`[project.entry-points."sagaline.services"]`, `payment = "my_pkg.plugin:PAYMENT"`);
+- a step that is not installed as a package is named as `module:object`, by `--step` on the
+  command line or in `SAGALINE_STEPS` (comma-separated), the module being importable.
+
+The reference saga's four services register themselves through entry points, like any other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+
+from sagaline.delivery.consumer import Handler
+from sagaline.delivery.participant import Participant
+from sagaline.domain.definition import SagaDefinition
+from sagaline.service import Job, Runtime, create_app, effective_definition
+from sagaline.settings import Settings
+from sagaline.storage import migrate
+from sagaline.storage.db import Database
+
+ENTRY_POINT_GROUP = "sagaline.services"
+STEPS_VARIABLE = "SAGALINE_STEPS"
+DEFAULT_PORT = 8000
+
+HOW_TO_REGISTER = (
+    f'register it with an entry point in the group "{ENTRY_POINT_GROUP}" '
+    f'([project.entry-points."{ENTRY_POINT_GROUP}"] in its pyproject.toml), '
+    f"or name its declaration with --step module:object (or {STEPS_VARIABLE}=module:object)"
+)
+
+
+class Role(StrEnum):
+    ORCHESTRATOR = "orchestrator"
+    INITIATOR = "initiator"
+    STEP = "step"
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a service runs: the consumer's handler, its HTTP routers, its periodic jobs."""
+
+    handler: Handler
+    routers: list[APIRouter]
+    jobs: list[Job] = field(default_factory=list)
+
+
+Assemble = Callable[[SagaDefinition, Settings], Parts]
+
+
+@dataclass(frozen=True)
+class ServicePlugin:
+    """One service's declaration.
+
+    `assemble(definition, settings)` builds its parts; `migrations` is the directory of its own
+    Alembic revisions (None: it has no tables of its own), applied after the shared outbox and
+    inbox tables and, for a step, the participants' table. `port` is where `serve` listens by
+    default."""
+
+    name: str
+    role: Role
+    assemble: Assemble
+    migrations: Path | None = None
+    port: int = DEFAULT_PORT
+
+    @property
+    def is_step(self) -> bool:
+        return self.role is Role.STEP
+
+    def version_locations(self) -> list[Path]:
+        """The Alembic version directories of this service's database, in order."""
+        return migrate.version_locations(self.migrations, participant=self.is_step)
+
+
+def step(
+    participant: type[Participant],
+    router: APIRouter | None = None,
+    migrations: Path | str | None = None,
+    *,
+    name: str | None = None,
+    port: int = DEFAULT_PORT,
+) -> ServicePlugin:
+    """The declaration of a step from its `Participant` subclass, the router of its own HTTP API
+    (None: only the runtime's endpoints, /healthz and /metrics) and its migrations directory.
+    The service's name is the participant's step unless `name` says otherwise."""
+    if not (isinstance(participant, type) and issubclass(participant, Participant)):
+        raise TypeError(f"{participant!r} is not a Participant subclass")
+    routers = [router] if router is not None else []
+
+    def assemble(definition: SagaDefinition, settings: Settings) -> Parts:
+        return Parts(participant(definition), list(routers), [])
+
+    return ServicePlugin(
+        name=name or participant.step,
+        role=Role.STEP,
+        assemble=assemble,
+        migrations=Path(migrations) if migrations is not None else None,
+        port=port,
+    )
+
+
+class RegistrationError(ValueError):
+    """A service no declaration names, or a declaration that cannot be loaded."""
+
+
+def load(reference: str) -> ServicePlugin:
+    """The `ServicePlugin` a `module:object` reference names (`object` may be dotted)."""
+    module_name, colon, attribute = reference.strip().partition(":")
+    if not colon or not module_name or not attribute:
+        raise RegistrationError(f"{reference!r} is not module:object")
+    try:
+        found: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RegistrationError(f"{reference}: cannot import {module_name}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError as exc:
+            raise RegistrationError(f"{reference}: {module_name} has no {attribute}") from exc
+    if not isinstance(found, ServicePlugin):
+        raise RegistrationError(f"{reference} is a {type(found).__name__}, not a ServicePlugin")
+    return found
+
+
+def configured_steps() -> list[str]:
+    """The `module:object` references of SAGALINE_STEPS (comma-separated), if any."""
+    return [item.strip() for item in os.environ.get(STEPS_VARIABLE, "").split(",") if item.strip()]
+
+
+def registered_names() -> list[str]:
+    """The names the installed entry points declare (nothing is imported)."""
+    return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def discover(steps: Iterable[str] = ()) -> dict[str, ServicePlugin]:
+    """Every declaration: the installed entry points', then SAGALINE_STEPS', then `steps`'
+    (a later one of the same name wins)."""
+    plugins: dict[str, ServicePlugin] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        plugin = load(entry.value)
+        if plugin.name != entry.name:
+            raise RegistrationError(
+                f"the entry point {entry.name} = {entry.value} declares {plugin.name!r}"
+            )
+        plugins[plugin.name] = plugin
+    for reference in [*configured_steps(), *steps]:
+        plugin = load(reference)
+        plugins[plugin.name] = plugin
+    return plugins
+
+
+def find(name: str, steps: Sequence[str] = ()) -> ServicePlugin:
+    """The declaration of `name`; an unknown name is refused, naming the known ones and how to
+    register."""
+    plugins = discover(steps)
+    if name not in plugins:
+        known = ", ".join(sorted(plugins)) or "none"
+        raise RegistrationError(f"unknown service {name!r} (known: {known}); {HOW_TO_REGISTER}")
+    return plugins[name]
+
+
+def build_app(plugin: ServicePlugin, settings: Settings | None = None) -> FastAPI:
+    """The service's FastAPI app (its consumer and jobs start with it)."""
+    settings = settings or Settings()
+    definition = effective_definition(settings)
+    parts = plugin.assemble(definition, settings)
+    runtime = Runtime(
+        name=plugin.name,
+        settings=settings,
+        definition=definition,
+        db=Database(settings.database),
+        handler=parts.handler,
+        routers=parts.routers,
+        jobs=parts.jobs,
+    )
+    return create_app(runtime)
+
+
+def upgrade(plugin: ServicePlugin, database_url: str) -> None:
+    """Apply the service's migrations to its database."""
+    migrate.upgrade(database_url, plugin.migrations, participant=plugin.is_step)

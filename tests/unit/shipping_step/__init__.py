@@ -1,0 +1,70 @@
+"""A step declared outside sagaline, as a team's own would be: a shipping participant with one
+table, its Alembic migration and a one-route API. sagaline knows it only through
+`--step tests.unit.shipping_step:SHIPPING` (or SAGALINE_STEPS); no file of sagaline names it."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Table
+from sqlmodel import Field as Column
+from sqlmodel import SQLModel
+
+from sagaline.delivery.participant import Applied, Batch, Participant, Rejected
+from sagaline.registration import step
+from sagaline.storage.db import select_locked_into
+from sagaline.storage.tables import table_of
+
+
+class Shipment(SQLModel, table=True):
+    __tablename__ = "test_shipment"
+
+    saga_id: uuid.UUID = Column(primary_key=True)
+    address: str = Column(max_length=200)
+    cancelled: bool = False
+
+
+SHIPMENTS: Table = table_of(Shipment)
+
+
+class ShipCommand(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    address: str = Field(min_length=1, max_length=200)
+
+
+class ShippingParticipant(Participant):
+    step = "shipping"
+    command_payload = ShipCommand
+
+    async def load(
+        self, batch: Batch, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
+    ) -> None:
+        await select_locked_into(
+            batch.session, SHIPMENTS, "saga_id", compensations, batch.cache("shipments")
+        )
+
+    def apply(self, batch: Batch, saga_id: uuid.UUID, command: ShipCommand) -> Applied | Rejected:
+        row = {"saga_id": saga_id, "address": command.address, "cancelled": False}
+        batch.insert(SHIPMENTS, row)
+        return Applied({"address": command.address})
+
+    def undo(self, batch: Batch, saga_id: uuid.UUID) -> None:
+        row: dict[str, Any] | None = batch.cache("shipments").get(saga_id)
+        if row is not None and not row["cancelled"]:
+            row["cancelled"] = True
+            batch.update(SHIPMENTS, row, key=("saga_id",), columns=("cancelled",))
+
+
+router = APIRouter(tags=["shipping"])
+
+
+@router.get("/shipping/ping")
+async def ping() -> dict[str, str]:
+    return {"shipping": "ok"}
+
+
+SHIPPING = step(ShippingParticipant, router, Path(__file__).resolve().parent / "migrations")
