@@ -149,17 +149,20 @@ def registered_names() -> list[str]:
     return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)})
 
 
+def _entry_point_plugin(value: str, name: str) -> ServicePlugin:
+    plugin = load(value)
+    if plugin.name != name:
+        raise RegistrationError(f"the entry point {name} = {value} declares {plugin.name!r}")
+    return plugin
+
+
 def discover(steps: Iterable[str] = ()) -> dict[str, ServicePlugin]:
     """Every declaration: the installed entry points', then SAGALINE_STEPS', then `steps`'
     (a later one of the same name wins)."""
-    plugins: dict[str, ServicePlugin] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        plugin = load(entry.value)
-        if plugin.name != entry.name:
-            raise RegistrationError(
-                f"the entry point {entry.name} = {entry.value} declares {plugin.name!r}"
-            )
-        plugins[plugin.name] = plugin
+    plugins = {
+        entry.name: _entry_point_plugin(entry.value, entry.name)
+        for entry in entry_points(group=ENTRY_POINT_GROUP)
+    }
     for reference in [*configured_steps(), *steps]:
         plugin = load(reference)
         plugins[plugin.name] = plugin
@@ -167,13 +170,17 @@ def discover(steps: Iterable[str] = ()) -> dict[str, ServicePlugin]:
 
 
 def find(name: str, steps: Sequence[str] = ()) -> ServicePlugin:
-    """The declaration of `name`; an unknown name is refused, naming the known ones and how to
-    register."""
-    plugins = discover(steps)
-    if name not in plugins:
-        known = ", ".join(sorted(plugins)) or "none"
-        raise RegistrationError(f"unknown service {name!r} (known: {known}); {HOW_TO_REGISTER}")
-    return plugins[name]
+    """The declaration of `name`, loading only what may declare it (so that another package's
+    broken declaration cannot stop this service): `steps`, then SAGALINE_STEPS, then the entry
+    point of that name. An unknown name is refused, naming the known ones and how to register."""
+    references = [*configured_steps(), *steps]
+    named = {plugin.name: plugin for plugin in map(load, references)}
+    if name in named:
+        return named[name]
+    for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        return _entry_point_plugin(entry.value, entry.name)
+    known = ", ".join(sorted({*registered_names(), *named})) or "none"
+    raise RegistrationError(f"unknown service {name!r} (known: {known}); {HOW_TO_REGISTER}")
 
 
 def build_app(plugin: ServicePlugin, settings: Settings | None = None) -> FastAPI:
