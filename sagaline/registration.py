@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,7 +31,7 @@ from fastapi import APIRouter, FastAPI
 
 from sagaline.delivery.consumer import Handler
 from sagaline.delivery.participant import Participant
-from sagaline.domain.definition import SagaDefinition
+from sagaline.domain.definition import REFERENCE_PATTERN, SagaDefinition
 from sagaline.service import Job, Runtime, create_app, effective_definition
 from sagaline.settings import Settings
 from sagaline.storage import migrate
@@ -122,9 +123,9 @@ class RegistrationError(ValueError):
 
 def load(reference: str) -> ServicePlugin:
     """The `ServicePlugin` a `module:object` reference names (`object` may be dotted)."""
-    module_name, colon, attribute = reference.strip().partition(":")
-    if not colon or not module_name or not attribute:
+    if re.fullmatch(REFERENCE_PATTERN, reference.strip()) is None:
         raise RegistrationError(f"{reference!r} is not module:object")
+    module_name, _, attribute = reference.strip().partition(":")
     try:
         found: object = importlib.import_module(module_name)
     except ImportError as exc:

@@ -29,6 +29,12 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 DNS_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# A service's declaration, `module:object` (each a dotted Python name): what `--step` and
+# SAGALINE_STEPS name (sagaline.registration checks its references against it too).
+REFERENCE_PATTERN = (
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+    r":[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+)
 # A Kubernetes resource quantity (`500m`, `1`, `256Mi`, `1.5Gi`); whole numbers may be integers.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -151,6 +157,9 @@ class StepSpec(ServiceSpec):
     image: str | None = Field(None, min_length=1, max_length=1024)
     command: list[Argument] | None = Field(None, min_length=1, max_length=64)
     args: list[Argument] | None = Field(None, max_length=64)
+    # Where the step's declaration is (`module:object`, passed to its pod as SAGALINE_STEPS);
+    # unset: the entry point of its name in the group `sagaline.services`.
+    declaration: str | None = Field(None, pattern=REFERENCE_PATTERN, max_length=1024)
     timeout_seconds: float | None = Field(None, gt=0, le=TIMEOUT_MAX_S, alias="timeoutSeconds")
     max_attempts: int | None = Field(None, ge=1, le=ATTEMPTS_MAX, alias="maxAttempts")
     compensation_max_attempts: int | None = Field(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from sagaline.domain.definition import SagaSpec
+from sagaline.domain.definition import REFERENCE_PATTERN, SagaSpec
 from tests.operator.support import CRD_YAML, order_saga
 
 CRD = yaml.safe_load(CRD_YAML.read_text())
@@ -102,6 +102,25 @@ def test_a_step_with_its_own_image_command_and_timing_passes():
     assert SagaSpec.model_validate(document["spec"]).steps[0].timeout_seconds == 2.5
 
 
+def test_a_step_naming_its_declaration_passes():
+    document = order_saga()
+    document["spec"]["steps"].append(
+        {
+            "name": "shipping",
+            "declaration": "shipping_team.plugin:SHIPPING",
+            "database": {"secretName": "shipping-db"},
+        }
+    )
+    assert errors(document) == []
+    spec = SagaSpec.model_validate(document["spec"])
+    assert spec.step("shipping").declaration == "shipping_team.plugin:SHIPPING"
+
+
+def test_the_crds_declaration_pattern_is_the_models():
+    step = SCHEMA["properties"]["spec"]["properties"]["steps"]["items"]["properties"]
+    assert step["declaration"]["pattern"] == REFERENCE_PATTERN
+
+
 def test_a_steps_bounds_and_descriptions_are_the_sagas():
     spec = SCHEMA["properties"]["spec"]["properties"]
     step = spec["steps"]["items"]["properties"]
@@ -157,6 +176,10 @@ def test_a_steps_bounds_and_descriptions_are_the_sagas():
         (lambda s: s["steps"][0].update(command="payments-step"), "steps.0.command"),
         (lambda s: s["steps"][0].update(args=[1]), "steps.0.args.0"),
         (lambda s: s["steps"][0].update(timeout=5), "steps.0"),
+        (lambda s: s["steps"][0].update(declaration="not-a-reference"), "steps.0.declaration"),
+        (lambda s: s["steps"][0].update(declaration="my_pkg.plugin"), "steps.0.declaration"),
+        (lambda s: s["steps"][0].update(declaration="a:b,c:d"), "steps.0.declaration"),
+        (lambda s: s["steps"][0].update(declaration=""), "steps.0.declaration"),
     ],
 )
 def test_bad_specs_are_refused_by_the_schema(change, field):

@@ -303,6 +303,51 @@ def test_a_step_without_an_image_or_command_keeps_the_sagas():
         assert "args" not in pod["containers"][0]
 
 
+SHIPPING_DECLARATION = "shipping_team.plugin:SHIPPING"
+
+
+def declared_step_saga() -> SagaDefinition:
+    document = order_saga()
+    document["spec"]["steps"].append(
+        {
+            "name": "shipping",
+            "declaration": SHIPPING_DECLARATION,
+            "database": {"secretName": "shipping-db"},
+        }
+    )
+    return SagaDefinition.model_validate(document)
+
+
+def steps_env(container: dict) -> list[dict]:
+    return [variable for variable in container["env"] if variable["name"] == "SAGALINE_STEPS"]
+
+
+def test_a_step_naming_its_declaration_finds_it_in_every_container_of_its_pod():
+    objects = manifests.workloads(declared_step_saga(), NAMESPACE)
+    deployments = by_kind(objects, "Deployment")
+    pod = deployments["shipping-service"]["spec"]["template"]["spec"]
+    migrate, relay = pod["initContainers"]
+    (app,) = pod["containers"]
+    for container in (migrate, relay, app):
+        assert steps_env(container) == [{"name": "SAGALINE_STEPS", "value": SHIPPING_DECLARATION}]
+    # The others are found by their entry points: no SAGALINE_STEPS in their pods.
+    for name in ("order-orchestrator", "order-service", "payment-service", "stock-service"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        assert not any(steps_env(c) for c in pod["initContainers"] + pod["containers"]), name
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_a_steps_declaration_rolls_that_step_only():
+    definition = declared_step_saga()
+    document = definition.model_dump(by_alias=True, exclude_none=True)
+    document["spec"]["steps"][2]["declaration"] = "shipping_team.plugin:SHIPPING_V2"
+    changed = SagaDefinition.model_validate(document)
+    assert pod_hashes(changed) == pod_hashes(definition)  # not in the services' ConfigMap
+    before, after = templates(definition), templates(changed)
+    assert {name for name in before if before[name] != after[name]} == {"shipping-service"}
+
+
 def test_the_runtime_document_carries_the_compensation_attempts_and_each_steps_timing():
     definition = team_step_saga()
     document = manifests.runtime_document(definition)

@@ -228,3 +228,28 @@ def test_with_timing_refuses_values_the_spec_forbids():
     definition = load_definition(ORDER_YAML)
     with pytest.raises(ValueError):
         definition.with_timing(0, 0)
+
+
+# -- a step's declaration ------------------------------------------------------------------------
+
+SHIPPING = "tests.unit.shipping_step:SHIPPING"
+
+
+def test_a_step_may_name_its_declaration(order_document):
+    document = copy.deepcopy(order_document)
+    document["spec"]["steps"].append({"name": "shipping", "declaration": SHIPPING})
+    definition = SagaDefinition.model_validate(document)
+    assert definition.spec.step("shipping").declaration == SHIPPING
+    assert definition.spec.step("payment").declaration is None  # found by its entry point
+    assert definition.model_dump(by_alias=True)["spec"]["steps"][2]["declaration"] == SHIPPING
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["not-a-reference", "tests.unit.shipping_step", ":SHIPPING", "a:", "a:b,c:d", "a b:c", ""],
+)
+def test_a_declaration_that_is_not_module_object_is_refused(order_document, reference):
+    document = copy.deepcopy(order_document)
+    document["spec"]["steps"][0]["declaration"] = reference
+    with pytest.raises(ValidationError, match="declaration"):
+        SagaDefinition.model_validate(document)

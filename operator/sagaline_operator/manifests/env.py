@@ -6,13 +6,14 @@ The same for the `migrate` init container, the relay sidecar and the app (pods.p
 
 from __future__ import annotations
 
-from sagaline.domain.definition import SagaDefinition
+from sagaline.domain.definition import SagaDefinition, StepSpec
 from sagaline_operator.manifests.common import Body, Unit
 
 SAGA_DIR = "/etc/sagaline"
 SAGA_KEY = "saga.yaml"
 KAFKA_CA_DIR = "/etc/sagaline/kafka-ca"
 KAFKA_USER_DIR = "/etc/sagaline/kafka-user"
+STEPS_VARIABLE = "SAGALINE_STEPS"  # sagaline.registration's
 
 
 def secret_env(name: str, secret: str, key: str) -> Body:
@@ -25,12 +26,22 @@ def service_env(unit: Unit, definition: SagaDefinition) -> list[Body]:
     if database is None:
         raise ValueError(f"{unit.service}: database.secretName is required on Kubernetes")
     return [
+        *declaration_env(unit),
         secret_env("DATABASE_URL", database.secret_name, database.secret_key),
         {"name": "KAFKA_BOOTSTRAP_SERVERS", "value": definition.spec.kafka.bootstrap_servers},
         *_kafka_security_env(unit, definition),
         {"name": "SAGA_FILE", "value": f"{SAGA_DIR}/{SAGA_KEY}"},
         {"name": "SAGALINE_CREATE_TOPICS", "value": "false"},  # Strimzi owns the topics
     ]
+
+
+def declaration_env(unit: Unit) -> list[Body]:
+    """Where a step's declaration is, when the Saga names it (`steps[].declaration`): the
+    service's `serve`, `relay` and `migrate` find it by SAGALINE_STEPS; unset, by its entry
+    point."""
+    if not isinstance(unit.spec, StepSpec) or unit.spec.declaration is None:
+        return []
+    return [{"name": STEPS_VARIABLE, "value": unit.spec.declaration}]
 
 
 def tracing_env(definition: SagaDefinition, service_name: str) -> list[Body]:
