@@ -1,4 +1,5 @@
-"""The reference saga's four services: the lab's table of their ports and database names, and
+"""The reference saga's four services: the lab's table of their ports and database names (any
+other step of a Saga the lab runs gets the next free port after them and `<step>db`), and
 shorthands by name over their declarations.
 
 How each service is assembled, and where its migrations are, is its own declaration
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from sagaline.domain.definition import SagaDefinition
     from sagaline.settings import Settings
 
 # The reference saga's services, as the lab (`sagaline up|demo|verify|chaos`) starts them.
@@ -24,6 +26,17 @@ DATABASES = {
     "payment": "paymentdb",
     "stock": "stockdb",
 }
+
+
+def services_of(definition: SagaDefinition) -> list[str]:
+    """The services a Saga runs, as the lab starts them: the orchestrator, the initiator and
+    each step, in the Saga's order."""
+    return ["orchestrator", definition.spec.initiator.name, *definition.step_names]
+
+
+def database_name(service: str) -> str:
+    """The lab's database of a service: the reference four's own, else `<service>db`."""
+    return DATABASES.get(service, f"{service}db")
 
 
 def is_participant(service: str) -> bool:

@@ -35,7 +35,7 @@ from sagaline.cli.options import (
     needs_lab,
 )
 from sagaline.domain.definition import default_definition_path
-from sagaline.services.registry import PORTS, SERVICES
+from sagaline.services.registry import PORTS
 from sagaline.storage.db import redact
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def _up(
     from sagaline.cli import session
 
     with session.stack_session(config) as stack:
-        for service in SERVICES:
+        for service in stack.services:
             console.print(f"[green]{service:<13}[/green] {stack.service_url(service)}")
         console.print(f"broker        {stack.bootstrap_servers} ({config.broker})")
         if stack.server_url:

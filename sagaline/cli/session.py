@@ -142,8 +142,12 @@ def stack_session(
     config: StackConfig, *, temporary: bool = False, keep: Callable[[], bool] = _never
 ) -> Iterator[Stack]:
     """The stack of `config`, started under a status line, for the block; a `run` around it."""
+    try:
+        stack = Stack(config)  # every service of the Saga file, each with its port
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     _ensure_ports_free(config.ports)
-    stack = Stack(config)
     with run(config, temporary=temporary, keep=keep, stack=stack):
         with console.status("starting") as status:
             stack.start(progress=status.update)

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from sagaline.services.registry import DATABASES, SERVICES
+from sagaline.services.registry import SERVICES, database_name
 from sagaline.storage.db import redact
 
 
-def database_urls(server_url: str | None, state_dir: Path, *, prefix: str = "") -> dict[str, str]:
-    """One URL per service: `<server>/<prefix><name>` on PostgreSQL, else a file in state_dir."""
+def database_urls(
+    server_url: str | None,
+    state_dir: Path,
+    *,
+    prefix: str = "",
+    services: Iterable[str] = SERVICES,
+) -> dict[str, str]:
+    """One URL per service: `<server>/<prefix><name>` on PostgreSQL, else a file in state_dir
+    (the name: `services.registry.database_name`)."""
     if server_url:
         base = make_url(_normalise(server_url))
         return {
-            service: base.set(database=f"{prefix}{DATABASES[service]}").render_as_string(
+            service: base.set(database=f"{prefix}{database_name(service)}").render_as_string(
                 hide_password=False
             )
-            for service in SERVICES
+            for service in services
         }
     state_dir = Path(state_dir).resolve()
     return {
-        service: f"sqlite:///{state_dir / (prefix + DATABASES[service])}.db" for service in SERVICES
+        service: f"sqlite:///{state_dir / (prefix + database_name(service))}.db"
+        for service in services
     }
 
 

