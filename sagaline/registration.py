@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -140,9 +140,11 @@ def load(reference: str) -> ServicePlugin:
     return found
 
 
-def configured_steps() -> list[str]:
-    """The `module:object` references of SAGALINE_STEPS (comma-separated), if any."""
-    return [item.strip() for item in os.environ.get(STEPS_VARIABLE, "").split(",") if item.strip()]
+def configured_steps(environment: Mapping[str, str] = os.environ) -> list[str]:
+    """The `module:object` references of SAGALINE_STEPS (comma-separated) in `environment`
+    (this process's by default), if any."""
+    value = environment.get(STEPS_VARIABLE, "")
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def registered_names() -> list[str]:

@@ -170,11 +170,7 @@ class Stack:
         """Each service's declaration, found as its processes will find it (SAGALINE_STEPS of
         the stack's environment included); one no declaration names is refused, saying how to
         register it."""
-        steps = [
-            reference.strip()
-            for reference in self.config.extra_env.get(registration.STEPS_VARIABLE, "").split(",")
-            if reference.strip()
-        ]
+        steps = registration.configured_steps(self.config.extra_env)
         try:
             return {service: registration.find(service, steps) for service in self.services}
         except registration.RegistrationError as exc:
