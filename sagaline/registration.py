@@ -4,7 +4,7 @@ runs it, and how those declarations are found.
 A service is a `ServicePlugin`: its name, its role (the orchestrator, the initiator or a step),
 how its parts (the consumer's handler, the HTTP routers, the periodic jobs) are assembled from the
 saga's definition and the settings, and the directory of its own Alembic migrations. A step is
-usually declared from its `Participant` subclass with `step(...)`.
+usually declared with the SDK (`sagaline.sdk.Step`), which builds its `ServicePlugin`.
 
 Declarations are found in two ways, without editing sagaline:
 
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
 
 from sagaline.delivery.consumer import Handler
-from sagaline.delivery.participant import Participant
 from sagaline.domain.definition import REFERENCE_PATTERN, SagaDefinition
 from sagaline.service import Job, Runtime, create_app, effective_definition
 from sagaline.settings import Settings
@@ -90,31 +90,11 @@ class ServicePlugin:
         return migrate.version_locations(self.migrations, participant=self.is_step)
 
 
-def step(
-    participant: type[Participant],
-    router: APIRouter | None = None,
-    migrations: Path | str | None = None,
-    *,
-    name: str | None = None,
-    port: int = DEFAULT_PORT,
-) -> ServicePlugin:
-    """The declaration of a step from its `Participant` subclass, the router of its own HTTP API
-    (None: only the runtime's endpoints, /healthz and /metrics) and its migrations directory.
-    The service's name is the participant's step unless `name` says otherwise."""
-    if not (isinstance(participant, type) and issubclass(participant, Participant)):
-        raise TypeError(f"{participant!r} is not a Participant subclass")
-    routers = [router] if router is not None else []
+@runtime_checkable
+class Declares(Protocol):
+    """What declares a service without being its `ServicePlugin`: a `sagaline.sdk.Step`."""
 
-    def assemble(definition: SagaDefinition, settings: Settings) -> Parts:
-        return Parts(participant(definition), list(routers), [])
-
-    return ServicePlugin(
-        name=name or participant.step,
-        role=Role.STEP,
-        assemble=assemble,
-        migrations=Path(migrations) if migrations is not None else None,
-        port=port,
-    )
+    def service_plugin(self) -> ServicePlugin: ...
 
 
 class RegistrationError(ValueError):
@@ -135,8 +115,12 @@ def load(reference: str) -> ServicePlugin:
             found = getattr(found, part)
         except AttributeError as exc:
             raise RegistrationError(f"{reference}: {module_name} has no {attribute}") from exc
+    if isinstance(found, Declares):
+        found = found.service_plugin()
     if not isinstance(found, ServicePlugin):
-        raise RegistrationError(f"{reference} is a {type(found).__name__}, not a ServicePlugin")
+        raise RegistrationError(
+            f"{reference} is a {type(found).__name__}, not a ServicePlugin or a sagaline.sdk.Step"
+        )
     return found
 
 

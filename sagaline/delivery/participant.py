@@ -91,6 +91,14 @@ class OutcomeRow:
         reply: dict[str, Any] | None = self.row["compensation_reply"]
         return reply
 
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """What the applied effect returned (the payload of its reply); None if not applied."""
+        if self.status is not OutcomeStatus.APPLIED or self.reply is None:
+            return None
+        payload: dict[str, Any] = self.reply.get("payload") or {}
+        return payload
+
 
 @dataclass(frozen=True)
 class Applied:
@@ -147,12 +155,12 @@ class Participant(ABC):
         """Lock and load the rows this batch's commands and compensations will change."""
 
     @abstractmethod
-    def apply(self, batch: Batch, saga_id: uuid.UUID, command: Any) -> Applied | Rejected:
+    async def apply(self, batch: Batch, saga_id: uuid.UUID, command: Any) -> Applied | Rejected:
         """Apply the effect to the loaded rows, or reject it without changing anything."""
 
     @abstractmethod
-    def undo(self, batch: Batch, saga_id: uuid.UUID) -> None:
-        """Undo an applied effect on the loaded rows."""
+    async def undo(self, batch: Batch, saga_id: uuid.UUID, result: dict[str, Any] | None) -> None:
+        """Undo an applied effect on the loaded rows; `result` is what `apply` returned."""
 
     # -- Handler protocol -------------------------------------------------------------------------
 
@@ -229,16 +237,23 @@ class Participant(ABC):
         if isinstance(decision, Repeat):
             self._reply(batch, Envelope.model_validate(decision.reply))  # the original outcome
             return
-        result = self.apply(batch, envelope.saga_id, command)
+        await self._attempt(batch, envelope, command)
+
+    async def _attempt(self, batch: Batch, request: Envelope, command: Any) -> None:
+        """Try the command's effect now, in the consumer's transaction, and record it."""
+        self._record_result(batch, request, await self.apply(batch, request.saga_id, command))
+
+    def _record_result(self, batch: Batch, request: Envelope, result: Applied | Rejected) -> None:
+        """Record the command's outcome with its reply, and send the reply."""
         if isinstance(result, Applied):
-            reply = self._response(envelope, self.types.done, result.result)
+            reply = self._response(request, self.types.done, result.result)
             reason = None
         else:
-            reply = self._failure(envelope, result.reason)
+            reply = self._failure(request, result.reason)
             reason = result.reason
         self._record(
             batch,
-            envelope.saga_id,
+            request.saga_id,
             status=applied_status(isinstance(result, Applied)),
             reason=reason,
             reply=reply.model_dump(mode="json"),
@@ -251,14 +266,22 @@ class Participant(ABC):
         if isinstance(decision, Repeat):
             self._reply(batch, Envelope.model_validate(decision.reply))
             return
+        if decision.undo:
+            assert outcome is not None
+            await self.undo(batch, envelope.saga_id, outcome.result)
+        self._record_compensation(batch, envelope, outcome, decision)
+
+    def _record_compensation(
+        self, batch: Batch, request: Envelope, outcome: OutcomeRow | None, decision: Compensate
+    ) -> None:
+        """Record the compensation's acknowledgement (a tombstone first if no command came),
+        and send it."""
         if decision.tombstone or outcome is None:
-            outcome = self._record(batch, envelope.saga_id, status=OutcomeStatus.TOMBSTONE)
+            outcome = self._record(batch, request.saga_id, status=OutcomeStatus.TOMBSTONE)
         else:
             columns = ("compensation_reply", "updated_at")
             batch.update(OUTCOMES, outcome.row, key=("saga_id",), columns=columns)
-        if decision.undo:
-            self.undo(batch, envelope.saga_id)
-        reply = self._response(envelope, self.types.compensated, {"effect": decision.effect})
+        reply = self._response(request, self.types.compensated, {"effect": decision.effect})
         outcome.row.update(compensation_reply=reply.model_dump(mode="json"), updated_at=utcnow())
         self._reply(batch, reply)
 

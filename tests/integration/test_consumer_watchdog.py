@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -15,15 +16,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaline.delivery.consumer import Incoming, MessageLoop
 from sagaline.delivery.outbox import OUTBOX
+from sagaline.delivery.participant import Participant
 from sagaline.domain.definition import default_definition_path, load_definition
 from sagaline.kafka.brokers import BrokerKind
-from sagaline.services.payment.participant import PaymentParticipant
+from sagaline.services.payment.participant import payment
+from sagaline.settings import Settings
 from tests.integration.support import BROKERS, Kafka, broker_and_payment_database, eventually
 
 DEFINITION = load_definition(default_definition_path())
 
 
-class HangsOnce(PaymentParticipant):
+class PaymentHandler:
+    """The payment step's participant, with a hook around its `prepare`."""
+
+    def __init__(self) -> None:
+        self.inner: Participant = payment.participant(DEFINITION, Settings())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
+        await self.inner.prepare(session, batch)
+
+
+class HangsOnce(PaymentHandler):
     """The payment participant, except that its first batch waits forever."""
 
     hung = 0
@@ -35,7 +51,7 @@ class HangsOnce(PaymentParticipant):
         await super().prepare(session, batch)
 
 
-class CancelledOnce(PaymentParticipant):
+class CancelledOnce(PaymentHandler):
     """The payment participant, except that its first batch meets a CancelledError that nobody
     asked for: what escapes aiokafka when it awaits one of its own tasks it cancelled."""
 
@@ -52,7 +68,7 @@ class CancelledOnce(PaymentParticipant):
 
 
 async def poison_handled_once(
-    tmp_path: Path, kind: BrokerKind, handler: PaymentParticipant, wedged_s: float = 60
+    tmp_path: Path, kind: BrokerKind, handler: PaymentHandler, wedged_s: float = 60
 ) -> None:
     """Run a loop with `handler`, send it one poison record, and wait until the record is
     dead-lettered, exactly once, with the loop still running."""
@@ -90,7 +106,7 @@ async def test_a_blocked_loop_is_cancelled_and_its_batch_handled_by_a_new_client
     tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: BrokerKind
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sagaline.delivery.consumer")
-    handler = HangsOnce(DEFINITION)
+    handler = HangsOnce()
     # Short, to be quick; on Kafka longer than a group join (3 s of initial delay there).
     await poison_handled_once(tmp_path, kind, handler, wedged_s=3 if kind == "embedded" else 10)
     assert handler.hung == 1
@@ -104,7 +120,7 @@ async def test_a_cancellation_from_inside_the_client_starts_a_new_client(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: BrokerKind
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sagaline.delivery.consumer")
-    handler = CancelledOnce(DEFINITION)
+    handler = CancelledOnce()
     await poison_handled_once(tmp_path, kind, handler)
     assert handler.cancelled == 1
     said = [r.getMessage() for r in caplog.records if "cancelled inside" in r.getMessage()]

@@ -11,7 +11,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sagaline.delivery.consumer import MessageLoop
 from sagaline.domain.definition import default_definition_path, load_definition
 from sagaline.kafka.brokers import BrokerKind
-from sagaline.services.payment.participant import PaymentParticipant
+from sagaline.services.payment.participant import payment
+from sagaline.settings import Settings
 from tests.integration.support import BROKERS, broker_and_payment_database, eventually
 
 
@@ -23,7 +24,7 @@ async def test_a_consumer_creates_the_missing_topics_then_holds_partitions(
     async with broker_and_payment_database(tmp_path, kind) as (bootstrap_servers, db):
         loop = MessageLoop(
             db,
-            PaymentParticipant(definition),
+            payment.participant(definition, Settings()),
             bootstrap_servers=bootstrap_servers,
             broker=kind,
             group_id="topics-test",

@@ -15,13 +15,16 @@ from typer.testing import CliRunner
 
 from sagaline import registration
 from sagaline.cli import app
+from sagaline.domain.definition import default_definition_path, load_definition
 from sagaline.registration import RegistrationError, Role, ServicePlugin
+from sagaline.sdk import Step
 from sagaline.service import effective_definition
 from sagaline.services import registry
 from sagaline.settings import Settings
 from tests.unit import shipping_step
 
 SHIPPING = "tests.unit.shipping_step:SHIPPING"
+DEFINITION = load_definition(default_definition_path())
 REFERENCE_ROLES = {
     "orchestrator": Role.ORCHESTRATOR,
     "order": Role.INITIATOR,
@@ -91,7 +94,7 @@ def test_a_reference_steps_migrations_come_from_its_declaration(tmp_path: Path) 
 
 
 def test_a_step_is_declared_from_its_participant() -> None:
-    plugin = shipping_step.SHIPPING
+    plugin = shipping_step.SHIPPING.service_plugin()
     assert (plugin.name, plugin.role, plugin.is_step) == ("shipping", Role.STEP, True)
     assert plugin.version_locations()[-1] == Path(shipping_step.__file__).parent / "migrations"
     assert "shipping" not in registration.discover()
@@ -160,7 +163,7 @@ def test_build_app_refuses_an_unknown_service() -> None:
         ("tests.unit.shipping_step", "is not module:object"),
         ("tests.unit.no_such_module:STEP", "cannot import"),
         ("tests.unit.shipping_step:NOTHING", "has no NOTHING"),
-        ("tests.unit.shipping_step:ShippingParticipant", "not a ServicePlugin"),
+        ("tests.unit.shipping_step:ShipCommand", "not a ServicePlugin or a sagaline.sdk.Step"),
     ],
 )
 def test_a_step_reference_that_does_not_load_is_refused(reference: str, message: str) -> None:
@@ -170,6 +173,13 @@ def test_a_step_reference_that_does_not_load_is_refused(reference: str, message:
     assert code == 2 and message in output
 
 
-def test_a_participant_is_required_to_declare_a_step() -> None:
-    with pytest.raises(TypeError, match="not a Participant subclass"):
-        registration.step(object)  # type: ignore[arg-type]
+def test_a_step_needs_a_command_model_and_both_functions() -> None:
+    with pytest.raises(TypeError, match="command must be a pydantic model class"):
+        Step("shipping", command=dict)  # type: ignore[type-var]
+    with pytest.raises(ValueError, match="does not match"):
+        Step("Shipping!", command=shipping_step.ShipCommand)
+    half = Step("half", command=shipping_step.ShipCommand)
+    half.apply(shipping_step.ship)
+    plugin = half.service_plugin()
+    with pytest.raises(TypeError, match=r"step half has no undo: decorate one with @step\.undo"):
+        plugin.assemble(DEFINITION, Settings())

@@ -1,5 +1,5 @@
-"""A step declared outside sagaline, as a team's own would be: a shipping participant with one
-table, its Alembic migration and a one-route API. sagaline knows it only through
+"""A step declared outside sagaline with its SDK, as a team's own would be: a shipping step with
+one table, its Alembic migration and a one-route API. sagaline knows it only through
 `--step tests.unit.shipping_step:SHIPPING` (or SAGALINE_STEPS); no file of sagaline names it."""
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from sqlalchemy import Table
 from sqlmodel import Field as Column
 from sqlmodel import SQLModel
 
-from sagaline.delivery.participant import Applied, Batch, Participant, Rejected
-from sagaline.registration import step
+from sagaline.sdk import Batch, Rejected, Step, StepContext
 from sagaline.storage.db import select_locked_into
 from sagaline.storage.tables import table_of
 
@@ -45,32 +44,6 @@ class ShipCommand(BaseModel):
     address: str | None = Field(None, min_length=1, max_length=200)
 
 
-class ShippingParticipant(Participant):
-    step = "shipping"
-    command_payload = ShipCommand
-
-    async def load(
-        self, batch: Batch, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]
-    ) -> None:
-        await select_locked_into(
-            batch.session, SHIPMENTS, "saga_id", compensations, batch.cache("shipments")
-        )
-
-    def apply(self, batch: Batch, saga_id: uuid.UUID, command: ShipCommand) -> Applied | Rejected:
-        if command.customer_id.startswith(NO_ADDRESS_PREFIX):
-            return Rejected(f"no address to ship to for {command.customer_id}")
-        address = command.address or f"on file for {command.customer_id}"
-        row = {"saga_id": saga_id, "address": address, "cancelled": False}
-        batch.insert(SHIPMENTS, row)
-        return Applied({"address": address})
-
-    def undo(self, batch: Batch, saga_id: uuid.UUID) -> None:
-        row: dict[str, Any] | None = batch.cache("shipments").get(saga_id)
-        if row is not None and not row["cancelled"]:
-            row["cancelled"] = True
-            batch.update(SHIPMENTS, row, key=("saga_id",), columns=("cancelled",))
-
-
 router = APIRouter(tags=["shipping"])
 
 
@@ -79,4 +52,33 @@ async def ping() -> dict[str, str]:
     return {"shipping": "ok"}
 
 
-SHIPPING = step(ShippingParticipant, router, Path(__file__).resolve().parent / "migrations")
+SHIPPING = Step(
+    "shipping",
+    command=ShipCommand,
+    router=router,
+    migrations=Path(__file__).resolve().parent / "migrations",
+)
+
+
+@SHIPPING.load
+async def lock(batch: Batch, commands: dict[uuid.UUID, Any], compensations: set[uuid.UUID]) -> None:
+    await select_locked_into(
+        batch.session, SHIPMENTS, "saga_id", compensations, batch.cache("shipments")
+    )
+
+
+@SHIPPING.apply
+async def ship(ctx: StepContext, command: ShipCommand) -> dict[str, Any] | Rejected:
+    if command.customer_id.startswith(NO_ADDRESS_PREFIX):
+        return Rejected(f"no address to ship to for {command.customer_id}")
+    address = command.address or f"on file for {command.customer_id}"
+    ctx.batch.insert(SHIPMENTS, {"saga_id": ctx.saga_id, "address": address, "cancelled": False})
+    return {"address": address}
+
+
+@SHIPPING.undo
+async def cancel(ctx: StepContext, result: dict[str, Any] | None) -> None:
+    row: dict[str, Any] | None = ctx.batch.cache("shipments").get(ctx.saga_id)
+    if row is not None and not row["cancelled"]:
+        row["cancelled"] = True
+        ctx.batch.update(SHIPMENTS, row, key=("saga_id",), columns=("cancelled",))

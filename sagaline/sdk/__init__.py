@@ -1,0 +1,28 @@
+"""sagaline's participant SDK: declare a step and write its `apply` and `undo` as ordinary
+async functions (docs/your-own-saga.md).
+
+    from sagaline.sdk import Step, Rejected
+
+    shipping = Step("shipping", command=ShipCommand)
+
+    @shipping.apply
+    async def reserve(ctx: StepContext, command: ShipCommand) -> dict | Rejected: ...
+
+    @shipping.undo
+    async def cancel(ctx: StepContext, result: dict | None) -> None: ...
+"""
+
+from sagaline.delivery.participant import Batch, Rejected
+from sagaline.delivery.step_calls import CallPolicy
+from sagaline.sdk.context import IDEMPOTENCY_HEADER, CallContext, StepContext
+from sagaline.sdk.step import Step
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "Batch",
+    "CallContext",
+    "CallPolicy",
+    "Rejected",
+    "Step",
+    "StepContext",
+]
