@@ -65,10 +65,10 @@ class Claimed:
     compensation_attempt: int | None
     last_error: str | None
 
-    def request(self, step: str, attempt: int | None = None) -> Envelope:
-        """The request a reply answers (its saga, step and attempt)."""
+    def request(self, type_: str, step: str, attempt: int | None = None) -> Envelope:
+        """The request (of type `type_`) a reply answers: its saga, step and attempt."""
         return Envelope(
-            type="call",
+            type=type_,
             saga_id=self.saga_id,
             saga=self.saga,
             step=step,
@@ -287,37 +287,37 @@ class CallingParticipant(Participant):
         (a worker that took the call over after the lease will record it instead)."""
         async with db.transaction() as session:
             batch = _batch(session)
-            if await self._still_claimed(batch, call) is None:
+            row = await self._still_claimed(batch, call)
+            if row is None:
                 return
-            if call.phase is CallPhase.ABANDON:
-                reason = ABANDONED.format(calls=self.policy.max_attempts, error=call.last_error)
-                result = Rejected(reason[:500])
-            if result is not None:  # the command's outcome
-                self._record_result(batch, call.request(self.step), result)
-                if call.compensation_attempt is None:
-                    await self._forget(session, call.saga_id)
-                    return
-                compensation = call.request(self.step, call.compensation_attempt)
-                outcome = batch.outcomes[call.saga_id]
-                assert outcome is not None
-                if isinstance(result, Applied):  # undo it: owed as the next call
-                    await session.execute(
+            waiting: int | None = row["compensation_attempt"]  # read now: it may have come
+            if call.phase is CallPhase.UNDO:
+                await self._acknowledge(batch, call, waiting)
+            else:
+                if call.phase is CallPhase.ABANDON:
+                    reason = ABANDONED.format(calls=self.policy.max_attempts, error=call.last_error)
+                    result = Rejected(reason[:500])
+                assert result is not None
+                self._record_result(batch, call.request(self.types.command, self.step), result)
+                if waiting is not None and isinstance(result, Applied):
+                    await session.execute(  # undo it: owed as the next call
                         update(STEP_CALLS)
                         .where(STEP_CALLS.c.saga_id == call.saga_id)
                         .values(phase=CallPhase.UNDO, calls=0, due_at=utcnow(), last_error=None)
                     )
                     after_commit(session, self._wake.set)
                     return
-                decision = on_compensation(OutcomeRow(outcome))
-                assert isinstance(decision, Compensate)
-                self._record_compensation(batch, compensation, OutcomeRow(outcome), decision)
-            else:  # the undo's acknowledgement
-                compensation = call.request(self.step, call.compensation_attempt)
-                outcome_row = await self._outcome(batch, call.saga_id)
-                decision = on_compensation(outcome_row)
-                assert isinstance(decision, Compensate)
-                self._record_compensation(batch, compensation, outcome_row, decision)
+                if waiting is not None:
+                    await self._acknowledge(batch, call, waiting)
             await self._forget(session, call.saga_id)
+
+    async def _acknowledge(self, batch: Batch, call: Claimed, attempt: int | None) -> None:
+        """Record and send the compensation's acknowledgement, the outcome being recorded."""
+        outcome = await self._outcome(batch, call.saga_id)
+        decision: Repeat[Any] | Compensate = on_compensation(outcome)
+        assert isinstance(decision, Compensate)
+        request = call.request(self.types.compensate, self.step, attempt)
+        self._record_compensation(batch, request, outcome, decision)
 
     async def _still_claimed(self, batch: Batch, call: Claimed) -> dict[str, Any] | None:
         rows = (await batch.session.execute(
