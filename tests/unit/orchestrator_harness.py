@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord
+from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from sagaline import registration
@@ -26,8 +28,11 @@ from sagaline.domain.clock import utcnow
 from sagaline.domain.definition import SagaDefinition, default_definition_path, load_definition
 from sagaline.domain.envelope import Envelope
 from sagaline.domain.messages import SAGA_START
+from sagaline.service import Runtime, create_app
+from sagaline.services.orchestrator import api
 from sagaline.services.orchestrator import handler as handler_module
 from sagaline.services.orchestrator.handler import Orchestrator
+from sagaline.settings import Settings
 from sagaline.storage.db import Database
 
 _OFFSETS = itertools.count()
@@ -133,6 +138,21 @@ class Harness:
     async def compensations(self, saga_id: uuid.UUID, step: str) -> list[Envelope]:
         topic = self.orchestrator.steps[step].compensation
         return [e for t, e in await self.sent(saga_id) if t == topic]
+
+    def app(self, token: str | None) -> FastAPI:
+        """The orchestrator's real app (its routers behind the token guard, its error
+        handling) on this handler and database; its lifespan, which starts the consumer, is
+        not run by an ASGI transport."""
+        settings = Settings(api_token=None if token is None else SecretStr(token))
+        runtime = Runtime(
+            name="orchestrator",
+            settings=settings,
+            definition=self.orchestrator.definition,
+            db=self.db,
+            handler=self.orchestrator,
+            routers=[api.router],
+        )
+        return create_app(runtime)
 
 
 @asynccontextmanager

@@ -63,7 +63,13 @@ async def test_a_key_is_never_overwritten(trip: Harness) -> None:
     await trip.done(saga_id, "hotel", {"shared": "hotel", "seat": "99Z", "room": 7})
 
     (car,) = payloads(await trip.commands(saga_id, "car"))
-    assert car == {"traveller": "ada", "ref": "caller", "seat": "12A", "shared": "flight", "room": 7}
+    assert car == {
+        "traveller": "ada",
+        "ref": "caller",
+        "seat": "12A",
+        "shared": "flight",
+        "room": 7,
+    }
     saga = await saga_row(trip, saga_id)
     assert saga.results["hotel"] == {"shared": "hotel", "seat": "99Z", "room": 7}  # kept whole
 
