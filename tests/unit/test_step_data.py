@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from sagaline.services.orchestrator.models import Saga
 from tests.unit.orchestrator_harness import Harness, definition, harness, payloads
@@ -20,7 +22,7 @@ Make = Callable[..., AbstractAsyncContextManager[Harness]]
 
 @pytest.fixture
 def make(tmp_path: Path) -> Make:
-    def made(**options: object) -> AbstractAsyncContextManager[Harness]:
+    def made(**options: Any) -> AbstractAsyncContextManager[Harness]:
         return harness(f"sqlite:///{tmp_path / 'orchestrator.db'}", definition(*STEPS, **options))
 
     return made
@@ -34,7 +36,7 @@ async def trip(make: Make) -> AsyncIterator[Harness]:
 
 async def saga_row(h: Harness, saga_id: object) -> Saga:
     async with h.db.reads() as session:
-        saga = (await session.scalars(select(Saga).where(Saga.id == saga_id))).one()
+        saga = (await session.scalars(select(Saga).where(col(Saga.id) == saga_id))).one()
     return saga
 
 
