@@ -4,16 +4,21 @@ overwritten), the same in a re-sent command, and handed to the step's compensati
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from html import escape
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from rich.console import Console
 from sqlalchemy import select
 from sqlmodel import col
 
 from sagaline.services.orchestrator.models import Saga
+from sagaline.traces.saga_timeline import render
 from tests.unit.orchestrator_harness import Harness, definition, harness, payloads
 
 STEPS = ("flight", "hotel", "car")
@@ -152,3 +157,27 @@ async def test_a_step_that_never_answered_is_compensated_with_no_result(
         saga = await saga_row(trip, saga_id)
         assert saga.status == "COMPENSATED"
         assert saga.results == {"flight": {"booking": "F-1"}, "hotel": {"booking": "H-9"}}
+
+
+async def test_the_timeline_page_and_trace_show_each_steps_result(trip: Harness) -> None:
+    """The page's steps table and `sagaline trace`, both from the saga's JSON: a result is
+    text (escaped in the page, not markup in the terminal)."""
+    saga_id = await trip.start({"traveller": "ada"})
+    await trip.done(saga_id, "flight", {"seat": "12A", "note": "<b>[bold]window[/bold]</b>"})
+    await trip.failed(saga_id, "hotel", "no room")
+    transport = httpx.ASGITransport(app=trip.app(token=None))
+    async with httpx.AsyncClient(transport=transport, base_url="http://orchestrator") as client:
+        page = (await client.get(f"/ui/sagas/{saga_id}")).text
+        saga = (await client.get(f"/sagas/{saga_id}")).json()
+
+    shown = escape(json.dumps({"seat": "12A", "note": "<b>[bold]window[/bold]</b>"}))
+    assert f'<td class="result"><code>{shown}</code></td>' in page
+    assert "<b>[bold]" not in page
+    assert page.count('<td class="result"><code></code></td>') == 2  # hotel refused, car never ran
+
+    console = Console(record=True, width=200)
+    render(saga, console)
+    lines = console.export_text().splitlines()
+    (flight,) = [line for line in lines if line.strip().startswith("flight  {")]
+    assert '"seat": "12A"' in flight and "[bold]window[/bold]" in flight
+    assert not any(line.strip().startswith(("hotel  {", "car  {")) for line in lines)
