@@ -1,5 +1,8 @@
-"""The orchestrator's HTTP API: sagas, their state, results and history (and the timeline page);
-`POST /sagas` starts a saga with no initiator, `Prefer: wait=N` waits for its end."""
+"""The orchestrator's HTTP API: sagas, their state, results and history (and the timeline page).
+
+`POST /sagas` starts a saga with no initiator and `Prefer: wait=N` waits for its end:
+docs/design.md, "A generic start".
+"""
 
 from __future__ import annotations
 

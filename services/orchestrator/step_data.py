@@ -6,7 +6,8 @@ added, in step order; a key is never overwritten (the initial payload's keys fir
 earlier step's new keys), so no step can change what the caller asked for or what an earlier
 step said. In parallel execution every command carries the initial payload (no step runs after
 another). A compensation carries `{"result": <the step's result, or None>}`: None when the
-orchestrator never saw the step's reply (it timed out, or was dead-lettered).
+orchestrator never saw the step's reply (it timed out, or was dead-lettered). See
+docs/design.md, "Data between steps".
 """
 
 from __future__ import annotations
