@@ -14,7 +14,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
-from sagaline.services.orchestrator.timeline import Tone, status_tone, timeline
+from sagaline.services.orchestrator.timeline import Tone, status_tone, step_results, timeline
 
 STYLES = {
     Tone.OK: "green",
@@ -23,7 +23,7 @@ STYLES = {
     Tone.RETRY: "magenta",
     Tone.INFO: "cyan",
 }
-ARROWS = {"sent": "→", "received": "←"}
+ARROWS = {"sent": "→", "received": "←", "ended": "■"}  # ended: an outcome sent nowhere
 COLUMNS: list[tuple[str, JustifyMethod]] = [
     ("+ms", "right"),
     ("step", "left"),
@@ -46,7 +46,11 @@ def parse_saga_id(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise TraceError(f"{text!r} is not a saga id: it is a UUID (the order's id)", 2) from None
+        raise TraceError(
+            f"{text!r} is not a saga id: it is a UUID (an order's id, or the id POST /sagas "
+            "answered)",
+            2,
+        ) from None
 
 
 def fetch_saga(
@@ -65,8 +69,9 @@ def fetch_saga(
         ) from None
     if response.status_code == 404:
         raise TraceError(
-            f"the orchestrator at {url} has no saga {saga_id}: check the id (a saga's id is its "
-            "order's id; `GET /sagas` lists them), or --url if it is another stack's",
+            f"the orchestrator at {url} has no saga {saga_id}: check the id (an order's saga has "
+            "the order's id, a saga started by POST /sagas the id it answered; `GET /sagas` "
+            "lists them), or --url if it is another stack's",
             1,
         )
     if response.status_code == 401:
@@ -111,3 +116,8 @@ def render(saga: Mapping[str, Any], console: Console) -> None:
         console.print(table)
     else:
         console.print(Text("no history recorded yet", style="dim"))
+    results = [row for row in step_results(saga) if row.result]
+    if results:
+        console.print(Text("results", style="bold"))
+        for row in results:  # as text: a result's brackets are not markup
+            console.print(Text.assemble("  ", (row.step, "bold"), "  ", row.result))

@@ -19,7 +19,7 @@ from sagaline.delivery import outbox
 from sagaline.delivery.consumer import Incoming
 from sagaline.delivery.errors import Unprocessable
 from sagaline.domain.clock import from_epoch, utcnow
-from sagaline.domain.definition import SagaDefinition
+from sagaline.domain.definition import Execution, SagaDefinition
 from sagaline.domain.engine import (
     Action,
     Engine,
@@ -44,8 +44,10 @@ from sagaline.domain.messages import (
     StepTopics,
     StepTypes,
 )
-from sagaline.services.orchestrator.models import Saga, SagaEvent
+from sagaline.services.orchestrator.models import Origin, Saga, SagaEvent
 from sagaline.services.orchestrator.saga_metrics import SagasInFlight, saga_finished
+from sagaline.services.orchestrator.step_data import command_payload, compensation_payload
+from sagaline.services.orchestrator.waiters import EndWaiters
 from sagaline.storage.db import (
     Database,
     after_commit,
@@ -67,9 +69,19 @@ EVENTS: Table = table_of(SagaEvent)
 SAGAS: Table = table_of(Saga)
 # A saga row as the hot path holds it: a plain dict read with SQLAlchemy Core and written back,
 # changed, by one executemany at the transaction's end (an ORM unit of work cost more than the
-# statements; the ORM class serves the API's queries).
+# statements; the ORM class serves the API's queries). `results` changes with most replies (each
+# success adds its step's), so it is written with the rest rather than in a statement of its own.
 SagaRow = dict[str, Any]
-CHANGING = ("state", "status", "reason", "response", "finished_at", "next_deadline", "updated_at")
+CHANGING = (
+    "state",
+    "status",
+    "reason",
+    "response",
+    "results",
+    "finished_at",
+    "next_deadline",
+    "updated_at",
+)
 _DUE = (
     select(SAGAS)
     .where(SAGAS.c.next_deadline <= bindparam("now"))
@@ -94,6 +106,11 @@ class Orchestrator:
             self._step_by_topic[topics.dlt] = name
         self.topics = [ORCHESTRATOR, *self._step_by_topic]
         self.in_flight = SagasInFlight()
+        self.ended = EndWaiters()  # the requests waiting for a saga's end (`Prefer: wait`)
+        # Whose results a step's command carries: the steps before it, when they run in turn.
+        names = definition.step_names
+        sequential = self.policy.execution is Execution.SEQUENTIAL
+        self._earlier = {name: names[:i] if sequential else [] for i, name in enumerate(names)}
 
     # -- Handler protocol -------------------------------------------------------------------------
 
@@ -141,6 +158,23 @@ class Orchestrator:
 
     # -- inputs -----------------------------------------------------------------------------------
 
+    async def start_requested(
+        self, session: AsyncSession, saga_id: uuid.UUID, payload: dict[str, Any]
+    ) -> tuple[SagaRow, bool]:
+        """Start a saga asked for over HTTP (`POST /sagas`) in the caller's transaction: the row
+        and its first commands in the outbox. A saga that exists is returned as it is; the
+        flag says whether this call started it. Its outcome is sent to no topic."""
+        saga = await self._saga(session, saga_id)
+        if saga is not None:
+            return saga, False
+        state = SagaState.new(self.definition.step_names)
+        saga = self._new_saga(session, saga_id, state.status, payload, origin=Origin.API)
+        event = _event(saga_id, "received", SAGA_START, None, 1, None, "POST /sagas")
+        append(session, EVENTS, [event])
+        engine = Engine(self.policy, state)
+        self._apply(session, saga, engine, engine.start(time.time()))
+        return saga, True
+
     async def _on_start(self, session: AsyncSession, envelope: Envelope) -> None:
         saga = await self._saga(session, envelope.saga_id)
         if saga is not None:
@@ -176,6 +210,7 @@ class Orchestrator:
         engine = self._engine(saga)
         now = time.time()
         if envelope.type == types.done:
+            _keep_result(saga, step, envelope.payload)
             actions = engine.succeeded(step, now)
             detail = None
         elif envelope.type == types.compensated:
@@ -240,7 +275,13 @@ class Orchestrator:
     # -- outputs ----------------------------------------------------------------------------------
 
     def _new_saga(
-        self, session: AsyncSession, saga_id: uuid.UUID, status: str, payload: dict[str, Any]
+        self,
+        session: AsyncSession,
+        saga_id: uuid.UUID,
+        status: str,
+        payload: dict[str, Any],
+        *,
+        origin: Origin = Origin.INITIATOR,
     ) -> SagaRow:
         """A saga row inserted when the transaction ends (with what happened to it by then)."""
         now = utcnow()
@@ -258,6 +299,8 @@ class Orchestrator:
             "finished_at": None,
             "next_deadline": None,
             "traceparent": tracing.current_traceparent(),
+            "results": {},
+            "origin": origin,
         }
         append(session, SAGAS, [saga])
         batch_cache(session, "sagas")[saga_id] = saga
@@ -281,16 +324,23 @@ class Orchestrator:
                     record(session, saga_id, "sent", response, detail="re-sent outcome")
                 continue
             envelope = self._message(saga, action)
-            topic = self._topic(action)
-            outbox.send(session, topic, [envelope])
-            record(session, saga_id, "sent", envelope, detail=getattr(action, "reason", None))
+            detail = getattr(action, "reason", None)
+            if isinstance(action, Finish) and saga["origin"] == Origin.API:
+                # No initiator waits on a topic: the outcome is the row, read over HTTP.
+                record(session, saga_id, "ended", envelope, detail=detail)
+            else:
+                outbox.send(session, self._topic(action), [envelope])
+                record(session, saga_id, "sent", envelope, detail=detail)
             if isinstance(action, Finish):
                 finished = utcnow()
-                saga.update(response=envelope.model_dump(mode="json"), finished_at=finished)
+                if saga["origin"] != Origin.API:
+                    saga["response"] = envelope.model_dump(mode="json")
+                saga["finished_at"] = finished
                 finish = functools.partial(
                     saga_finished, action.status, saga["created_at"], finished
                 )
                 after_commit(session, finish)
+                after_commit(session, functools.partial(self.ended.ended, saga_id))
         state = engine.state
         saga.update(
             state=state.model_dump(mode="json"),
@@ -312,11 +362,12 @@ class Orchestrator:
     def _message(self, saga: SagaRow, action: Message) -> Envelope:
         common: dict[str, Any] = {"saga_id": saga["id"], "saga": saga["name"]}
         if isinstance(action, SendCommand):
+            earlier = self._earlier[action.step]
             return Envelope(
                 type=self.types[action.step].command,
                 step=action.step,
                 attempt=action.attempt,
-                payload=saga["payload"],
+                payload=command_payload(saga["payload"], saga["results"], earlier),
                 **common,
             )
         if isinstance(action, SendCompensation):
@@ -324,6 +375,7 @@ class Orchestrator:
                 type=self.types[action.step].compensate,
                 step=action.step,
                 attempt=action.attempt,
+                payload=compensation_payload(saga["results"], action.step),
                 **common,
             )
         return Envelope(
@@ -331,6 +383,13 @@ class Orchestrator:
             payload={"status": action.status, "reason": action.reason},
             **common,
         )
+
+
+def _keep_result(saga: SagaRow, step: str, result: dict[str, Any]) -> None:
+    """Keep a step's result, the payload of its done reply. The first one stays: a step's
+    service repeats its original reply, and the commands sent after it must not change."""
+    if step not in saga["results"]:
+        saga["results"] = {**saga["results"], step: result}
 
 
 async def _load(session: AsyncSession, ids: set[uuid.UUID]) -> None:

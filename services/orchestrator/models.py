@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, text
 from sqlmodel import Field, SQLModel
 
 from sagaline.domain.clock import utcnow
+
+
+class Origin(StrEnum):
+    """Who started a saga: the initiator (a saga.start, answered on orchestrator.response) or
+    a caller of `POST /sagas` (who reads the outcome from `GET /sagas/{id}`: none is sent)."""
+
+    INITIATOR = "initiator"
+    API = "api"
 
 
 class Saga(SQLModel, table=True):
@@ -30,6 +39,15 @@ class Saga(SQLModel, table=True):
     # The W3C traceparent of the span that started the saga (None with tracing off): the timer's
     # work for this saga continues that trace.
     traceparent: str | None = Field(default=None, max_length=55)
+    # Each step's result (the payload of its done reply), by step: merged into the commands of
+    # the steps after it (sequential execution) and handed to its compensation.
+    results: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False, server_default=text("'{}'")),
+    )
+    origin: str = Field(
+        default=Origin.INITIATOR, max_length=16, sa_column_kwargs={"server_default": "initiator"}
+    )
 
 
 class SagaEvent(SQLModel, table=True):

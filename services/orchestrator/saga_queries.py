@@ -40,6 +40,8 @@ class SagaOut(BaseModel):
     reason: str | None
     steps: dict[str, Any]
     payload: dict[str, Any]
+    results: dict[str, Any]  # each step's result (its done reply's payload), by step
+    origin: str  # initiator (a saga.start) | api (POST /sagas)
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -54,6 +56,8 @@ class SagaOut(BaseModel):
             reason=saga.reason,
             steps=saga.state.get("steps", {}),
             payload=saga.payload,
+            results=saga.results,
+            origin=saga.origin,
             created_at=saga.created_at,
             updated_at=saga.updated_at,
             finished_at=saga.finished_at,

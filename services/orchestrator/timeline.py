@@ -6,6 +6,7 @@ the same story with the same words.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,6 +107,24 @@ def timeline(saga: Mapping[str, Any]) -> list[TimelineRow]:
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    result: str  # the step's result as compact JSON; empty when none was received
+
+
+def step_results(saga: Mapping[str, Any]) -> list[StepResult]:
+    """Each step's result (the payload of its done reply), in step order: the steps of the
+    saga's state, then any other step a result was kept for."""
+    results: Mapping[str, Any] = saga.get("results") or {}
+    states: Mapping[str, Any] = saga.get("steps") or {}
+    names = [*states, *(name for name in results if name not in states)]
+    return [
+        StepResult(name, "" if results.get(name) is None else json.dumps(results[name]))
+        for name in names
+    ]
 
 
 def status_tone(status: str) -> Tone:

@@ -33,7 +33,12 @@ from sagaline.services.orchestrator.saga_queries import (
     find_sagas,
     saga_detail,
 )
-from sagaline.services.orchestrator.timeline import TimelineRow, status_tone, timeline
+from sagaline.services.orchestrator.timeline import (
+    TimelineRow,
+    status_tone,
+    step_results,
+    timeline,
+)
 
 router = APIRouter(tags=["ui"], include_in_schema=False)
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
@@ -175,12 +180,14 @@ def _saga_view(saga: SagaDetailOut) -> str:
         f"{e(saga.created_at.isoformat())}, took "
         f"{e(_duration(saga.created_at, saga.finished_at) or 'running')}</span></p>"
     )
-    rows = timeline(saga.model_dump(mode="json"))
+    document = saga.model_dump(mode="json")
+    rows = timeline(document)
+    results = {row.step: row.result for row in step_results(document)}
     return (
         facts
         + why
         + "<h2>Steps</h2>"
-        + _steps_table(saga.steps)
+        + _steps_table(saga.steps, results)
         + "<h2>Timeline</h2>"
         + _timeline_table(rows)
         + "<h2>Payload</h2>"
@@ -188,14 +195,17 @@ def _saga_view(saga: SagaDetailOut) -> str:
     )
 
 
-def _steps_table(steps: Mapping[str, Any]) -> str:
+def _steps_table(steps: Mapping[str, Any], results: Mapping[str, str]) -> str:
+    """Each step's state and its result (the payload of its done reply, passed on to the steps
+    after it and to its compensation)."""
     rows = "".join(
         f'<tr data-step="{e(name)}"><td>{e(name)}</td><td>{e(state.get("status"))}</td>'
-        f'<td class="num">{e(state.get("attempt"))}</td><td>{e(state.get("reason"))}</td></tr>'
+        f'<td class="num">{e(state.get("attempt"))}</td><td>{e(state.get("reason"))}</td>'
+        f'<td class="result"><code>{e(results.get(name))}</code></td></tr>'
         for name, state in steps.items()
         if isinstance(state, Mapping)
     )
-    head = "<tr><th>step</th><th>status</th><th>attempts</th><th>reason</th></tr>"
+    head = "<tr><th>step</th><th>status</th><th>attempts</th><th>reason</th><th>result</th></tr>"
     return f'<table id="steps"><thead>{head}</thead><tbody>{rows}</tbody></table>'
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from datetime import datetime
@@ -17,12 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sagaline.http.api import PAGE_LIMIT, Identifier, StrictModel, count_by
 from sagaline.http.limits import LIMITS
 from sagaline.http.money import PositiveAmount, from_cents, to_cents
+from sagaline.http.prefer import MAX_WAIT_S, preferred_wait
 from sagaline.service import Runtime, runtime_of
 from sagaline.services.order.handler import OrderSagaInitiator
 from sagaline.services.order.models import OrderStatus
 from sagaline.services.order.rows import BY_ID, ORDERS, OrderRow, new_order
-
-MAX_WAIT_S = 30
 
 router = APIRouter(tags=["orders"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
@@ -74,20 +72,6 @@ class OrderOut(BaseModel):
             created_at=order["created_at"],
             decided_at=order["decided_at"],
         )
-
-
-def preferred_wait(prefer: str | None) -> float:
-    """The seconds of an RFC 7240 `Prefer: wait=N` (0 if absent or unreadable, which the RFC
-    says to ignore), at most MAX_WAIT_S."""
-    for preference in (prefer or "").split(","):
-        name, _, value = preference.strip().partition("=")
-        if name.strip().lower() == "wait":
-            try:
-                seconds = float(value.strip().strip('"'))
-            except ValueError:
-                return 0.0
-            return 0.0 if math.isnan(seconds) else min(max(seconds, 0.0), MAX_WAIT_S)
-    return 0.0
 
 
 @router.post("/orders", status_code=201, response_model=OrderOut)

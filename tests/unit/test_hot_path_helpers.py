@@ -9,8 +9,8 @@ import uuid
 
 from aiokafka.partitioner import DefaultPartitioner
 
+from sagaline.http.prefer import MAX_WAIT_S, preferred_wait
 from sagaline.kafka.clients import key_partitioner
-from sagaline.services.order.api import MAX_WAIT_S, preferred_wait
 from sagaline.services.order.models import OrderStatus
 from sagaline.services.order.rows import OrderRow, new_order
 from sagaline.services.order.waiters import DecisionWaiters
