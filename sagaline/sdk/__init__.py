@@ -10,19 +10,27 @@ async functions (docs/your-own-saga.md).
 
     @shipping.undo
     async def cancel(ctx: StepContext, result: dict | None) -> None: ...
+
+and start sagas over the orchestrator's API with `SagaClient` (or `AsyncSagaClient`).
 """
 
 from sagaline.delivery.participant import Batch, Rejected
 from sagaline.delivery.step_calls import CallPolicy
+from sagaline.sdk.client import AsyncSagaClient, SagaClient, SagaClientError, SagaView, StartedSaga
 from sagaline.sdk.context import IDEMPOTENCY_HEADER, CallContext, StepContext
 from sagaline.sdk.step import Step
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
+    "AsyncSagaClient",
     "Batch",
     "CallContext",
     "CallPolicy",
     "Rejected",
+    "SagaClient",
+    "SagaClientError",
+    "SagaView",
+    "StartedSaga",
     "Step",
     "StepContext",
 ]
