@@ -116,8 +116,8 @@ def render(saga: Mapping[str, Any], console: Console) -> None:
         console.print(table)
     else:
         console.print(Text("no history recorded yet", style="dim"))
-    results = [row for row in step_results(saga) if row.result]
+    results = [kept for kept in step_results(saga) if kept.result]
     if results:
         console.print(Text("results", style="bold"))
-        for row in results:  # as text: a result's brackets are not markup
-            console.print(Text.assemble("  ", (row.step, "bold"), "  ", row.result))
+        for kept in results:  # as text: a result's brackets are not markup
+            console.print(Text.assemble("  ", (kept.step, "bold"), "  ", kept.result))

@@ -22,7 +22,7 @@ from sagaline.services.orchestrator.handler import Orchestrator
 from sagaline.storage.db import Database, sync_url
 from sagaline.storage.migrate import alembic_config
 from tests.integration.support import fresh_database
-from tests.unit.orchestrator_harness import Harness, definition, payloads
+from tests.unit.orchestrator_harness import Harness, definition, migrated, payloads
 
 SAGA = definition("flight", "hotel")
 # The saga table as revision 0002 left it.
@@ -123,3 +123,22 @@ async def test_revision_0003_keeps_old_sagas_running_and_goes_down_again(
             )
     finally:
         engine.dispose()
+
+
+async def test_concurrent_starts_with_one_key_make_one_saga(database_url: str) -> None:
+    """On PostgreSQL both requests may find no saga; the second one's INSERT then fails on the
+    primary key, and it answers with the first one's saga (on SQLite they take turns)."""
+    db = await migrated(database_url)
+    try:
+        trip = Harness(db, Orchestrator(SAGA))
+        transport = httpx.ASGITransport(app=trip.app(token="t"))
+        headers = {"Authorization": "Bearer t", "Idempotency-Key": "same"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://o") as client:
+            answers = await asyncio.gather(
+                *(client.post("/sagas", json={"n": 1}, headers=headers) for _ in range(8))
+            )
+        assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+        (saga_id,) = {a.json()["id"] for a in answers}
+        assert len(await trip.commands(uuid.UUID(saga_id), "flight")) == 1
+    finally:
+        await db.dispose()
