@@ -223,6 +223,19 @@ async def test_a_cancellation_needs_its_own_key_used_for_one_booking_only(
     assert (await stats(partner))["bookings_standing"] == 1
 
 
+async def test_every_keys_status_is_listed(partner: httpx.AsyncClient) -> None:
+    await book(partner, "s1:flight:apply")
+    await book(partner, "s2:flight:apply")
+    await cancel(partner, "s2:flight:apply", "s2:flight:undo")
+    await cancel(partner, "s3:flight:apply", "s3:flight:undo")
+    listed = (await partner.get("/flight/bookings")).json()
+    assert listed == {
+        "s1:flight:apply": "booked",
+        "s2:flight:apply": "cancelled",
+        "s3:flight:apply": "cancelled-before-booking",
+    }
+
+
 async def test_an_unknown_booking_is_not_found(partner: httpx.AsyncClient) -> None:
     response = await partner.get("/flight/bookings/nobody")
     assert response.status_code == 404

@@ -4,7 +4,8 @@
   seen, 200 the same booking for the same key again, 409 `{"detail": reason}` when refused;
 - `POST /<kind>/bookings/{key}/cancel` (its own `Idempotency-Key` required): cancels the booking
   made with `key`, or remembers the cancellation so that a later booking with `key` is refused;
-- `GET /<kind>/bookings/{key}`, `GET /<kind>/stats`, `GET /stats` (every kind);
+- `GET /<kind>/bookings` (every key's status), `GET /<kind>/bookings/{key}`, `GET /<kind>/stats`,
+  `GET /stats` (every kind);
 - `GET|PUT /<kind>/control`: what the partner refuses and delays (a `Behaviour`).
 """
 
@@ -70,6 +71,11 @@ def kind_router(kind: Kind, ledger: Ledger) -> APIRouter:
             return ledger.cancel(key, idempotency_key).answer()
         except KeyReused as exc:
             raise HTTPException(422, str(exc)) from None
+
+    @router.get("/bookings")
+    async def bookings() -> dict[str, str]:
+        """Every key's status: what a check of many sagas reads in one request."""
+        return {key: str(booking.status) for key, booking in ledger.bookings.items()}
 
     @router.get("/bookings/{key}")
     async def booking(key: BookingKey) -> dict[str, Any]:
