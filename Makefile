@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install lint typecheck test unit integration e2e-tools e2e demo up bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/travel/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e examples/travel  # the second saga's steps (examples/travel)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,7 +23,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 typecheck: install
-	$(BIN)/mypy sagaline tests operator/sagaline_operator
+	$(BIN)/mypy sagaline tests operator/sagaline_operator examples/travel/sagaline_travel
 
 test: lint typecheck
 	$(BIN)/pytest

@@ -21,17 +21,26 @@ def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PYTHONPATH": f"{cwd}:{cwd / 'operator'}", "PATH": "/usr/bin:/bin"},
+        env={
+            "PYTHONPATH": f"{cwd}:{cwd / 'operator'}:{cwd / 'examples' / 'travel'}",
+            "PATH": "/usr/bin:/bin",
+        },
     )
 
 
 def copy_of_the_tree(into: Path) -> Path:
-    """The packages and the contracts, copied (sagaline/services' link resolved)."""
+    """The packages and the contracts, copied (sagaline/services' link resolved), the travel
+    example's too."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "sagaline", into / "sagaline", ignore=ignore)
     shutil.copytree(
         ROOT / "operator" / "sagaline_operator",
         into / "operator" / "sagaline_operator",
+        ignore=ignore,
+    )
+    shutil.copytree(
+        ROOT / "examples" / "travel" / "sagaline_travel",
+        into / "examples" / "travel" / "sagaline_travel",
         ignore=ignore,
     )
     shutil.copy(ROOT / "pyproject.toml", into / "pyproject.toml")
@@ -62,6 +71,12 @@ BREACHES = {
         "sagaline/storage/db.py",
         "sagaline.delivery.outbox",
         "sagaline.storage.db -> sagaline.delivery.outbox",
+    ),
+    # the travel example reaching past the SDK
+    "travel-uses-the-sdk-only": (
+        "examples/travel/sagaline_travel/partners.py",
+        "sagaline.settings",
+        "sagaline_travel.partners -> sagaline.settings",
     ),
 }
 

@@ -39,6 +39,14 @@ def run(*arguments: str, **env: str) -> tuple[int, str]:
     return result.exit_code, text
 
 
+def known(message: str) -> set[str]:
+    """The services a refusal names as known (other installed packages may add theirs, as the
+    travel example does)."""
+    found = re.search(r"known: ([^)]*)\)", message)
+    assert found is not None, message
+    return set(found.group(1).split(", "))
+
+
 def tables(path: Path) -> set[str]:
     with sqlite3.connect(path) as connection:
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -147,14 +155,15 @@ def test_an_unknown_service_is_refused_saying_how_to_register(command: str) -> N
     code, output = run(command, "shipping")
     assert code == 2
     assert "unknown service 'shipping'" in output
-    assert "known: orchestrator, order, payment, stock" in output
+    assert {"orchestrator", "order", "payment", "stock"} <= known(output)
     assert '[project.entry-points."sagaline.services"]' in output
     assert "--step module:object" in output
 
 
 def test_build_app_refuses_an_unknown_service() -> None:
-    with pytest.raises(ValueError, match=r"unknown service 'shipping' \(known: orchestrator"):
+    with pytest.raises(ValueError, match=r"unknown service 'shipping' \(known: ") as refused:
         registry.build_app("shipping")
+    assert {"orchestrator", "order", "payment", "stock"} <= known(str(refused.value))
 
 
 @pytest.mark.parametrize(
