@@ -22,9 +22,8 @@ from pydantic import (
 )
 
 from sagaline.domain.backoff import resend_horizon_s
+from sagaline.domain.messages import SagaTopics
 
-ORCHESTRATOR_TOPICS = ("orchestrator", "orchestrator.response", "orchestrator.dlt")
-STEP_TOPIC_SUFFIXES = ("", ".success", ".dlt", ".compensation")
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 DNS_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -279,10 +278,15 @@ class SagaDefinition(_Spec):
     def step_names(self) -> list[str]:
         return [step.name for step in self.spec.steps]
 
+    @property
+    def saga_topics(self) -> SagaTopics:
+        """Its topics by role (`sagaline.domain.messages.SagaTopics`): the order saga's keep
+        the seed's names, any other saga's start with `<saga>.`."""
+        return SagaTopics(self.name)
+
     def topics(self) -> list[str]:
         """The eleven topics (for two steps): three of the orchestrator, four per step."""
-        step_topics = [f"{s}{suffix}" for s in self.step_names for suffix in STEP_TOPIC_SUFFIXES]
-        return [*ORCHESTRATOR_TOPICS, *step_topics]
+        return self.saga_topics.all(self.step_names)
 
     def with_spec(self, **changes: object) -> SagaDefinition:
         """A copy with spec fields changed (by alias), validated like the file was."""

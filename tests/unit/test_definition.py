@@ -10,7 +10,6 @@ import yaml
 from pydantic import ValidationError
 
 from sagaline.domain.definition import (
-    ORCHESTRATOR_TOPICS,
     Execution,
     SagaDefinition,
     default_definition_path,
@@ -81,7 +80,7 @@ def test_topics_of_three_steps(tmp_path, order_document):
     )
     topics = definition.topics()
     assert len(topics) == 3 + 4 * 3
-    assert topics[:3] == list(ORCHESTRATOR_TOPICS)
+    assert topics[:3] == ["orchestrator", "orchestrator.response", "orchestrator.dlt"]
     assert topics[-4:] == ["shipping", "shipping.success", "shipping.dlt", "shipping.compensation"]
 
 
@@ -95,11 +94,14 @@ def test_minimal_document_gets_the_defaults(tmp_path):
     definition = load_definition(write(tmp_path, document))
     assert definition.spec.execution is Execution.SEQUENTIAL
     assert definition.spec.max_attempts == 5
-    assert definition.topics()[3:] == [
-        "payment",
-        "payment.success",
-        "payment.dlt",
-        "payment.compensation",
+    assert definition.topics() == [
+        "mini.orchestrator",
+        "mini.orchestrator.response",
+        "mini.orchestrator.dlt",
+        "mini.payment",
+        "mini.payment.success",
+        "mini.payment.dlt",
+        "mini.payment.compensation",
     ]
 
 
