@@ -29,9 +29,10 @@ DATABASES = {
 
 
 def services_of(definition: SagaDefinition) -> list[str]:
-    """The services a Saga runs, as the lab starts them: the orchestrator, the initiator and
-    each step, in the Saga's order."""
-    return ["orchestrator", definition.spec.initiator.name, *definition.step_names]
+    """The services a Saga runs, as the lab starts them: the orchestrator, the initiator (if it
+    has one) and each step, in the Saga's order."""
+    initiator = definition.spec.initiator_name
+    return ["orchestrator", *([initiator] if initiator else []), *definition.step_names]
 
 
 def database_name(service: str) -> str:

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -140,6 +141,13 @@ class ServiceSpec(_Spec):
 
 
 class InitiatorSpec(ServiceSpec):
+    """The service that starts the sagas by `saga.start` (the order service runs `order`).
+
+    Left out, a Saga has the order service as its initiator, as it always had; `enabled: false`
+    says it has none: its sagas start only by the orchestrator's `POST /sagas`, and no initiator
+    service runs (docs/design.md, "The Saga resource")."""
+
+    enabled: bool = True
     name: str = Field("order", pattern=NAME_PATTERN)
 
 
@@ -209,16 +217,31 @@ class SagaSpec(_Spec):
     initiator: InitiatorSpec = InitiatorSpec()
     steps: list[StepSpec] = Field(min_length=1, max_length=20)
 
+    @field_validator("initiator", mode="before")
+    @classmethod
+    def _no_null_initiator(cls, value: object) -> object:
+        if value is None:  # on Kubernetes a null is pruned and defaulted: the order service
+            raise ValueError(
+                "null is not a Saga without an initiator: write initiator: {enabled: false} "
+                "(left out, the order service starts the sagas)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _unique_step_names(self) -> SagaSpec:
         names = [step.name for step in self.steps]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"step names must be unique, repeated: {', '.join(duplicates)}")
-        clashes = [n for n in names if n in ("orchestrator", self.initiator.name)]
+        clashes = [n for n in names if n in ("orchestrator", self.initiator_name)]
         if clashes:
             raise ValueError(f"a step may not be named like a service: {', '.join(clashes)}")
         return self
+
+    @property
+    def initiator_name(self) -> str | None:
+        """The initiator service's name; None when the Saga has none (`enabled: false`)."""
+        return self.initiator.name if self.initiator.enabled else None
 
     def step(self, name: str) -> StepSpec:
         for step in self.steps:

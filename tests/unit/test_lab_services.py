@@ -34,6 +34,14 @@ def test_the_services_of_a_saga_are_the_orchestrator_the_initiator_and_its_steps
     assert services_of(definition) == [*SERVICES, "shipping", "invoice"]
 
 
+def test_a_saga_without_an_initiator_runs_no_initiator(tmp_path):
+    document = yaml.safe_load(ORDER_YAML.read_text())
+    document["spec"]["initiator"] = {"enabled": False}
+    path = tmp_path / "saga.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert services_of(load_definition(path)) == ["orchestrator", "payment", "stock"]
+
+
 def test_the_reference_four_keep_their_databases_and_another_step_gets_its_own():
     assert {service: database_name(service) for service in SERVICES} == DATABASES
     assert database_name("shipping") == "shippingdb"

@@ -47,9 +47,10 @@ def orchestrator_name(saga: str) -> str:
 def units(definition: SagaDefinition) -> list[Unit]:
     spec = definition.spec
     name = definition.name
+    initiator = [Unit(name, spec.initiator.name, "initiator", spec.initiator)]
     return [
         Unit(name, "orchestrator", "orchestrator", spec.orchestrator),
-        Unit(name, spec.initiator.name, "initiator", spec.initiator),
+        *(initiator if spec.initiator.enabled else []),
         *(Unit(name, step.name, "step", step) for step in spec.steps),
     ]
 
