@@ -66,22 +66,20 @@ def applied(
     yield installed
     for saga in SAGAS:
         cluster.kubectl("delete", "saga", saga, "-n", installed, "--wait=false")
-    for saga in SAGAS:
-        wait_for(
-            lambda saga=saga: not items(cluster, "kafkatopics", installed, selector(saga)),
-            within=60,
-            what=f"the Saga {saga} and its topics to go",
-        )
+    wait_for(
+        lambda: not any(items(cluster, "kafkatopics", installed, selector(s)) for s in SAGAS),
+        within=60,
+        what="the Sagas and their topics to go (topicDeletionPolicy: delete)",
+    )
 
 
 def test_two_sagas_are_ready_side_by_side(
     cluster: Cluster, applied: str, operator: OperatorProcess | None
 ) -> None:
-    def both_ready() -> dict[str, Body] | None:
+    def both_ready() -> bool:
         if operator is not None and not operator.alive():
             raise AssertionError(f"the operator exited:\n{operator.log_tail()}")
-        sagas = {saga: get_or_none(cluster, "saga", saga, "-n", applied) for saga in SAGAS}
-        return sagas if all(is_true(body) for body in sagas.values()) else None
+        return all(is_true(get_or_none(cluster, "saga", saga, "-n", applied)) for saga in SAGAS)
 
     try:
         wait_for(both_ready, within=READY_WITHIN, what="both Sagas Ready")
