@@ -14,7 +14,8 @@ databases are SQLite files, databases on a PostgreSQL server started from the em
 wheel, or on one given by URL.
 
 One module at about 400 lines on purpose: the stack's life, start → restart → stop, reads in
-order; the parts it starts are `launchers/`, their databases `databases.py`.
+order; the parts it starts are `launchers/`, their databases `databases.py`, each process of a
+service `managed.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -43,7 +43,7 @@ from sagaline.lab.databases import create_missing, database_urls, terminate_conn
 from sagaline.lab.launchers.apache_kafka import ApacheKafka, resolve_jars
 from sagaline.lab.launchers.embedded_broker import BrokerError, EmbeddedBroker
 from sagaline.lab.launchers.postgres import EmbeddedPostgres, PostgresError
-from sagaline.lab.launchers.process import log_tail, spawn
+from sagaline.lab.managed import ManagedProcess, process_usage
 from sagaline.lab.ports import next_free_port, wait_for_port
 from sagaline.lab.status import StatusLine
 from sagaline.service import topic_layout
@@ -90,62 +90,6 @@ class StackConfig:
         definition = definition or load_definition(self.saga_file)
         partitions, replicas = topic_layout(Settings(), definition)
         return self.topic_partitions or partitions, replicas
-
-
-class ManagedProcess:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-
-    def start(self) -> None:
-        self.process = spawn(self.argv, self.log_path, self.env)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signum)
-
-    def wait(self, timeout_s: float) -> bool:
-        if self.process is None:
-            return True
-        try:
-            self.process.wait(timeout=timeout_s)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def log_tail(self, lines: int = 20) -> str:
-        return log_tail(self.log_path, lines, missing="")
-
-
-def cpu_s(pid: int, *, reaped_children: bool = False) -> float | None:
-    """CPU seconds of a process (user + system) from /proc; with `reaped_children`, also those
-    of its children already exited and reaped (cutime, cstime). None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    ticks = sum(int(value) for value in fields[11 : 15 if reaped_children else 13])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def process_usage(pid: int) -> dict[str, float]:
-    used = cpu_s(pid)
-    try:
-        status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    if used is None:
-        return {}
-    peak_kb = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
-    return {"cpu_s": round(used, 2), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 class Stack:
