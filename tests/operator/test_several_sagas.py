@@ -122,3 +122,22 @@ def test_names_longer_than_a_dns_label_are_refused_saying_which(saga_name, step)
     with pytest.raises(Refused, match=f"{saga_name}-{step}-service") as refused:
         parse(document)
     assert refused.value.reason == "InvalidSpec"
+
+
+async def test_a_saga_without_an_initiator_is_ready_without_one(cluster, api: Api, config):
+    solo = renamed(order_saga(initiator={"enabled": False}), "solo")
+    async with running(config):
+        await api.create(SAGAS, solo)
+
+        def ready() -> bool:
+            mark_ready(cluster, TOPICS)
+            mark_deployments_ready(cluster)
+            return condition(saga(cluster, "solo"), "Ready").get("status") == "True"
+
+        await eventually(ready, within=30, what="the Saga without an initiator Ready")
+    assert sorted(objects(cluster, DEPLOYMENTS)) == [
+        "solo-orchestrator",
+        "solo-payment-service",
+        "solo-stock-service",
+    ]
+    assert (saga(cluster, "solo") or {})["status"]["workloads"] == "3/3"
