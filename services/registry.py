@@ -1,6 +1,7 @@
 """The reference saga's four services: the lab's table of their ports and database names (any
-other step of a Saga the lab runs gets the next free port after them and `<step>db`), and
-shorthands by name over their declarations.
+other step of a Saga the lab runs gets the next free port after them and `<step>db`), the names
+the lab gives the services of several Sagas run side by side (`Instance`), and shorthands by
+name over their declarations.
 
 How each service is assembled, and where its migrations are, is its own declaration
 (`sagaline.services.<name>.plugin`), found like any other service's through the entry points of
@@ -9,7 +10,10 @@ the group `sagaline.services` (`sagaline.registration`). Nothing here is needed 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from sagaline.domain.messages import ORDER_SAGA
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -29,14 +33,41 @@ DATABASES = {
 
 
 def services_of(definition: SagaDefinition) -> list[str]:
-    """The services a Saga runs, as the lab starts them: the orchestrator, the initiator and
-    each step, in the Saga's order."""
-    return ["orchestrator", definition.spec.initiator.name, *definition.step_names]
+    """The services a Saga runs, as the lab starts them: the orchestrator, the initiator (if it
+    has one) and each step, in the Saga's order."""
+    initiator = definition.spec.initiator_name
+    return ["orchestrator", *([initiator] if initiator else []), *definition.step_names]
 
 
 def database_name(service: str) -> str:
     """The lab's database of a service: the reference four's own, else `<service>db`."""
     return DATABASES.get(service, f"{service}db")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One service of one Saga as the lab runs it beside other Sagas' (`sagaline up --saga-file
+    A --saga-file B`): the order saga's keep their names and databases (`payment`, `paymentdb`);
+    any other saga's are `<saga>-<service>` in `<saga>_<service>db`."""
+
+    saga: str
+    service: str  # what `sagaline serve|relay|migrate <service>` runs
+
+    @property
+    def name(self) -> str:
+        """Its processes (`<name>`, `<name>-relay`), its port and its logs are named after it."""
+        return self.service if self.saga == ORDER_SAGA else f"{self.saga}-{self.service}"
+
+    @property
+    def database(self) -> str:
+        if self.saga == ORDER_SAGA:
+            return database_name(self.service)
+        return f"{self.saga}_{self.service}db"
+
+
+def instances_of(definition: SagaDefinition) -> list[Instance]:
+    """The services of a Saga (`services_of`) as the lab runs them."""
+    return [Instance(definition.name, service) for service in services_of(definition)]
 
 
 def is_participant(service: str) -> bool:

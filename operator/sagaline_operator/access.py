@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sagaline.domain.definition import SagaDefinition, consumer_group
-from sagaline.domain.messages import ORCHESTRATOR, ORCHESTRATOR_DLT, ORCHESTRATOR_RESPONSE
 
 
 @dataclass(frozen=True)
@@ -26,18 +25,16 @@ class Access:
 def service_access(definition: SagaDefinition, service: str, role: str) -> Access:
     """`role` is the unit's: orchestrator, initiator or step."""
     group = consumer_group(definition.name, service)
-    steps = definition.step_names
+    saga = definition.saga_topics
+    steps = [saga.step(step) for step in definition.step_names]
     if role == "orchestrator":
-        replies = [f"{step}{suffix}" for step in steps for suffix in (".success", ".dlt")]
-        commands = [f"{step}{suffix}" for step in steps for suffix in ("", ".compensation")]
-        return Access(
-            (ORCHESTRATOR, *replies), (*commands, ORCHESTRATOR_RESPONSE, ORCHESTRATOR_DLT), group
-        )
+        replies = [topic for step in steps for topic in (step.success, step.dlt)]
+        commands = [topic for step in steps for topic in (step.command, step.compensation)]
+        return Access((saga.orchestrator, *replies), (*commands, saga.response, saga.dlt), group)
     if role == "initiator":
-        return Access((ORCHESTRATOR_RESPONSE,), (ORCHESTRATOR, ORCHESTRATOR_DLT), group)
-    return Access(
-        (service, f"{service}.compensation"), (f"{service}.success", f"{service}.dlt"), group
-    )
+        return Access((saga.response,), (saga.orchestrator, saga.dlt), group)
+    step = saga.step(service)
+    return Access((step.command, step.compensation), (step.success, step.dlt), group)
 
 
 def simple_acls(access: Access) -> list[dict[str, object]]:

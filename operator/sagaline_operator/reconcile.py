@@ -66,6 +66,14 @@ def parse(saga: Body) -> SagaDefinition:
             where = ".".join(str(part) for part in error["loc"])
             problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
         raise Refused("InvalidSpec", "fix the spec: " + "; ".join(problems)) from exc
+    too_long = manifests.names_too_long(definition)
+    if too_long:
+        raise Refused(
+            "InvalidSpec",
+            "fix the spec: the Saga's name and a service's make names longer than the 63 "
+            f"characters of a Kubernetes Service: {', '.join(too_long)}; shorten the Saga's "
+            "name or the step's",
+        )
     missing = manifests.missing_databases(definition)
     if missing:
         raise Refused(
@@ -197,9 +205,10 @@ class Reconciler:
             if owner not in (None, name):
                 raise Refused(
                     "Conflict",
-                    f"{kind.kind} {obj['metadata']['name']} belongs to the Saga {owner!r}: two "
-                    "Sagas in one namespace cannot share a step or initiator name (nor, on one "
-                    "Kafka cluster, a topic); rename the step or use another namespace",
+                    f"{kind.kind} {obj['metadata']['name']} belongs to the Saga {owner!r}: "
+                    "every Saga's children are named after it (`<saga>-<step>-service`, topics "
+                    "`<saga>.<step>`), but these two names meet; rename this Saga or the step, "
+                    "or use another namespace",
                 )
         wanted = definition.spec.kafka.partitions
         shrinking = sorted(

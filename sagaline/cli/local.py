@@ -29,6 +29,7 @@ from sagaline.cli.options import (
     JsonFlag,
     PartitionsOption,
     SagaFile,
+    SagaFiles,
     StateDir,
     TemporaryStateDir,
     console,
@@ -64,7 +65,7 @@ def up(
     database: DatabaseOption = DatabaseChoice.SQLITE,
     execution: ExecutionOption = None,
     state_dir: StateDir = Path(".sagaline"),
-    saga_file: SagaFile = default_definition_path(),
+    saga_file: SagaFiles = None,
     base_port: BasePort = 8080,
     partitions: PartitionsOption = 1,
     api_token: ApiToken = None,
@@ -77,8 +78,12 @@ def up(
         ),
     ] = False,
 ) -> None:
-    """Run the whole stack in the foreground; Ctrl-C stops every process."""
+    """Run the whole stack in the foreground; Ctrl-C stops every process. Several
+    `--saga-file`s run side by side: the order saga keeps ports 8080-8083, every service of
+    another Saga gets the next free port (printed) and a database of its own."""
     from sagaline.cli import session
+
+    first, *more = saga_file or [default_definition_path()]
 
     with contextlib.ExitStack() as resources:
         printer = None
@@ -95,7 +100,7 @@ def up(
                 state_dir,
                 database_url,
                 bootstrap_servers,
-                saga_file,
+                first,
                 execution,
                 base_port,
                 api_token,
@@ -103,6 +108,7 @@ def up(
                 database=database,
                 extra_env=extra_env,
                 partitions=partitions,
+                more_saga_files=more,
             ),
             state_dir,
             api_token,
@@ -116,8 +122,9 @@ def _up(
     from sagaline.cli import session
 
     with session.stack_session(config) as stack:
+        width = max(13, *(len(service) + 1 for service in stack.services))
         for service in stack.services:
-            console.print(f"[green]{service:<13}[/green] {stack.service_url(service)}")
+            console.print(f"[green]{service:<{width}}[/green] {stack.service_url(service)}")
         console.print(f"broker        {stack.bootstrap_servers} ({config.broker})")
         if stack.server_url:
             console.print(f"postgresql    {redact(stack.server_url)}")

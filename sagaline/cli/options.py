@@ -140,6 +140,18 @@ ExecutionOption = Annotated[
 SagaFile = Annotated[
     Path, typer.Option("--saga-file", help="The Saga resource to run.", exists=True, dir_okay=False)
 ]
+SagaFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--saga-file",
+        help="A Saga resource to run; repeat it to run several side by side, each with its own "
+        "services, topics and databases. Default: k8s/sagas/order.yaml.",
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+        metavar="PATH",
+    ),
+]
 BasePort = Annotated[int, typer.Option(help="Port of the orchestrator; the others follow.")]
 PartitionsOption = Annotated[
     int,

@@ -137,6 +137,10 @@ def relay(
             replicas=replicas,
             security=settings.kafka_security(),
             broker=settings.broker,
+            saga=definition.name,
+            dead_letter_topic=definition.saga_topics.dead_letters_of(
+                service, definition.step_names
+            ),
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -48,6 +48,7 @@ def stack_config(
     database: DatabaseChoice = DatabaseChoice.SQLITE,
     extra_env: dict[str, str] | None = None,
     partitions: int | None = None,
+    more_saga_files: list[Path] | None = None,
 ) -> StackConfig:
     """The stack the common options describe (a broker kind, a database, ports from base_port)."""
     if broker is None:
@@ -59,6 +60,7 @@ def stack_config(
         bootstrap_servers=bootstrap_servers,
         broker="kafka" if broker is BrokerChoice.KAFKA else "embedded",
         saga_file=saga_file,
+        more_saga_files=list(more_saga_files or []),
         execution=execution.value if execution else None,
         ports=_ports(base_port),
         api_token=api_token or secrets.token_urlsafe(32),

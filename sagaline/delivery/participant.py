@@ -30,7 +30,7 @@ from sagaline.delivery.errors import Unprocessable
 from sagaline.domain.clock import utcnow
 from sagaline.domain.definition import SagaDefinition
 from sagaline.domain.envelope import Envelope
-from sagaline.domain.messages import StepTopics, StepTypes
+from sagaline.domain.messages import StepTypes
 from sagaline.domain.participant_decisions import (
     Compensate,
     OutcomeStatus,
@@ -145,7 +145,7 @@ class Participant(ABC):
         self.definition = definition
         self.name = self.step
         self.types = StepTypes(self.step)
-        self.topic = StepTopics(self.step)
+        self.topic = definition.saga_topics.step(self.step)
         self.topics = [self.topic.command, self.topic.compensation]
 
     @abstractmethod

@@ -18,13 +18,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
 from sagaline.domain.backoff import resend_horizon_s
+from sagaline.domain.messages import SagaTopics
 
-ORCHESTRATOR_TOPICS = ("orchestrator", "orchestrator.response", "orchestrator.dlt")
-STEP_TOPIC_SUFFIXES = ("", ".success", ".dlt", ".compensation")
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 DNS_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -141,6 +141,13 @@ class ServiceSpec(_Spec):
 
 
 class InitiatorSpec(ServiceSpec):
+    """The service that starts the sagas by `saga.start` (the order service runs `order`).
+
+    Left out, a Saga has the order service as its initiator, as it always had; `enabled: false`
+    says it has none: its sagas start only by the orchestrator's `POST /sagas`, and no initiator
+    service runs (docs/design.md, "The Saga resource")."""
+
+    enabled: bool = True
     name: str = Field("order", pattern=NAME_PATTERN)
 
 
@@ -210,16 +217,31 @@ class SagaSpec(_Spec):
     initiator: InitiatorSpec = InitiatorSpec()
     steps: list[StepSpec] = Field(min_length=1, max_length=20)
 
+    @field_validator("initiator", mode="before")
+    @classmethod
+    def _no_null_initiator(cls, value: object) -> object:
+        if value is None:  # on Kubernetes a null is pruned and defaulted: the order service
+            raise ValueError(
+                "null is not a Saga without an initiator: write initiator: {enabled: false} "
+                "(left out, the order service starts the sagas)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _unique_step_names(self) -> SagaSpec:
         names = [step.name for step in self.steps]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"step names must be unique, repeated: {', '.join(duplicates)}")
-        clashes = [n for n in names if n in ("orchestrator", self.initiator.name)]
+        clashes = [n for n in names if n in ("orchestrator", self.initiator_name)]
         if clashes:
             raise ValueError(f"a step may not be named like a service: {', '.join(clashes)}")
         return self
+
+    @property
+    def initiator_name(self) -> str | None:
+        """The initiator service's name; None when the Saga has none (`enabled: false`)."""
+        return self.initiator.name if self.initiator.enabled else None
 
     def step(self, name: str) -> StepSpec:
         for step in self.steps:
@@ -279,10 +301,15 @@ class SagaDefinition(_Spec):
     def step_names(self) -> list[str]:
         return [step.name for step in self.spec.steps]
 
+    @property
+    def saga_topics(self) -> SagaTopics:
+        """Its topics by role (`sagaline.domain.messages.SagaTopics`): the order saga's keep
+        the seed's names, any other saga's start with `<saga>.`."""
+        return SagaTopics(self.name)
+
     def topics(self) -> list[str]:
         """The eleven topics (for two steps): three of the orchestrator, four per step."""
-        step_topics = [f"{s}{suffix}" for s in self.step_names for suffix in STEP_TOPIC_SUFFIXES]
-        return [*ORCHESTRATOR_TOPICS, *step_topics]
+        return self.saga_topics.all(self.step_names)
 
     def with_spec(self, **changes: object) -> SagaDefinition:
         """A copy with spec fields changed (by alias), validated like the file was."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import psycopg
@@ -18,22 +18,25 @@ def database_urls(
     state_dir: Path,
     *,
     prefix: str = "",
-    services: Iterable[str] = SERVICES,
+    services: Iterable[str] | Mapping[str, str] = SERVICES,
 ) -> dict[str, str]:
-    """One URL per service: `<server>/<prefix><name>` on PostgreSQL, else a file in state_dir
-    (the name: `services.registry.database_name`)."""
+    """One URL per service: `<server>/<prefix><name>` on PostgreSQL, else a file in state_dir.
+    The name: the one `services` maps the service to, if it is a mapping, else
+    `services.registry.database_name`."""
+    names = (
+        dict(services)
+        if isinstance(services, Mapping)
+        else {service: database_name(service) for service in services}
+    )
     if server_url:
         base = make_url(_normalise(server_url))
         return {
-            service: base.set(database=f"{prefix}{database_name(service)}").render_as_string(
-                hide_password=False
-            )
-            for service in services
+            service: base.set(database=f"{prefix}{name}").render_as_string(hide_password=False)
+            for service, name in names.items()
         }
     state_dir = Path(state_dir).resolve()
     return {
-        service: f"sqlite:///{state_dir / (prefix + database_name(service))}.db"
-        for service in services
+        service: f"sqlite:///{state_dir / (prefix + name)}.db" for service, name in names.items()
     }
 
 

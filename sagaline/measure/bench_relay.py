@@ -27,6 +27,7 @@ from rich.table import Table
 
 from sagaline.delivery.outbox import send_raw
 from sagaline.delivery.relay.leadership import LEADER_LOCK_ID
+from sagaline.domain.messages import ORDER_SAGA, SagaTopics
 from sagaline.lab.databases import drop
 from sagaline.lab.progress import counting_progress
 from sagaline.lab.stack import ManagedProcess, Stack, StackConfig, StackError
@@ -37,7 +38,7 @@ from sagaline.storage.db import Database
 
 SERVICE = "payment"
 RELAY = f"{SERVICE}-relay"
-TOPIC = f"{SERVICE}.success"
+TOPIC = SagaTopics(ORDER_SAGA).step(SERVICE).success  # the order saga's stack runs the bench
 POLL_S = 0.05
 _LEADING = """
 SELECT count(*) FROM pg_locks

@@ -30,7 +30,7 @@ from sagaline.domain.engine import (
     SendCompensation,
 )
 from sagaline.domain.initiator import OrderStatus, Send, SendCancel
-from sagaline.domain.messages import ORCHESTRATOR, ORCHESTRATOR_RESPONSE, SAGA_CANCEL, SAGA_START
+from sagaline.domain.messages import SAGA_CANCEL, SAGA_START
 from sagaline.domain.participant_decisions import (
     OutcomeStatus,
     Refuse,
@@ -163,14 +163,14 @@ class Actors(Network):
         else:
             msg = Msg(f"{SAGA_START}#{message.attempt}", SAGA_START, None, message.attempt)
         self._note(f"{self.m.initiator_name}: {why}")
-        self._commit(self.m.initiator_name, [(ORCHESTRATOR, msg)])
+        self._commit(self.m.initiator_name, [(self.m.saga_topics.orchestrator, msg)])
 
     # -- the services -------------------------------------------------------------------------
 
     def _orchestrator(self, topic: str, msg: Msg) -> Outputs:
         self._own()
         policy, now = self.m.policy, self.now
-        if topic == ORCHESTRATOR:
+        if topic == self.m.saga_topics.orchestrator:
             new = self.saga is None
             if self.saga is None:
                 self.saga = SagaState.new(self.m.steps)
@@ -180,7 +180,9 @@ class Actors(Network):
                 return self._orchestrator_out(actions, answering=msg)
             return self._orchestrator_out(engine.start(now) if new else engine.repeated_start())
         if self.saga is None:
-            self._note(f"orchestrator: no saga for {msg.id}: dead-lettered to orchestrator.dlt")
+            self._note(
+                f"orchestrator: no saga for {msg.id}: dead-lettered to {self.m.saga_topics.dlt}"
+            )
             return []
         step = self.m.step_of[topic]
         types = self.m.types[step]
@@ -210,13 +212,13 @@ class Actors(Network):
             elif isinstance(action, Finish):
                 type_ = OUTCOME_TYPES[action.status]
                 self.response = Msg(type_, type_, detail=action.reason)
-                out.append((ORCHESTRATOR_RESPONSE, self.response))
+                out.append((self.m.saga_topics.response, self.response))
             elif isinstance(action, ResendOutcome) and self.response is not None:
                 response = self.response
                 if action.fresh:  # a new message: named after what it answers
                     answer = "" if answering is None else answering.id
                     response = response._replace(id=f"{response.id}@{answer}")
-                out.append((ORCHESTRATOR_RESPONSE, response))
+                out.append((self.m.saga_topics.response, response))
         return out
 
     def _participant(self, step: str, topic: str, msg: Msg) -> Outputs:

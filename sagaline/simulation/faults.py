@@ -120,5 +120,7 @@ class Faults(Actors):
                 self._note(f"{service} dead-letters {msg.label} to {self.m.topics[service].dlt}")
             return [(self.m.topics[service].dlt, dead)]
         if self.trace is not None:
-            self._note(f"{service} dead-letters {msg.label} to orchestrator.dlt (read by nobody)")
+            self._note(
+                f"{service} dead-letters {msg.label} to {self.m.saga_topics.dlt} (read by nobody)"
+            )
         return []

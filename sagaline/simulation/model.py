@@ -6,13 +6,7 @@ from __future__ import annotations
 from sagaline.domain.definition import SagaDefinition
 from sagaline.domain.engine import Policy
 from sagaline.domain.initiator import Initiator, InitiatorPolicy
-from sagaline.domain.messages import (
-    ORCHESTRATOR,
-    ORCHESTRATOR_RESPONSE,
-    SAGA_START,
-    StepTopics,
-    StepTypes,
-)
+from sagaline.domain.messages import SAGA_START, StepTypes
 
 ORCHESTRATOR_SERVICE = "orchestrator"
 
@@ -33,18 +27,20 @@ class Model:
         self.initiator = Initiator(InitiatorPolicy.of(definition))
         self.initiator_name = spec.initiator.name
         self.types = {step: StepTypes(step) for step in self.steps}
-        self.topics = {step: StepTopics(step) for step in self.steps}
+        self.saga_topics = definition.saga_topics
+        self.topics = {step: self.saga_topics.step(step) for step in self.steps}
+        orchestrator, response = self.saga_topics.orchestrator, self.saga_topics.response
         self.services = (ORCHESTRATOR_SERVICE, self.initiator_name, *self.steps)
-        self.reader = {ORCHESTRATOR: ORCHESTRATOR_SERVICE}
-        self.reader[ORCHESTRATOR_RESPONSE] = self.initiator_name
+        self.reader = {orchestrator: ORCHESTRATOR_SERVICE}
+        self.reader[response] = self.initiator_name
         self.step_of: dict[str, str] = {}
         for step, topics in self.topics.items():
             self.reader[topics.command] = self.reader[topics.compensation] = step
             self.reader[topics.success] = self.reader[topics.dlt] = ORCHESTRATOR_SERVICE
             for topic in (topics.command, topics.compensation, topics.success, topics.dlt):
                 self.step_of[topic] = step
-        self.writes = {ORCHESTRATOR_SERVICE: {ORCHESTRATOR_RESPONSE}}
-        self.writes[self.initiator_name] = {ORCHESTRATOR}
+        self.writes = {ORCHESTRATOR_SERVICE: {response}}
+        self.writes[self.initiator_name] = {orchestrator}
         for step, topics in self.topics.items():
             self.writes[ORCHESTRATOR_SERVICE] |= {topics.command, topics.compensation}
             self.writes[step] = {topics.success, topics.dlt}
@@ -57,7 +53,7 @@ class Model:
         }
         self.stale_readers = (ORCHESTRATOR_SERVICE, self.initiator_name)
         # What a reader may be unable to read for good: a message with a payload of the order.
-        self.poisonable = {ORCHESTRATOR: SAGA_START}
+        self.poisonable = {orchestrator: SAGA_START}
         self.poisonable |= {self.topics[s].command: self.types[s].command for s in self.steps}
 
     def describe(self) -> str:

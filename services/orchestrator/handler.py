@@ -33,15 +33,11 @@ from sagaline.domain.engine import (
 )
 from sagaline.domain.envelope import Envelope, header_value
 from sagaline.domain.messages import (
-    ORCHESTRATOR,
-    ORCHESTRATOR_DLT,
-    ORCHESTRATOR_RESPONSE,
     SAGA_CANCEL,
     SAGA_COMPENSATED,
     SAGA_COMPLETED,
     SAGA_FAILED,
     SAGA_START,
-    StepTopics,
     StepTypes,
 )
 from sagaline.services.orchestrator.models import Origin, Saga, SagaEvent
@@ -98,13 +94,14 @@ class Orchestrator:
     def __init__(self, definition: SagaDefinition) -> None:
         self.definition = definition
         self.policy = Policy.of(definition)  # every step with its own time-out and attempts
-        self.steps = {name: StepTopics(name) for name in definition.step_names}
+        self.saga_topics = definition.saga_topics
+        self.steps = {name: self.saga_topics.step(name) for name in definition.step_names}
         self.types = {name: StepTypes(name) for name in definition.step_names}
         self._step_by_topic: dict[str, str] = {}
         for name, topics in self.steps.items():
             self._step_by_topic[topics.success] = name
             self._step_by_topic[topics.dlt] = name
-        self.topics = [ORCHESTRATOR, *self._step_by_topic]
+        self.topics = [self.saga_topics.orchestrator, *self._step_by_topic]
         self.in_flight = SagasInFlight()
         self.ended = EndWaiters()  # the requests waiting for a saga's end (`Prefer: wait`)
         # Whose results a step's command carries: the steps before it, when they run in turn.
@@ -115,7 +112,7 @@ class Orchestrator:
     # -- Handler protocol -------------------------------------------------------------------------
 
     def dead_letter_topic(self, source_topic: str) -> str:
-        return ORCHESTRATOR_DLT
+        return self.saga_topics.dlt
 
     def reads_dead_letters(self, topic: str) -> bool:
         return topic in self._step_by_topic and topic.endswith(".dlt")
@@ -123,7 +120,7 @@ class Orchestrator:
     def check(self, topic: str, envelope: Envelope) -> None:
         if envelope.saga != self.definition.name:
             raise Unprocessable(f"unknown saga {envelope.saga!r}")
-        if topic == ORCHESTRATOR:
+        if topic == self.saga_topics.orchestrator:
             expected = {SAGA_START, SAGA_CANCEL}
         else:
             step = self._step_by_topic[topic]
@@ -320,7 +317,7 @@ class Orchestrator:
                     response = Envelope.model_validate(saga["response"])
                     if action.fresh:
                         response = response.model_copy(update={"id": uuid.uuid4()})
-                    outbox.send(session, ORCHESTRATOR_RESPONSE, [response])
+                    outbox.send(session, self.saga_topics.response, [response])
                     record(session, saga_id, "sent", response, detail="re-sent outcome")
                 continue
             envelope = self._message(saga, action)
@@ -357,7 +354,7 @@ class Orchestrator:
             return self.steps[action.step].command
         if isinstance(action, SendCompensation):
             return self.steps[action.step].compensation
-        return ORCHESTRATOR_RESPONSE
+        return self.saga_topics.response
 
     def _message(self, saga: SagaRow, action: Message) -> Envelope:
         common: dict[str, Any] = {"saga_id": saga["id"], "saga": saga["name"]}

@@ -20,9 +20,6 @@ from sagaline.domain.definition import SagaDefinition
 from sagaline.domain.envelope import Envelope
 from sagaline.domain.initiator import Initiator, InitiatorPolicy, Send, SendCancel, SendStart
 from sagaline.domain.messages import (
-    ORCHESTRATOR,
-    ORCHESTRATOR_DLT,
-    ORCHESTRATOR_RESPONSE,
     SAGA_CANCEL,
     SAGA_OUTCOMES,
     SAGA_START,
@@ -56,7 +53,8 @@ class OrderSagaInitiator:
     def __init__(self, definition: SagaDefinition, start_timeout_s: float | None = None) -> None:
         self.definition = definition
         self.name = definition.spec.initiator.name
-        self.topics = [ORCHESTRATOR_RESPONSE]
+        self.saga_topics = definition.saga_topics
+        self.topics = [self.saga_topics.response]
         self.initiator = Initiator(InitiatorPolicy.of(definition, start_timeout_s))
         self.start_timeout_s = self.initiator.policy.start_timeout_s
         self._committer: GroupCommitter | None = None
@@ -78,7 +76,7 @@ class OrderSagaInitiator:
 
     def _send(self, session: AsyncSession, order: OrderRow, send: Send) -> None:
         order["resend_at"] = seconds_from_now(send.wait_s)
-        outbox.send(session, ORCHESTRATOR, [self._message(order, send.message)])
+        outbox.send(session, self.saga_topics.orchestrator, [self._message(order, send.message)])
 
     def _message(self, order: OrderRow, message: SendStart | SendCancel) -> Envelope:
         if isinstance(message, SendCancel):
@@ -105,7 +103,7 @@ class OrderSagaInitiator:
     # -- Handler protocol -------------------------------------------------------------------------
 
     def dead_letter_topic(self, source_topic: str) -> str:
-        return ORCHESTRATOR_DLT
+        return self.saga_topics.dlt
 
     def reads_dead_letters(self, topic: str) -> bool:
         return False

@@ -1,7 +1,8 @@
-"""The four services and their relays as local processes, as their pods would run them: on the
-topics the Strimzi stand-in made from the operator's KafkaTopics (`SAGALINE_CREATE_TOPICS=false`:
-nothing creates a topic), each on the database URL of the Secret its Saga names (on the local
-PostgreSQL the CloudNativePG stand-in provisioned), with the Saga file the cluster holds."""
+"""The services of a Saga (or of several) and their relays as local processes, as their pods
+would run them: on the topics the Strimzi stand-in made from the operator's KafkaTopics
+(`SAGALINE_CREATE_TOPICS=false`: nothing creates a topic), each on the database URL given (the
+Secret's its Saga names, on the local PostgreSQL the CloudNativePG stand-in provisioned), with
+the Saga file the cluster holds."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from sagaline.domain.definition import load_definition
 from sagaline.lab.stack import Stack, StackConfig, StackError
 
 
@@ -23,11 +23,11 @@ class ClusterStack(Stack):
         self.partitions = partitions
 
     def _create_topics(self) -> None:
-        """Nothing is created: every topic of the Saga must already be in Kafka, with the
+        """Nothing is created: every topic of each Saga must already be in Kafka, with the
         Saga's partitions (else the services would run on topics a producer auto-created)."""
-        definition = load_definition(self.config.saga_file)
+        topics = [topic for saga in self.definitions.values() for topic in saga.topics()]
         wanted = self.partitions
-        found = asyncio.run(_partitions(self.bootstrap_servers, definition.topics()))
+        found = asyncio.run(_partitions(self.bootstrap_servers, topics))
         wrong = {topic: count for topic, count in found.items() if count != wanted}
         if wrong:
             raise StackError(
@@ -61,6 +61,7 @@ def cluster_stack(
     ports: dict[str, int],
     *,
     partitions: int,
+    more_saga_files: list[Path] | None = None,
 ) -> ClusterStack:
     config = StackConfig(
         state_dir=state_dir,
@@ -68,6 +69,7 @@ def cluster_stack(
         broker="kafka",
         bootstrap_servers=bootstrap_servers,
         saga_file=saga_file,
+        more_saga_files=list(more_saga_files or []),
         ports=dict(ports),
         extra_env={"SAGALINE_CREATE_TOPICS": "false"},
     )

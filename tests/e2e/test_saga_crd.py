@@ -113,3 +113,26 @@ def test_what_only_the_api_server_checks_is_refused(
     code, _, err = dry_run(cluster, installed, document)
     assert code != 0, "the API server accepted it"
     assert said in err, err
+
+
+def test_without_an_initiator_a_step_may_take_its_name(cluster: Cluster, installed: str) -> None:
+    document = copy.deepcopy(load_yaml(SAGA_FILE))
+    document["spec"]["initiator"] = {"enabled": False}
+    document["spec"]["steps"].append({"name": "order", "database": {"secretName": "x-db"}})
+    code, out, err = dry_run(cluster, installed, document)
+    assert code == 0, err
+    initiator = json.loads(out)["spec"]["initiator"]
+    assert (initiator["enabled"], initiator["name"]) == (False, "order")
+
+
+def test_a_null_initiator_comes_back_as_the_order_service(cluster: Cluster, installed: str) -> None:
+    """Why `initiator: {enabled: false}` and not `initiator: null` (docs/design.md, "The Saga
+    resource"): the API server prunes the null and applies the default."""
+    document = copy.deepcopy(load_yaml(SAGA_FILE))
+    document["spec"]["initiator"] = None
+    result = cluster.kubectl(
+        "create", "--dry-run=server", "-n", installed, "-o", "json", "-f", "-",
+        input=json.dumps(document),
+    )  # fmt: skip
+    initiator = json.loads(result.stdout)["spec"]["initiator"]
+    assert (initiator["enabled"], initiator["name"]) == (True, "order")

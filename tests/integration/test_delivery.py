@@ -57,7 +57,7 @@ async def test_command_twice_and_resent_has_one_effect_and_the_original_reply(
     saga_id = uuid.uuid4()
     command, effect = await step_command(api, step, saga_id)
     before = await effect()
-    types, topics = StepTypes(step), StepTopics(step)
+    types, topics = StepTypes(step), StepTopics("order", step)
 
     await kafka.send_envelope(topics.command, command)
     await kafka.send_envelope(topics.command, command)  # the same message, delivered twice
@@ -79,7 +79,7 @@ async def test_compensation_twice_undoes_once(api: Api, kafka: Kafka, step: str)
     saga_id = uuid.uuid4()
     command, effect = await step_command(api, step, saga_id)
     before = await effect()
-    types, topics = StepTypes(step), StepTopics(step)
+    types, topics = StepTypes(step), StepTopics("order", step)
     await kafka.send_envelope(topics.command, command)
     await kafka.read(topics.success, of_saga(saga_id, types.done))
 
@@ -102,7 +102,7 @@ async def test_compensation_before_command_leaves_a_tombstone(
     saga_id = uuid.uuid4()
     command, effect = await step_command(api, step, saga_id)
     before = await effect()
-    types, topics = StepTypes(step), StepTopics(step)
+    types, topics = StepTypes(step), StepTopics("order", step)
 
     compensate = Envelope(type=types.compensate, saga_id=saga_id, saga="order", step=step)
     await kafka.send_envelope(topics.compensation, compensate)

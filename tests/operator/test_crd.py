@@ -87,6 +87,20 @@ def test_a_minimal_saga_passes():
     assert errors(minimal) == []
 
 
+def test_a_saga_without_an_initiator_passes_and_its_flag_defaults_to_true():
+    document = order_saga()
+    document["spec"]["initiator"] = {"enabled": False}
+    assert errors(document) == []
+    initiator = SCHEMA["properties"]["spec"]["properties"]["initiator"]
+    assert initiator["properties"]["enabled"] == {
+        "type": "boolean",
+        "description": initiator["properties"]["enabled"]["description"],
+        "default": True,
+    }
+    (rule,) = SCHEMA["properties"]["spec"]["x-kubernetes-validations"]
+    assert "self.initiator.enabled &&" in rule["rule"]
+
+
 def test_a_step_with_its_own_image_command_and_timing_passes():
     document = order_saga()
     document["spec"]["steps"][0].update(

@@ -385,3 +385,22 @@ def test_a_steps_image_rolls_that_step_only_and_its_timing_rolls_every_service(d
     changed = pod_hashes(SagaDefinition.model_validate(document))
     assert all(changed[name] != before[name] for name in before)
     assert pod_hashes(with_spec(compensationMaxAttempts=40)) != before
+
+
+def test_a_saga_without_an_initiator_gets_no_initiator_service():
+    definition = with_spec(initiator={"enabled": False})
+    objects = manifests.workloads(definition, NAMESPACE)
+    assert sorted(by_kind(objects, "Deployment")) == [
+        "order-orchestrator",
+        "payment-service",
+        "stock-service",
+    ]
+    config = by_kind(objects, "ConfigMap")["order-orchestrator"]
+    loaded = SagaDefinition.model_validate(yaml.safe_load(config["data"]["saga.yaml"]))
+    assert loaded.spec.initiator_name is None
+
+
+def test_the_config_map_of_a_saga_with_an_initiator_is_unchanged(definition):
+    """`enabled` is written only when false: a running Saga's pods do not roll for it."""
+    config = by_kind(manifests.workloads(definition, NAMESPACE), "ConfigMap")["order-service"]
+    assert yaml.safe_load(config["data"]["saga.yaml"])["spec"]["initiator"] == {"name": "order"}

@@ -10,7 +10,6 @@ import yaml
 from pydantic import ValidationError
 
 from sagaline.domain.definition import (
-    ORCHESTRATOR_TOPICS,
     Execution,
     SagaDefinition,
     default_definition_path,
@@ -81,7 +80,7 @@ def test_topics_of_three_steps(tmp_path, order_document):
     )
     topics = definition.topics()
     assert len(topics) == 3 + 4 * 3
-    assert topics[:3] == list(ORCHESTRATOR_TOPICS)
+    assert topics[:3] == ["orchestrator", "orchestrator.response", "orchestrator.dlt"]
     assert topics[-4:] == ["shipping", "shipping.success", "shipping.dlt", "shipping.compensation"]
 
 
@@ -95,11 +94,14 @@ def test_minimal_document_gets_the_defaults(tmp_path):
     definition = load_definition(write(tmp_path, document))
     assert definition.spec.execution is Execution.SEQUENTIAL
     assert definition.spec.max_attempts == 5
-    assert definition.topics()[3:] == [
-        "payment",
-        "payment.success",
-        "payment.dlt",
-        "payment.compensation",
+    assert definition.topics() == [
+        "mini.orchestrator",
+        "mini.orchestrator.response",
+        "mini.orchestrator.dlt",
+        "mini.payment",
+        "mini.payment.success",
+        "mini.payment.dlt",
+        "mini.payment.compensation",
     ]
 
 
@@ -253,3 +255,37 @@ def test_a_declaration_that_is_not_module_object_is_refused(order_document, refe
     document["spec"]["steps"][0]["declaration"] = reference
     with pytest.raises(ValidationError, match="declaration"):
         SagaDefinition.model_validate(document)
+
+
+# -- a Saga without an initiator ---------------------------------------------------------------
+
+
+def test_a_saga_that_leaves_out_its_initiator_keeps_the_order_service(tmp_path, order_document):
+    document = copy.deepcopy(order_document)
+    del document["spec"]["initiator"]
+    spec = load_definition(write(tmp_path, document)).spec
+    assert spec.initiator.enabled is True
+    assert spec.initiator_name == "order"
+
+
+def test_a_saga_may_have_no_initiator(tmp_path, order_document):
+    document = copy.deepcopy(order_document)
+    document["spec"]["initiator"] = {"enabled": False}
+    document["spec"]["steps"].append({"name": "order"})  # the name is then free for a step
+    definition = load_definition(write(tmp_path, document))
+    assert definition.spec.initiator_name is None
+    assert definition.topics()[:3] == ["orchestrator", "orchestrator.response", "orchestrator.dlt"]
+
+
+def test_a_null_initiator_is_refused_saying_how_to_have_none(tmp_path, order_document):
+    document = copy.deepcopy(order_document)
+    document["spec"]["initiator"] = None
+    with pytest.raises(ValueError, match=r"initiator: \{enabled: false\}"):
+        load_definition(write(tmp_path, document))
+
+
+def test_a_step_named_like_an_enabled_initiator_is_refused(tmp_path, order_document):
+    document = copy.deepcopy(order_document)
+    document["spec"]["steps"].append({"name": "order"})
+    with pytest.raises(ValueError, match="named like a service: order"):
+        load_definition(write(tmp_path, document))

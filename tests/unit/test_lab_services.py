@@ -34,6 +34,14 @@ def test_the_services_of_a_saga_are_the_orchestrator_the_initiator_and_its_steps
     assert services_of(definition) == [*SERVICES, "shipping", "invoice"]
 
 
+def test_a_saga_without_an_initiator_runs_no_initiator(tmp_path):
+    document = yaml.safe_load(ORDER_YAML.read_text())
+    document["spec"]["initiator"] = {"enabled": False}
+    path = tmp_path / "saga.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert services_of(load_definition(path)) == ["orchestrator", "payment", "stock"]
+
+
 def test_the_reference_four_keep_their_databases_and_another_step_gets_its_own():
     assert {service: database_name(service) for service in SERVICES} == DATABASES
     assert database_name("shipping") == "shippingdb"
@@ -67,3 +75,47 @@ def test_a_saga_file_that_does_not_load_is_a_stack_error(tmp_path):
     bad.write_text("kind: Saga\n")
     with pytest.raises(StackError, match="invalid saga definition"):
         Stack(StackConfig(state_dir=tmp_path, saga_file=bad))
+
+
+def renamed_saga(directory: Path, name: str, **initiator: object) -> Path:
+    """A copy of the order saga under another name (the same steps)."""
+    document = yaml.safe_load(ORDER_YAML.read_text())
+    document["metadata"]["name"] = name
+    document["spec"]["initiator"].update(initiator)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_two_sagas_run_side_by_side_each_service_on_its_own_port_and_database(tmp_path):
+    order2 = renamed_saga(tmp_path, "order2")
+    config = StackConfig(state_dir=tmp_path, saga_file=ORDER_YAML, more_saga_files=[order2])
+    config.bootstrap_servers = "127.0.0.1:9092"  # given: the environment names it
+    stack = Stack(config)
+    twins = ["order2-orchestrator", "order2-order", "order2-payment", "order2-stock"]
+    assert stack.services == [*SERVICES, *twins]
+    assert {service: stack.config.ports[service] for service in SERVICES} == PORTS
+    taken = [stack.config.ports[name] for name in stack.services]
+    assert len(set(taken)) == len(taken)
+    assert min(stack.config.ports[name] for name in twins) > max(PORTS.values())
+    state = tmp_path.resolve()
+    assert stack.urls["payment"] == f"sqlite:///{state / 'paymentdb'}.db"
+    assert stack.urls["order2-payment"] == f"sqlite:///{state / 'order2_paymentdb'}.db"
+    assert stack.urls["order2-orchestrator"] == f"sqlite:///{state / 'order2_orchestratordb'}.db"
+    assert len(set(stack.urls.values())) == 8
+    assert stack.environment("payment")["SAGA_FILE"] == str(ORDER_YAML)
+    assert stack.environment("order2-payment")["SAGA_FILE"] == str(order2.resolve())
+    assert stack.environment("order2-payment")["DATABASE_URL"] == stack.urls["order2-payment"]
+
+
+def test_a_saga_without_an_initiator_beside_the_order_saga_runs_none(tmp_path):
+    solo = renamed_saga(tmp_path, "solo", enabled=False)
+    stack = Stack(StackConfig(state_dir=tmp_path, saga_file=ORDER_YAML, more_saga_files=[solo]))
+    assert stack.services == [*SERVICES, "solo-orchestrator", "solo-payment", "solo-stock"]
+
+
+def test_two_saga_files_of_one_name_are_refused(tmp_path):
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(ORDER_YAML.read_text())
+    with pytest.raises(StackError, match="both define the Saga 'order'"):
+        Stack(StackConfig(state_dir=tmp_path, saga_file=ORDER_YAML, more_saga_files=[copy]))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from sagaline.domain import messages
-from sagaline.domain.definition import ORCHESTRATOR_TOPICS, load_definition
+from sagaline.domain.definition import SagaDefinition, load_definition
 from sagaline.domain.envelope import TYPE_PATTERN
-from sagaline.domain.messages import StepTopics, StepTypes
+from sagaline.domain.messages import SagaTopics, StepTopics, StepTypes
 
 ORDER_YAML = Path(__file__).resolve().parents[2] / "k8s" / "sagas" / "order.yaml"
 
@@ -75,30 +75,54 @@ def test_saga_types():
 
 
 @pytest.mark.parametrize("step", ["payment", "stock", "shipping"])
-def test_step_topics(step):
-    topics = StepTopics(step)
-    assert [topics.command, topics.success, topics.dlt, topics.compensation] == [
-        step,
-        f"{step}.success",
-        f"{step}.dlt",
-        f"{step}.compensation",
+def test_the_order_sagas_step_topics_keep_the_seeds_names(step):
+    topics = SagaTopics("order").step(step)
+    assert topics == StepTopics("order", step)
+    assert topics.all() == [step, f"{step}.success", f"{step}.dlt", f"{step}.compensation"]
+
+
+@pytest.mark.parametrize("saga", ["travel", "order2", "my-saga"])
+def test_any_other_sagas_topics_start_with_its_name(saga):
+    topics = SagaTopics(saga)
+    assert [topics.orchestrator, topics.response, topics.dlt] == [
+        f"{saga}.orchestrator",
+        f"{saga}.orchestrator.response",
+        f"{saga}.orchestrator.dlt",
     ]
+    assert topics.step("flight").all() == [
+        f"{saga}.flight",
+        f"{saga}.flight.success",
+        f"{saga}.flight.dlt",
+        f"{saga}.flight.compensation",
+    ]
+
+
+def test_two_sagas_with_the_same_steps_share_no_topic():
+    order, order2 = (SagaTopics(name).all(["payment", "stock"]) for name in ("order", "order2"))
+    assert len(set(order)) == len(set(order2)) == 11
+    assert not set(order) & set(order2)
+
+
+def test_dead_letters_go_to_the_step_or_to_the_orchestrator():
+    topics = SagaTopics("travel")
+    assert topics.dead_letters_of("flight", ["flight", "hotel"]) == "travel.flight.dlt"
+    for service in ("orchestrator", "booking"):
+        assert topics.dead_letters_of(service, ["flight", "hotel"]) == "travel.orchestrator.dlt"
 
 
 def test_topic_names_agree_with_the_definition():
     definition = load_definition(ORDER_YAML)
-    orchestrator = (
-        messages.ORCHESTRATOR,
-        messages.ORCHESTRATOR_RESPONSE,
-        messages.ORCHESTRATOR_DLT,
-    )
-    assert (
-        orchestrator
-        == ORCHESTRATOR_TOPICS
-        == ("orchestrator", "orchestrator.response", "orchestrator.dlt")
-    )
+    order = SagaTopics("order")
+    orchestrator = (order.orchestrator, order.response, order.dlt)
+    assert orchestrator == ("orchestrator", "orchestrator.response", "orchestrator.dlt")
     from_messages = list(orchestrator)
     for step in definition.step_names:
-        topics = StepTopics(step)
-        from_messages += [topics.command, topics.success, topics.dlt, topics.compensation]
+        from_messages += StepTopics("order", step).all()
     assert from_messages == definition.topics()
+
+
+def test_a_renamed_definition_derives_its_topics_from_its_name():
+    document = load_definition(ORDER_YAML).model_dump(by_alias=True)
+    document["metadata"]["name"] = "order2"
+    renamed = SagaDefinition.model_validate(document)
+    assert renamed.topics() == [f"order2.{topic}" for topic in load_definition(ORDER_YAML).topics()]

@@ -23,11 +23,13 @@ from sagaline_operator.manifests.common import (
     Role,
     Unit,
     missing_databases,
+    names_too_long,
     orchestrator_name,
     owner_reference,
     saga_labels,
     selector,
     unit_labels,
+    unit_name,
     units,
 )
 from sagaline_operator.manifests.env import KAFKA_CA_DIR, KAFKA_USER_DIR, SAGA_DIR, SAGA_KEY
@@ -75,6 +77,7 @@ __all__ = [
     "kafka_topics",
     "kafka_users",
     "missing_databases",
+    "names_too_long",
     "orchestrator_name",
     "owner_reference",
     "render_topics",
@@ -84,6 +87,7 @@ __all__ = [
     "selector",
     "service",
     "unit_labels",
+    "unit_name",
     "units",
     "workloads",
 ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sagaline.domain.definition import SagaDefinition, ServiceSpec
+from sagaline.domain.messages import ORDER_SAGA
 from sagaline_operator.config import GROUP, VERSION
 
 Body = dict[str, Any]
@@ -19,6 +20,7 @@ SAGA_LABEL = f"{GROUP}/saga"
 SERVICE_LABEL = f"{GROUP}/service"
 STRIMZI_CLUSTER = "strimzi.io/cluster"
 MANAGED_BY = "sagaline-operator"
+NAME_MAX = 63  # a Service's name is a DNS label
 
 
 @dataclass(frozen=True)
@@ -32,26 +34,37 @@ class Unit:
 
     @property
     def name(self) -> str:
-        """Its Deployment, Service and ConfigMap: `order-orchestrator`, `payment-service`."""
-        return (
-            orchestrator_name(self.saga)
-            if self.role == "orchestrator"
-            else f"{self.service}-service"
-        )
+        """Its Deployment, Service, ConfigMap and KafkaUser (`unit_name`)."""
+        return unit_name(self.saga, self.service, self.role)
 
 
 def orchestrator_name(saga: str) -> str:
     return f"{saga}-orchestrator"
 
 
+def unit_name(saga: str, service: str, role: Role) -> str:
+    """The name of a service's children, unique per Saga, so that any number of Sagas share a
+    namespace: `<saga>-orchestrator`, and `<saga>-<service>-service` for the others, except that
+    the order saga's keep the names they always had (`order-service`, `payment-service`)."""
+    if role == "orchestrator":
+        return orchestrator_name(saga)
+    return f"{service}-service" if saga == ORDER_SAGA else f"{saga}-{service}-service"
+
+
 def units(definition: SagaDefinition) -> list[Unit]:
     spec = definition.spec
     name = definition.name
+    initiator = [Unit(name, spec.initiator.name, "initiator", spec.initiator)]
     return [
         Unit(name, "orchestrator", "orchestrator", spec.orchestrator),
-        Unit(name, spec.initiator.name, "initiator", spec.initiator),
+        *(initiator if spec.initiator.enabled else []),
         *(Unit(name, step.name, "step", step) for step in spec.steps),
     ]
+
+
+def names_too_long(definition: SagaDefinition) -> list[str]:
+    """Children names over a DNS label's 63 characters (a long Saga name and a long step's)."""
+    return [unit.name for unit in units(definition) if len(unit.name) > NAME_MAX]
 
 
 def missing_databases(definition: SagaDefinition) -> list[str]:

@@ -63,10 +63,17 @@ def runtime_document(definition: SagaDefinition) -> Body:
             "stepTimeoutSeconds": spec.step_timeout_seconds,
             "maxAttempts": spec.max_attempts,
             "compensationMaxAttempts": spec.compensation_max_attempts,
-            "initiator": {"name": spec.initiator.name},
+            "initiator": _initiator(definition),
             "steps": [{"name": step.name, **_own_timing(step)} for step in spec.steps],
         },
     }
+
+
+def _initiator(definition: SagaDefinition) -> Body:
+    """Its name; `enabled: false` only when it has none, so that the ConfigMap of a Saga with an
+    initiator is what it was (no pod restarts when the operator is upgraded)."""
+    initiator = definition.spec.initiator
+    return {"name": initiator.name} if initiator.enabled else {"enabled": False}
 
 
 def _own_timing(step: StepSpec) -> Body:

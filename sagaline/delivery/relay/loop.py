@@ -45,7 +45,7 @@ from sagaline.delivery.relay.settled import (
 from sagaline.delivery.relay.statements import UNPUBLISHED, UnpublishedRow, mark_published
 from sagaline.domain.clock import utcnow
 from sagaline.domain.envelope import header_value
-from sagaline.domain.messages import ORCHESTRATOR_DLT
+from sagaline.domain.messages import ORDER_SAGA, SagaTopics
 from sagaline.kafka.brokers import BrokerKind, broker_for
 from sagaline.kafka.clients import ensure_topics, make_producer, start, stop
 from sagaline.kafka.security import PLAINTEXT, KafkaSecurity
@@ -61,7 +61,7 @@ from sagaline.telemetry.metrics import (
 )
 
 log = logging.getLogger(__name__)
-_ORCHESTRATOR_OWNED = frozenset({"orchestrator", "order"})
+_ORCHESTRATOR_OWNED = frozenset({"orchestrator", "order"})  # of the order saga
 
 
 class Relay:
@@ -88,6 +88,7 @@ class Relay:
         security: KafkaSecurity = PLAINTEXT,
         broker: BrokerKind = "kafka",
         dead_letter_topic: str | None = None,
+        saga: str = ORDER_SAGA,
         max_dead_letter_bytes: int = 256 * 1024,
     ) -> None:
         self.db = db
@@ -112,6 +113,7 @@ class Relay:
         self.leadership = leadership_for(db, service, stopping=self._stopping, wake=self._wake)
         self.failures = 0  # attempts that failed (broker or database away) and were retried
         self._dead_letter_topic = dead_letter_topic
+        self.saga = saga
         self.max_dead_letter_bytes = max_dead_letter_bytes
         self.backlog = BacklogGauges(service)
         self._driver: SQLiteConnection | None = None  # SQLite: reads go straight to the driver
@@ -122,10 +124,13 @@ class Relay:
 
     @property
     def dead_letter_topic(self) -> str:
-        """Where this service's refused rows go: a step's own `.dlt`, else `orchestrator.dlt`."""
+        """Where this service's refused rows go: as given (`sagaline relay` gives its saga's,
+        `SagaTopics.dead_letters_of`), else, for the order saga's services, a step's own `.dlt`
+        and `orchestrator.dlt` for the orchestrator and the order service."""
         if self._dead_letter_topic is not None:
             return self._dead_letter_topic
-        return ORCHESTRATOR_DLT if self.service in _ORCHESTRATOR_OWNED else f"{self.service}.dlt"
+        topics = SagaTopics(self.saga)
+        return topics.dlt if self.service in _ORCHESTRATOR_OWNED else topics.step(self.service).dlt
 
     @property
     def is_leader(self) -> bool:
