@@ -20,8 +20,6 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import select, update
 
-pytest.importorskip("sagaline.sdk", reason="sagaline.sdk is not there yet")
-
 from sagaline.delivery.calling_participant import CallingParticipant
 from sagaline.delivery.consumer import Incoming
 from sagaline.delivery.step_calls import STEP_CALLS

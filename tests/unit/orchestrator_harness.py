@@ -87,7 +87,7 @@ class Harness:
         """A saga started by the initiator's saga.start."""
         saga_id = uuid.uuid4()
         start = Envelope(type=SAGA_START, saga_id=saga_id, saga=self.saga, payload=payload)
-        await self.deliver("orchestrator", start)
+        await self.deliver(self.orchestrator.saga_topics.orchestrator, start)
         return saga_id
 
     async def done(

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from sagaline.domain.messages import ORCHESTRATOR_RESPONSE
 from sagaline.services.orchestrator.api import MAX_KEY_LENGTH
 from sagaline.services.orchestrator.handler import Orchestrator
 from tests.unit.orchestrator_harness import Harness, definition, harness, payloads
@@ -176,7 +175,7 @@ async def test_the_outcome_of_a_started_saga_goes_to_no_topic(
     ]
     outcome = saga["history"][-1]
     assert (outcome["direction"], outcome["type"]) == ("ended", "saga.compensated")
-    assert [t for t, _ in await trip.sent(started)][-1] == ORCHESTRATOR_RESPONSE
+    assert [t for t, _ in await trip.sent(started)][-1] == trip.orchestrator.saga_topics.response
 
 
 # -- waiting for the end ------------------------------------------------------------------------
