@@ -200,6 +200,7 @@ def demo(
 def verify(
     database_url: DatabaseUrl = None,
     state_dir: StateDir = Path(".sagaline"),
+    saga_file: SagaFiles = None,
     database_prefix: Annotated[
         str,
         typer.Option(
@@ -209,26 +210,41 @@ def verify(
     ] = "",
     as_json: JsonFlag = False,
 ) -> None:
-    """Check the invariants across the four databases; exit 1 naming any violation."""
+    """Check the invariants of each Saga (`--saga-file`, as `up` ran them) across its services'
+    databases: every saga ended, a COMPLETED saga has every step's effect standing and a
+    compensated one none (the SDK's ledger at each step); for the order saga also its orders
+    and books. Exit 1 naming any violation."""
+    from sagaline.domain.definition import load_definition
     from sagaline.lab.databases import database_urls
-    from sagaline.lab.verify import verify as check
+    from sagaline.lab.step_ledgers import verify_saga
+    from sagaline.services.registry import instances_of
 
-    urls = database_urls(database_url, state_dir, prefix=database_prefix)
-    missing = [u for u in urls.values() if u.startswith("sqlite") and not Path(u[10:]).exists()]
-    if missing:
-        console.print(
-            f"[red]no databases in {state_dir}: run `sagaline up` first or pass --state-dir[/red]"
-        )
-        raise typer.Exit(2)
-    result = check(urls)
+    results = {}
+    for path in saga_file or [default_definition_path()]:
+        definition = load_definition(path)
+        names = {instance.service: instance.database for instance in instances_of(definition)}
+        urls = database_urls(database_url, state_dir, prefix=database_prefix, services=names)
+        missing = [u for u in urls.values() if u.startswith("sqlite") and not Path(u[10:]).exists()]
+        if missing:
+            console.print(
+                f"[red]no databases of the Saga {definition.name} in {state_dir}: run `sagaline "
+                f"up --saga-file {path}` first, or pass --state-dir[/red]"
+            )
+            raise typer.Exit(2)
+        results[definition.name] = verify_saga(definition, urls)
     if as_json:
-        print(json.dumps(result.as_dict()))
-    elif result.ok:
-        console.print(f"[green]all invariants hold[/green] {result.checked}")
-    else:
-        for name, details in result.violations.items():
-            console.print(f"[red]violated: {name}[/red] ({len(details)}), e.g. {details[:3]}")
-    if not result.ok:
+        reports = {name: report.as_dict() for name, report in results.items()}
+        print(json.dumps(next(iter(reports.values())) if len(reports) == 1 else reports))
+    for name, report in results.items():
+        if as_json:
+            break
+        if report.ok:
+            console.print(f"[green]{name}: all invariants hold[/green] {report.checked}")
+        for invariant, details in report.violations.items():
+            console.print(
+                f"[red]{name}: violated: {invariant}[/red] ({len(details)}), e.g. {details[:3]}"
+            )
+    if not all(report.ok for report in results.values()):
         raise typer.Exit(1)
 
 

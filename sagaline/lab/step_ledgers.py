@@ -2,7 +2,7 @@
 sagas and the effect ledger the SDK keeps in every step's database (`step_outcome`: the outcome
 of each saga's command at that step, and whether a compensation undid it).
 
-- every saga ended, and none FAILED (a compensation given up);
+- every saga is terminal (ended), and none FAILED (a compensation given up);
 - a COMPLETED saga has every step's effect standing (APPLIED, not undone);
 - a compensated saga has none standing;
 - no step holds an effect for a saga the orchestrator does not know.
@@ -13,7 +13,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-from sagaline.lab.verify import Report, rows
+from sagaline.domain.definition import SagaDefinition
+from sagaline.domain.messages import ORDER_SAGA
+from sagaline.lab.verify import Report, rows, verify
 
 # Applied and never undone (an unset JSON column may hold JSON null rather than SQL NULL).
 STANDING = (
@@ -37,7 +39,7 @@ def verify_ledgers(
         if status == "FAILED":
             report.violate("no saga FAILED", f"saga {saga_id}: compensation was given up")
         elif status not in ENDED:
-            report.violate("every saga ended", f"saga {saga_id} is {status}")
+            report.violate("every saga is terminal", f"saga {saga_id} is {status}")
     for step in steps:
         [standing_rows] = rows(step_urls[step], STANDING)
         standing = {_id(row[0]) for row in standing_rows}
@@ -65,3 +67,18 @@ def _name(saga: str) -> str:
     if not saga.replace("-", "").isalnum():
         raise ValueError(f"not a Saga name: {saga!r}")
     return saga
+
+
+def verify_saga(definition: SagaDefinition, urls: Mapping[str, str]) -> Report:
+    """Every invariant of one Saga, `urls` giving each of its services' database: the generic
+    ones for any Saga, and for the order saga (`order`, with its order-service) also the
+    orders' and the books' (`sagaline.lab.verify`)."""
+    steps = definition.step_names
+    report = verify_ledgers(urls["orchestrator"], urls, definition.name, steps)
+    if definition.name == ORDER_SAGA and definition.spec.initiator_name == "order":
+        reference = verify(dict(urls))
+        report.checked.update(reference.checked)
+        for invariant, details in reference.violations.items():
+            known = report.violations.setdefault(invariant, [])
+            known.extend(detail for detail in details if detail not in known)
+    return report

@@ -81,7 +81,7 @@ def test_each_broken_invariant_is_named(tmp_path: Path) -> None:
     outcome(steps["hotel"], stray)
     report = verify_ledgers(orchestrator, steps, "travel", STEPS)
     assert report.violations == {
-        "every saga ended": [f"saga {running} is RUNNING"],
+        "every saga is terminal": [f"saga {running} is RUNNING"],
         "no saga FAILED": [f"saga {failed}: compensation was given up"],
         "a COMPLETED saga has every step's effect": [f"saga {completed}: none at hotel"],
         "a compensated saga has no effect standing": [f"saga {compensated}: at flight"],
