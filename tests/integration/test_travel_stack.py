@@ -40,6 +40,7 @@ TOKEN = "travel-test-token"
 REFUSED_SHARE = 0.15  # of each partner's bookings
 TRIPS = 200
 ORDERS = 200
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 TRIP = {"traveller": "Ada", "destination": "LIS", "date": "2027-03-01", "nights": 3}
 
 
@@ -66,8 +67,12 @@ def partner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         asyncio.run(eventually(answers, within=30, what="the partner answering"))
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        process.terminate()  # a held answer may keep its graceful stop waiting: then kill it
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +105,7 @@ async def partner_get(partner: str, path: str) -> Any:
 async def place_orders(stack: Stack) -> list[str]:
     """Orders of the order saga, one in four beyond its customer's balance (compensated)."""
     gate = asyncio.Semaphore(16)
-    async with http_client() as client:
+    async with http_client(headers=BEARER) as client:
         api = Api(stack, client)
         product = await api.product(ORDERS * 2)
 
