@@ -1,14 +1,18 @@
-"""docs/your-own-saga.md, followed line by line as a new user would: its shell blocks are run in
-order, in bash, in a directory outside the repository. They write the `shipping` step package
-(the `cat > file <<'EOF'` blocks), `pip install -e .` it into a venv, copy the order Saga with
-`shipping` as its third step and start `sagaline up` on it; then, in "another shell", place the
-doc's orders (one approved through the step, one it refuses, compensated) and run `sagaline
-verify`. The Kubernetes section is checked without a cluster: its Saga by the definition loader
-and the operator's manifests, its Containerfile against sagaline's.
+"""docs/your-own-saga.md, followed line by line as a new user would. Its shell blocks are typed, in
+order, into two bash shells, from a clone, into a directory outside the repository: the first
+writes the `shipping` step package (the `cat > file <<'EOF'` blocks), `pip install -e .` it,
+copies the order Saga with `shipping` as its third step and runs `sagaline up` on it in the
+foreground; the other ("another shell, with the same venv active") places the doc's orders (one
+approved through the step, one it refuses) and runs `sagaline verify`. When the doc restarts the
+stack with the steps in parallel, the first shell gets a Ctrl-C (SIGINT) and the next block; the
+other then places an order stock refuses, whose shipment the step's `undo` cancels. The
+Kubernetes section is run but for its `docker` and `kubectl` lines, checked instead: its Saga by
+the definition loader and the operator's manifests, its Containerfile against sagaline's.
 
-What the test changes in the doc's commands, and only that (each must still be found in the doc):
-- the venv it activates is one of the test's own, which sees the clone's packages (so that
-  `pip install -e .` leaves the clone's `.venv` as it was);
+What the test changes in the doc's commands, and only that (each must still be found in it):
+- the venv it activates is one of the test's own, which sees the clone's packages (a .pth file)
+  and has its own pip and `sagaline` command, so that `pip install -e .` leaves the clone's
+  `.venv` as it was;
 - `/tmp/shipping-step` is a directory of the test's own;
 - `sagaline up` gets `--base-port` (free ports), and `localhost:808N` follows it.
 Nothing else: no SAGALINE_* variable is inherited, and the step is found by its entry point.
@@ -28,14 +32,14 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sagaline_operator import manifests
+from sagaline_operator.manifests import workloads
 
 from sagaline.domain.definition import load_definition
 from sagaline.lab.ports import free_port_block
@@ -49,6 +53,7 @@ DOC_ACTIVATE = '. "$SAGALINE/.venv/bin/activate"'
 DOC_PORT = re.compile(r"localhost:(80[89]\d)\b")
 UP = re.compile(r"^sagaline up\b.*$", re.MULTILINE)
 READY = "Ctrl-C (or SIGTERM) stops everything."  # what `sagaline up` prints once ready
+FIRST, OTHER = "first shell", "other shell"
 RUN_SECTIONS = ("1.", "2.", "3.")
 DEPLOY_SECTION = "4."
 NOT_RUN = [  # section 4's commands that need a container engine or a cluster: checked instead
@@ -103,16 +108,21 @@ def with_ports(text: str, base_port: int) -> str:
     return DOC_PORT.sub(lambda m: f"localhost:{base_port + int(m[1]) - 8080}", text)
 
 
-def split_at_up(blocks: list[str]) -> tuple[list[str], list[str]]:
-    """The blocks up to the one that ends with `sagaline up` (the first shell), and the rest
-    (the other shell)."""
-    for index, text in enumerate(blocks):
+def in_shells(blocks: list[str]) -> list[tuple[str, str]]:
+    """Each block with the shell it is typed in: the first shell's up to `sagaline up`, which
+    ends its block (it runs in the foreground), then the other shell's until the next."""
+    shell, typed = FIRST, []
+    for text in blocks:
         if UP.search(text):
             assert text.rstrip().splitlines()[-1].startswith("sagaline up"), (
                 "`sagaline up` runs in the foreground: it must end its block"
             )
-            return blocks[: index + 1], blocks[index + 1 :]
-    raise AssertionError("docs/your-own-saga.md runs no `sagaline up`")
+            typed.append((FIRST, text))
+            shell = OTHER
+        else:
+            typed.append((shell, text))
+    assert OTHER in {shell for shell, _ in typed}, "docs/your-own-saga.md runs no `sagaline up`"
+    return typed
 
 
 # -- the user's machine ----------------------------------------------------------------------------
@@ -149,7 +159,10 @@ def make_venv(directory: Path) -> Path:
     """A venv of the test's own that sees every package of the clone's (a .pth file adds the
     clone's site-packages after its own), with its own pip and its own `sagaline` command:
     what the doc installs goes into it, not into the clone's `.venv`."""
-    subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
+    made = subprocess.run(
+        [sys.executable, "-m", "venv", str(directory)], capture_output=True, text=True
+    )
+    unavailable("a venv with pip", (made.stderr.strip() or "failed") if made.returncode else None)
     python = directory / "bin" / "python"
     own = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -183,17 +196,94 @@ def repository_status() -> list[str]:
 # -- the run -------------------------------------------------------------------------------------
 
 
+class Shell:
+    """A bash the doc's blocks are typed into one after the other, as a user would: its
+    directory, its variables and its venv carry from one block to the next; `set -e`: a failing
+    command ends it. Its output goes to a log, read back block by block."""
+
+    def __init__(self, name: str, home: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log = home / f"{name.replace(' ', '-')}.log"
+        with open(self.log, "wb") as output:
+            self.process = subprocess.Popen(
+                ["bash", "-e"],
+                cwd=ROOT,  # "from a clone of sagaline"
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return f"{self.name}:\n" + "\n".join(self.output().splitlines()[-lines:])
+
+    def type(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text.encode())
+        self.process.stdin.flush()
+
+    def wait_for(self, done: Callable[[str], bool], within_s: float, what: str) -> str:
+        deadline = time.monotonic() + within_s
+        while not done(output := self.output()):
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"{what}: the shell ended ({self.process.returncode})\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not in {within_s} s\n{self.tail()}")
+            time.sleep(0.1)
+        return output
+
+    def run(self, block: str, within_s: float = 180) -> str:
+        """What the block printed (stdout and stderr), once it is done."""
+        start = len(self.output())
+        marker = f"-- block done {uuid.uuid4().hex} --"
+        self.type(f"{block}\nprintf '\\n%s\\n' '{marker}'\n")
+        output = self.wait_for(lambda text: marker in text[start:], within_s, block[:60])
+        return output[start : output.index(marker, start)].strip()
+
+    def start_up(self, block: str) -> None:
+        """A block ending with `sagaline up`: typed, then waited for until the stack is ready."""
+        ready = self.output().count(READY)
+        self.type(block)
+        self.wait_for(lambda text: text.count(READY) > ready, READY_WITHIN_S, "sagaline up")
+
+    def interrupt(self) -> None:
+        """Ctrl-C: SIGINT to the command in the foreground, then the prompt back."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        [foreground] = children.read_text().split()
+        os.kill(int(foreground), signal.SIGINT)
+        self.run(":", within_s=60)
+
+    def close(self) -> int:
+        if self.process.poll() is None and self.process.stdin is not None:
+            self.process.stdin.close()  # end of input: bash exits
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+
 @dataclass
 class Tutorial:
     venv: Path
     directory: Path  # the doc's /tmp/shipping-step
     base_port: int
-    log: Path  # the first shell's output: pip's, then `sagaline up`'s
+    first: Shell
+    other: Shell
+    outputs: list[tuple[str, str]]  # each block the other shell ran, and what it printed
     repository_before: list[str]
-    other_shell: list[str]  # the blocks after `sagaline up`, as run
 
     def url(self, service: str, path: str) -> str:
         return f"http://127.0.0.1:{self.base_port + PORTS[service] - PORTS['orchestrator']}{path}"
+
+    def printed_by(self, command: str) -> list[str]:
+        return [output for block, output in self.outputs if command in block]
 
     def sagaline(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -206,35 +296,21 @@ class Tutorial:
         )
 
 
-def wait_ready(process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_WITHIN_S
-    while READY not in log.read_text(errors="replace"):
-        if process.poll() is not None:
-            raise AssertionError(f"the first shell ended ({process.returncode}):\n{tail(log)}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"`sagaline up` not ready in {READY_WITHIN_S} s:\n{tail(log)}")
-        time.sleep(0.2)
-
-
-def tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, as the doc's Ctrl-C: `sagaline up` stops every process it started."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
+def typed_blocks(venv: Path, directory: Path, base_port: int) -> list[tuple[str, str]]:
+    """Sections 1 to 3, each block with its shell, and the test's changes (module docstring)."""
+    typed = in_shells(shell_blocks(*RUN_SECTIONS))
+    texts = [text for _, text in typed]
+    texts = replaced(texts, DOC_ACTIVATE, f'. "{venv}/bin/activate"')
+    texts = replaced(texts, DOC_DIRECTORY, str(directory))
+    texts = [UP.sub(lambda m: f"{m[0]} --base-port {base_port}", text) for text in texts]
+    texts = [with_ports(text, base_port) for text in texts]
+    return [(shell, text) for (shell, _), text in zip(typed, texts, strict=True)]
 
 
 @pytest.fixture(scope="module")
 def tutorial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tutorial]:
-    """The first shell: sections 1 to 3 up to `sagaline up`, which then runs until the end."""
+    """Sections 1 to 3, to the end, in two shells; the last `sagaline up` is left running for
+    the tests, and stopped (Ctrl-C) after them."""
     require_tools()
     before = repository_status()
     home = tmp_path_factory.mktemp("your_own_saga")
@@ -242,74 +318,48 @@ def tutorial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tutorial]:
     venv = make_venv(home / "venv")
     directory = home / "shipping-step"
     base_port = free_port_block(len(PORTS))
-    first, other = split_at_up(shell_blocks(*RUN_SECTIONS))
-    first = replaced(first, DOC_ACTIVATE, f'. "{venv}/bin/activate"')
-    first = replaced(first, DOC_DIRECTORY, str(directory))
-    script = UP.sub(lambda m: f"exec {m[0]} --base-port {base_port}", "\n".join(first))
-    log = home / "first-shell.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            ["bash", "-e", "-c", script],
-            cwd=ROOT,  # "from a clone of sagaline"
-            env=user_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    first = Shell(FIRST, home, user_environment())
+    other = Shell(OTHER, home, user_environment(venv))  # "with the same venv active"
+    outputs: list[tuple[str, str]] = []
+    running = False
     try:
-        wait_ready(process, log)
-        other = [with_ports(t.replace(DOC_DIRECTORY, str(directory)), base_port) for t in other]
-        yield Tutorial(venv, directory, base_port, log, before, other)
+        for shell, text in typed_blocks(venv, directory, base_port):
+            if shell == FIRST and UP.search(text):
+                if running:
+                    first.interrupt()  # "Stop `sagaline up` (Ctrl-C) and start it again"
+                first.start_up(text)
+                running = True
+            elif shell == FIRST:
+                first.run(text)
+            else:
+                outputs.append((text, other.run(text)))
+        yield Tutorial(venv, directory, base_port, first, other, outputs, before)
     finally:
-        stop(process)
-
-
-@dataclass(frozen=True)
-class ShellRun:
-    returncode: int
-    outputs: list[str]  # what each block printed (stdout and stderr)
-
-
-def run_blocks(blocks: list[str], cwd: Path, env: dict[str, str]) -> ShellRun:
-    """The blocks in one bash, in order, stopping at the first failing command."""
-    marker = f"-- block end {uuid.uuid4().hex} --"
-    script = "".join(f"{block}\nprintf '\\n%s\\n' '{marker}'\n" for block in blocks)
-    done = subprocess.run(
-        ["bash", "-e", "-c", script],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=180,
-    )
-    return ShellRun(done.returncode, [part.strip() for part in done.stdout.split(marker)])
-
-
-@pytest.fixture(scope="module")
-def other_shell(tutorial: Tutorial) -> ShellRun:
-    """The doc's "another shell, with the same venv active": the orders, `sagaline verify`."""
-    return run_blocks(tutorial.other_shell, ROOT, user_environment(tutorial.venv))
+        if running and first.process.poll() is None:
+            first.interrupt()
+        first.close()
+        other.close()
 
 
 def documents(output: str) -> list[dict[str, Any]]:
-    """The JSON objects curl printed one after the other."""
+    """The JSON objects curl printed one after the other, up to what is not one."""
     decoder, found, index = json.JSONDecoder(), [], 0
     while index < len(output):
         if output[index].isspace():
             index += 1
             continue
-        document, index = decoder.raw_decode(output, index)
+        try:
+            document, index = decoder.raw_decode(output, index)
+        except json.JSONDecodeError:
+            break
         found.append(document)
     return found
 
 
-def orders(run: ShellRun) -> dict[str, dict[str, Any]]:
-    """The doc's two orders, by customer."""
-    placed = [d for d in documents(run.outputs[0]) if "status" in d]
-    assert len(placed) == 2, run.outputs[0]
-    return {order["customer_id"]: order for order in placed}
+def orders(tutorial: Tutorial) -> list[dict[str, Any]]:
+    """The doc's orders, as `Prefer: wait=30` answered them, in order."""
+    printed = [d for output in tutorial.printed_by("/orders") for d in documents(output)]
+    return [d for d in printed if "status" in d and "customer_id" in d]
 
 
 def shipment(tutorial: Tutorial, saga_id: str) -> tuple[str, bool] | None:
@@ -323,7 +373,35 @@ def shipment(tutorial: Tutorial, saga_id: str) -> tuple[str, bool] | None:
     return None if row is None else (str(row[0]), bool(row[1]))
 
 
+def trace(tutorial: Tutorial, saga_id: str) -> str:
+    """`sagaline trace <order id>` (the doc's prose), against this stack's orchestrator."""
+    done = tutorial.sagaline("trace", saga_id, "--url", tutorial.url("orchestrator", ""))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def balance(tutorial: Tutorial, account: str) -> str:
+    return str(
+        httpx.get(tutorial.url("payment", f"/accounts/{account}"), timeout=10).json()["balance"]
+    )
+
+
+def stock(tutorial: Tutorial, product: str) -> int:
+    return int(
+        httpx.get(tutorial.url("stock", f"/products/{product}"), timeout=10).json()["quantity"]
+    )
+
+
 # -- what the doc says -------------------------------------------------------------------------
+
+
+def test_every_command_of_the_doc_is_run_or_checked() -> None:
+    blocks = doc_blocks()
+    sections = {b.section.split()[0] for b in blocks if b.language == "sh"}
+    assert sections == {*RUN_SECTIONS, DEPLOY_SECTION}, "a new section's commands: run them here"
+    assert {b.language for b in blocks} == {"sh", "python"}
+    for block in (b for b in blocks if b.language == "python"):
+        compile(block.text, str(DOC), "exec")  # a fragment of a step: at least Python
 
 
 def test_the_step_is_a_package_of_its_own_installed_by_its_entry_point(tutorial: Tutorial) -> None:
@@ -353,9 +431,10 @@ def test_the_step_is_a_package_of_its_own_installed_by_its_entry_point(tutorial:
 def test_sagaline_up_runs_the_step_on_the_next_port_and_its_own_database(
     tutorial: Tutorial,
 ) -> None:
-    listed = dict(re.findall(r"^(\w+)\s+http://127\.0\.0\.1:(\d+)$", tail(tutorial.log), re.M))
+    output = tutorial.first.output()
+    listed = dict(re.findall(r"^(\w+)\s+http://127\.0\.0\.1:(\d+)$", output, re.M))
     ports = {service: int(port) for service, port in listed.items()}
-    assert ports.keys() == {*PORTS, "shipping"}, tail(tutorial.log)
+    assert ports.keys() == {*PORTS, "shipping"}, tutorial.first.tail()
     for service in PORTS:
         assert ports[service] == tutorial.base_port + PORTS[service] - PORTS["orchestrator"]
     assert ports["shipping"] > max(ports[service] for service in PORTS)
@@ -363,67 +442,67 @@ def test_sagaline_up_runs_the_step_on_the_next_port_and_its_own_database(
     assert (tutorial.directory / ".sagaline" / "api-token").is_file()
 
 
-def test_an_order_completes_through_the_third_step(
-    tutorial: Tutorial, other_shell: ShellRun
-) -> None:
-    order = orders(other_shell)["ada"]
-    assert order["status"] == "APPROVED", order
+def test_an_order_completes_through_the_third_step(tutorial: Tutorial) -> None:
+    order = orders(tutorial)[0]
+    assert (order["customer_id"], order["status"]) == ("ada", "APPROVED"), order
     assert shipment(tutorial, order["id"]) == ("ada", False)
-    trace = tutorial.sagaline("trace", order["id"], "--url", tutorial.url("orchestrator", ""))
-    assert trace.returncode == 0, trace.stderr
-    assert "COMPLETED" in trace.stdout
-    assert "shipping.executed" in trace.stdout
-    assert f'shipping  {{"shipment": "{order["id"]}"}}' in trace.stdout
+    timeline = trace(tutorial, order["id"])
+    assert "COMPLETED" in timeline and "shipping.executed" in timeline, timeline
+    assert f'shipping  {{"shipment": "{order["id"]}"}}' in timeline
 
 
-def test_an_order_the_step_refuses_is_compensated(
-    tutorial: Tutorial, other_shell: ShellRun
-) -> None:
-    order = orders(other_shell)["noship-bob"]
-    assert order["status"] == "REJECTED", order
+def test_an_order_the_step_refuses_is_compensated(tutorial: Tutorial) -> None:
+    order = orders(tutorial)[1]
+    assert (order["customer_id"], order["status"]) == ("noship-bob", "REJECTED"), order
     assert order["reason"] == "shipping: no address to ship to for noship-bob"
     assert shipment(tutorial, order["id"]) is None
-    account = httpx.get(tutorial.url("payment", "/accounts/noship-bob"), timeout=10).json()
-    product = httpx.get(tutorial.url("stock", "/products/p1"), timeout=10).json()
-    assert account["balance"] == "100.00"
-    assert product["quantity"] == 9
-    trace = tutorial.sagaline("trace", order["id"], "--url", tutorial.url("orchestrator", ""))
-    assert trace.returncode == 0, trace.stderr
+    assert balance(tutorial, "noship-bob") == "100.00"
+    timeline = trace(tutorial, order["id"])
+    assert "COMPENSATED" in timeline, timeline
     for event in ("shipping.failed", "payment.compensated", "stock.compensated"):
-        assert event in trace.stdout, trace.stdout
-    assert "COMPENSATED" in trace.stdout
+        assert event in timeline, timeline
 
 
-def test_sagaline_verify_holds(other_shell: ShellRun) -> None:
-    assert other_shell.returncode == 0, other_shell.outputs
-    assert len(other_shell.outputs) == 3  # the orders' block, verify's, and after the last
-    assert "all invariants hold" in other_shell.outputs[1]
-    assert "'orders': 2, 'sagas': 2" in other_shell.outputs[1]
+def test_a_later_refusal_compensates_the_step_with_its_undo(tutorial: Tutorial) -> None:
+    order = orders(tutorial)[2]
+    assert (order["customer_id"], order["status"]) == ("ada", "REJECTED"), order
+    assert order["reason"] == "stock: out of stock: product p1"
+    assert shipment(tutorial, order["id"]) in {("ada", True), None}
+    timeline = trace(tutorial, order["id"])
+    assert "parallel" in timeline and "COMPENSATED" in timeline, timeline
+    assert "shipping.compensated" in timeline, timeline
+    assert balance(tutorial, "ada") == "90.00"
+    assert stock(tutorial, "p1") == 9
+
+
+def test_sagaline_verify_holds_after_each_run(tutorial: Tutorial) -> None:
+    printed = tutorial.printed_by("sagaline verify")
+    assert len(printed) == 2
+    for output, placed in zip(printed, (2, 3), strict=True):
+        assert "all invariants hold" in output, output
+        assert f"'orders': {placed}, 'sagas': {placed}" in output, output
 
 
 def test_the_saga_deploys_the_step_in_its_own_image(tutorial: Tutorial) -> None:
     """Section 4, without a cluster: what it runs is run, what it would apply is built."""
     skipped: list[str] = []
-    blocks = []
     for text in shell_blocks(DEPLOY_SECTION):
         kept: list[str] = []
         for line in text.splitlines():
             (skipped if line.startswith(("docker ", "kubectl ")) else kept).append(line)
-        blocks.append("\n".join(kept))
+        tutorial.other.run("\n".join(kept))  # in the step's directory, as the doc's user is
     assert skipped == NOT_RUN, "a new command in section 4: run it or check it here"
-    run = run_blocks(blocks, tutorial.directory, user_environment(tutorial.venv))
-    assert run.returncode == 0, run.outputs
 
     definition = load_definition(tutorial.directory / "order-shipping.yaml")
     assert definition.step_names == ["payment", "stock", "shipping"]
-    objects = manifests.workloads(definition, "sagaline")
+    objects = workloads(definition, "sagaline")
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
     pod = deployments["shipping-service"]["spec"]["template"]["spec"]
     containers = {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
-    assert {"migrate", "relay", "app"} <= containers.keys()
-    for name in ("migrate", "relay", "app"):
-        container = containers[name]
+    assert containers.keys() == {"migrate", "relay", "app"}
+    for name, container in containers.items():
         assert container["image"] == "shipping-step:dev", name
+        assert "shipping" in container["command"], name
         env = {e["name"]: e for e in container["env"]}
         assert env["SAGALINE_STEPS"]["value"] == "shipping.step:shipping", name
         assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
@@ -435,9 +514,9 @@ def test_the_saga_deploys_the_step_in_its_own_image(tutorial: Tutorial) -> None:
 
 
 def test_the_step_image_is_built_on_sagaline_s(tutorial: Tutorial) -> None:
-    """The step's Containerfile (written by section 4), read without a container engine: it
-    starts from the image sagaline's Containerfile builds, rebuilds its venv on the same Python,
-    and copies only what the package is."""
+    """The step's Containerfile (section 4 wrote it), read without a container engine: it
+    starts from the image sagaline's Containerfile builds, adds the package to its venv on the
+    same Python, and copies only what the package is."""
     ours = (ROOT / "Containerfile").read_text()
     theirs = (tutorial.directory / "Containerfile").read_text()
     [python_image] = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", ours, re.M)
@@ -451,5 +530,5 @@ def test_the_step_image_is_built_on_sagaline_s(tutorial: Tutorial) -> None:
     assert theirs.rstrip().endswith("COPY --from=build /opt/venv /opt/venv")
 
 
-def test_no_file_of_sagaline_changed(tutorial: Tutorial, other_shell: ShellRun) -> None:
+def test_no_file_of_sagaline_changed(tutorial: Tutorial) -> None:
     assert repository_status() == tutorial.repository_before
