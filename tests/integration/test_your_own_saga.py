@@ -252,21 +252,31 @@ class Shell:
         self.type(block)
         self.wait_for(lambda text: text.count(READY) > ready, READY_WITHIN_S, "sagaline up")
 
+    def foreground(self) -> list[int]:
+        """The command bash runs in the foreground (its one child), if any."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
     def interrupt(self) -> None:
         """Ctrl-C: SIGINT to the command in the foreground, then the prompt back."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        [foreground] = children.read_text().split()
-        os.kill(int(foreground), signal.SIGINT)
+        running = self.foreground()
+        assert len(running) == 1, f"{self.name}: no one command in the foreground: {running}"
+        os.kill(running[0], signal.SIGINT)
         self.run(":", within_s=60)
 
-    def close(self) -> int:
-        if self.process.poll() is None and self.process.stdin is not None:
-            self.process.stdin.close()  # end of input: bash exits
+    def close(self) -> None:
+        """End of input: bash exits. Whatever still runs in it (a test that failed half-way)
+        gets SIGTERM first, which `sagaline up` takes as Ctrl-C, stopping what it started."""
+        if self.process.poll() is None:
+            for pid in self.foreground():
+                os.kill(pid, signal.SIGTERM)
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         try:
-            return self.process.wait(timeout=30)
+            self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+            self.process.wait()
 
 
 @dataclass
@@ -310,7 +320,7 @@ def typed_blocks(venv: Path, directory: Path, base_port: int) -> list[tuple[str,
 @pytest.fixture(scope="module")
 def tutorial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tutorial]:
     """Sections 1 to 3, to the end, in two shells; the last `sagaline up` is left running for
-    the tests, and stopped (Ctrl-C) after them."""
+    the tests, and stopped after them."""
     require_tools()
     before = repository_status()
     home = tmp_path_factory.mktemp("your_own_saga")
@@ -335,8 +345,6 @@ def tutorial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tutorial]:
                 outputs.append((text, other.run(text)))
         yield Tutorial(venv, directory, base_port, first, other, outputs, before)
     finally:
-        if running and first.process.poll() is None:
-            first.interrupt()
         first.close()
         other.close()
 
