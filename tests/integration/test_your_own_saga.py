@@ -144,7 +144,7 @@ def user_environment(venv: Path | None = None) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if not key.startswith("SAGALINE_")
-        and key not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CI"}
+        and key not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
     }
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in hidden]
     if venv is not None:
