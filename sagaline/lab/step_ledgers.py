@@ -77,7 +77,7 @@ def verify_saga(definition: SagaDefinition, urls: Mapping[str, str]) -> Report:
     report = verify_ledgers(urls["orchestrator"], urls, definition.name, steps)
     if definition.name == ORDER_SAGA and definition.spec.initiator_name == "order":
         reference = verify(dict(urls))
-        report.checked.update(reference.checked)
+        report.checked = {**reference.checked, **report.checked}
         for invariant, details in reference.violations.items():
             known = report.violations.setdefault(invariant, [])
             known.extend(detail for detail in details if detail not in known)
