@@ -17,21 +17,20 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka.structs import ConsumerRecord
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from sagaline.delivery.calling_participant import CallingParticipant
 from sagaline.delivery.consumer import Incoming
 from sagaline.delivery.step_calls import STEP_CALLS
 from sagaline.domain.clock import utcnow
 from sagaline.domain.definition import SagaDefinition
-from sagaline.domain.envelope import Envelope
 from sagaline.lab.ports import free_port
 from sagaline.settings import Settings
-from sagaline.storage import migrate
 from sagaline.storage.db import Database
 from sagaline.storage.tables import OutboxMessage, table_of
 from sagaline_travel.flight import BookFlight, flight
+from tests.unit import calling_harness as harness
+from tests.unit.calling_harness import consume, drain, replies, step_database
 
 OUTBOX = table_of(OutboxMessage)
 START = {"traveller": "Ada", "destination": "LIS", "date": "2027-03-01", "nights": 3}
@@ -63,11 +62,8 @@ def partner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'flight.db'}"
-    migrate.upgrade(url, None, participant=True)
-    database = Database(url)
-    yield database
-    await database.dispose()
+    async with step_database(tmp_path / "flight.db") as database:
+        yield database
 
 
 def handler() -> CallingParticipant:
@@ -77,42 +73,7 @@ def handler() -> CallingParticipant:
 
 
 def message(step: CallingParticipant, kind: str, saga_id: uuid.UUID) -> Incoming:
-    command = kind == "command"
-    envelope = Envelope(
-        type=step.types.command if command else step.types.compensate,
-        saga_id=saga_id,
-        saga=DEFINITION.name,
-        step="flight",
-        attempt=1,
-        payload=START if command else {"result": None},
-    )
-    topic = step.topic.command if command else step.topic.compensation
-    value = envelope.model_dump_json().encode()
-    record = ConsumerRecord(
-        topic, 0, 0, 0, 0, str(saga_id).encode(), value, None, 0, len(value), ()
-    )
-    return Incoming(record, envelope)
-
-
-async def consume(db: Database, step: CallingParticipant, incoming: Incoming) -> None:
-    async with db.transaction() as session:
-        await step.prepare(session, [incoming])
-        await step.handle(session, incoming)
-
-
-async def drain(db: Database, step: CallingParticipant) -> None:
-    for _ in range(400):
-        async with db.transaction() as session:
-            if not (await session.execute(select(STEP_CALLS))).first():
-                return
-        await step.run_due_calls(db)
-    raise AssertionError("calls still owed")
-
-
-async def replies(db: Database) -> list[Envelope]:
-    async with db.transaction() as session:
-        rows = await session.execute(select(OUTBOX.c.value).order_by(OUTBOX.c.seq))
-        return [Envelope.model_validate_json(value) for value in rows.scalars()]
+    return harness.message(step, kind, saga_id, START)
 
 
 async def ask(method: str, url: str, **options: Any) -> Any:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel
 from sqlalchemy import select, update
 
@@ -25,15 +24,13 @@ from sagaline.delivery.participant import OUTCOMES
 from sagaline.delivery.step_calls import STEP_CALLS
 from sagaline.domain.clock import utcnow
 from sagaline.domain.definition import default_definition_path, load_definition
-from sagaline.domain.envelope import Envelope
 from sagaline.sdk import CallContext, CallPolicy, Rejected, Step
 from sagaline.settings import Settings
-from sagaline.storage import migrate
 from sagaline.storage.db import Database
-from sagaline.storage.tables import OutboxMessage, table_of
+from tests.unit import calling_harness as harness
+from tests.unit.calling_harness import consume, drain, owed, replies, step_database
 
 DEFINITION = load_definition(default_definition_path())
-OUTBOX = table_of(OutboxMessage)
 
 
 class Book(BaseModel):
@@ -80,11 +77,8 @@ def trip_step(partner: Partner, max_attempts: int = 5) -> Step[Book]:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'trip.db'}"
-    migrate.upgrade(url, None, participant=True)
-    database = Database(url)
-    yield database
-    await database.dispose()
+    async with step_database(tmp_path / "trip.db") as database:
+        yield database
 
 
 def participant(partner: Partner, max_attempts: int = 5) -> CallingParticipant:
@@ -97,55 +91,13 @@ def participant(partner: Partner, max_attempts: int = 5) -> CallingParticipant:
 def message(
     handler: CallingParticipant, kind: str, saga_id: uuid.UUID, attempt: int = 1
 ) -> Incoming:
-    command = kind == "command"
-    envelope = Envelope(
-        type=handler.types.command if command else handler.types.compensate,
-        saga_id=saga_id,
-        saga=DEFINITION.name,
-        step="trip",
-        attempt=attempt,
-        payload={"traveller": "ada", "total_cents": 5} if command else {},
-    )
-    topic = handler.topic.command if command else handler.topic.compensation
-    value = envelope.model_dump_json().encode()
-    record = ConsumerRecord(
-        topic, 0, 0, 0, 0, str(saga_id).encode(), value, None, 0, len(value), ()
-    )
-    return Incoming(record, envelope)
-
-
-async def consume(db: Database, handler: CallingParticipant, *messages: Incoming) -> None:
-    """One consumer transaction over `messages`, as the loop runs it."""
-    async with db.transaction() as session:
-        await handler.prepare(session, list(messages))
-        for incoming in messages:
-            await handler.handle(session, incoming)
-
-
-async def replies(db: Database) -> list[Envelope]:
-    async with db.transaction() as session:
-        rows = await session.execute(select(OUTBOX.c.value).order_by(OUTBOX.c.seq))
-        return [Envelope.model_validate_json(value) for value in rows.scalars()]
-
-
-async def owed(db: Database) -> list[dict[str, Any]]:
-    async with db.transaction() as session:
-        return [dict(row) for row in (await session.execute(select(STEP_CALLS))).mappings()]
+    return harness.message(handler, kind, saga_id, {"traveller": "ada"}, attempt)
 
 
 async def outcome(db: Database, saga_id: uuid.UUID) -> dict[str, Any]:
     async with db.transaction() as session:
         rows = await session.execute(select(OUTCOMES).where(OUTCOMES.c.saga_id == saga_id))
         return dict(rows.mappings().one())
-
-
-async def drain(db: Database, handler: CallingParticipant) -> None:
-    """Run the worker until nothing is owed (each pass makes every due call)."""
-    for _ in range(200):
-        if not await owed(db):
-            return
-        await handler.run_due_calls(db)
-    raise AssertionError(f"still owed: {await owed(db)}")
 
 
 async def test_the_call_is_made_after_the_transaction_with_the_sagas_key_and_recorded_once(
