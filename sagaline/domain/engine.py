@@ -35,6 +35,9 @@ class SagaStatus(StrEnum):
     COMPLETED = "COMPLETED"
     COMPENSATED = "COMPENSATED"
     FAILED = "FAILED"
+    # Never an engine state: the orchestrator shows it on a saga whose processing keeps raising
+    # (its state keeps the status it had): docs/design.md, "A stuck saga".
+    STUCK = "STUCK"
 
     @property
     def terminal(self) -> bool:
@@ -214,6 +217,25 @@ class Engine:
         if state.status is StepStatus.COMPENSATING:
             state.status, state.deadline = StepStatus.COMPENSATED, None
             self._finish_compensation()
+        elif state.status is StepStatus.COMPENSATION_FAILED:
+            # A late acknowledgement: the effect was undone after the saga gave up on it. The
+            # saga ends COMPENSATED once no step it gave up on is left.
+            state.status, state.reason = StepStatus.COMPENSATED, None
+            if not any(
+                s.status is StepStatus.COMPENSATION_FAILED for s in self.state.steps.values()
+            ):
+                self._reopen()
+                self._finish_compensation()
+        return self._take()
+
+    def retry(self, now: float) -> list[Action]:
+        """An operator re-drives a FAILED saga: each compensation given up is sent again, with
+        fresh attempts. Nothing for a saga in any other state."""
+        if self.state.status is SagaStatus.FAILED:
+            self._reopen()
+            for name, state in self.state.steps.items():
+                if state.status is StepStatus.COMPENSATION_FAILED:
+                    self._compensation(name, now, attempt=1)
         return self._take()
 
     def tick(self, now: float) -> list[Action]:

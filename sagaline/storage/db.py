@@ -277,6 +277,29 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
+def queued_mark(session: AsyncSession) -> Callable[[], None]:
+    """A savepoint of what the transaction has queued so far (`append`, `update_later`,
+    `after_commit`): the returned function drops what was queued after it. It costs no
+    statement, unlike a database SAVEPOINT (two round trips): a handler whose writes are all
+    queued undoes one message's work with it and lets the rest of the batch commit."""
+    appends: dict[Table, list[dict[str, Any]]] = session.info.setdefault(_APPENDS, {})
+    updates: dict[Any, dict[int, dict[str, Any]]] = session.info.setdefault(_UPDATES, {})
+    callbacks: list[Callable[[], None]] = session.info.setdefault(_AFTER_COMMIT, [])
+    appended = {table: len(rows) for table, rows in appends.items()}
+    updated = {key: len(rows) for key, rows in updates.items()}
+    called = len(callbacks)
+
+    def rollback() -> None:
+        for table, rows in appends.items():
+            del rows[appended.get(table, 0) :]
+        for key, queued in updates.items():
+            for row_id in list(queued)[updated.get(key, 0) :]:  # dicts keep insertion order
+                del queued[row_id]
+        del callbacks[called:]
+
+    return rollback
+
+
 def batch_cache(session: AsyncSession, name: str) -> dict[Any, Any]:
     """A per-transaction cache of rows loaded (and locked) for the batch being handled.
 

@@ -63,6 +63,11 @@ SAGAS_IN_FLIGHT = Gauge(
     "Sagas not yet terminal, by status, counted by the orchestrator every few seconds.",
     ["status"],
 )
+SAGA_FAILURES = Counter(
+    "sagaline_saga_failures_total",
+    "Times a saga's processing raised and was rolled back alone (the others committed).",
+    ["service"],
+)
 DEAD_LETTERS = Counter(
     "sagaline_dead_letters_total",
     "Messages dead-lettered (committed), by why: see DeadLetterReason.",

@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaline.delivery import outbox
@@ -40,6 +41,7 @@ from sagaline.domain.messages import (
     SAGA_START,
     StepTypes,
 )
+from sagaline.services.orchestrator import stuck
 from sagaline.services.orchestrator.models import Origin, Saga, SagaEvent
 from sagaline.services.orchestrator.saga_metrics import SagasInFlight, saga_finished
 from sagaline.services.orchestrator.step_data import command_payload, compensation_payload
@@ -49,6 +51,7 @@ from sagaline.storage.db import (
     after_commit,
     append,
     batch_cache,
+    queued_mark,
     select_locked_into,
     update_later,
 )
@@ -77,6 +80,7 @@ CHANGING = (
     "finished_at",
     "next_deadline",
     "updated_at",
+    "failures",
 )
 _DUE = (
     select(SAGAS)
@@ -143,15 +147,99 @@ class Orchestrator:
         return saga
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
-        envelope = message.envelope
+        """Apply one input. For a saga that exists its work is isolated: if it raises, it alone
+        is undone (the batch goes on) and the input is parked for the saga's retry; a saga with
+        failures parks its inputs, in order, without applying them (docs/design.md, "A stuck
+        saga")."""
+        saga_id = self._saga_id(message)
+        saga = await self._saga(session, saga_id) if saga_id is not None else None
+        origin = header_value(message.record.headers, "dlt.origin.topic")
+        reason = message.dead_letter_reason
+        topic, envelope = message.topic, message.envelope
+
+        def park() -> None:
+            assert saga is not None
+            stuck.park(session, saga["id"], topic, envelope, origin=origin, reason=reason)
+
+        if saga is None:  # a new saga's start, or a dead letter of no saga: nothing to isolate
+            await self._dispatch(session, saga_id, topic, envelope, origin, reason)
+        elif saga["failures"]:
+            park()
+        else:
+            work = functools.partial(
+                self._dispatch, session, saga_id, topic, envelope, origin, reason
+            )
+            await self.isolated(session, saga, work, park)
+
+    async def _dispatch(
+        self,
+        session: AsyncSession,
+        saga_id: uuid.UUID | None,
+        topic: str,
+        envelope: Envelope | None,
+        origin: str | None,
+        reason: str | None,
+    ) -> None:
         if envelope is None:
-            await self._on_dead_letter(session, message)
+            await self._on_dead_letter(session, saga_id, topic, origin, reason)
         elif envelope.type == SAGA_START:
             await self._on_start(session, envelope)
         elif envelope.type == SAGA_CANCEL:
             await self._on_cancel(session, envelope)
         else:
-            await self._on_reply(session, message.topic, envelope)
+            await self._on_reply(session, topic, envelope)
+
+    async def isolated(
+        self,
+        session: AsyncSession,
+        saga: SagaRow,
+        work: Callable[[], Awaitable[None]],
+        on_failure: Callable[[], None] = lambda: None,
+    ) -> bool:
+        """Run one saga's `work` in the batch's transaction; if it raises, undo what it queued
+        and its row's changes (no statement: every write of the hot path is queued), count the
+        failure on the row and call `on_failure`; False then. A dead letter (`Unprocessable`)
+        and a database error (which fails the whole transaction) are not isolated."""
+        before = dict(saga)
+        rollback = queued_mark(session)
+        try:
+            await work()
+        except (Unprocessable, SQLAlchemyError):
+            raise
+        except Exception as exc:
+            rollback()
+            saga.clear()
+            saga.update(before)
+            reason = stuck.failed(saga, exc, time.time(), self.name)
+            append(session, EVENTS, [_event(saga["id"], "failed", "error", None, 1, None, reason)])
+            update_later(session, SAGAS, saga, key=("id",), columns=stuck.FAILURE_COLUMNS)
+            stuck.count_failure(session, self.name)
+            on_failure()
+            return False
+        return True
+
+    async def redrive(
+        self, session: AsyncSession, saga: SagaRow, inputs: list[dict[str, Any]], now: float
+    ) -> None:
+        """A saga's due work: on a retry (it has failures) its parked inputs first, in order,
+        then the clock."""
+        if saga["failures"] or inputs:
+            saga["failures"] = 0
+            detail = f"re-driving {len(inputs)} parked input(s)"
+            append(session, EVENTS, [_event(saga["id"], "retried", "retry", None, 1, None, detail)])
+            for row in inputs:
+                envelope = (
+                    None if row["envelope"] is None else Envelope.model_validate(row["envelope"])
+                )
+                await self._dispatch(
+                    session, saga["id"], row["topic"], envelope, row["origin"], row["reason"]
+                )
+        engine = self._engine(saga)
+        actions = engine.tick(now)
+        for action in actions:
+            if isinstance(action, SendCommand | SendCompensation) and action.attempt > 1:
+                after_commit(session, RESENDS.labels(self.name, type(action).__name__).inc)
+        self._apply(session, saga, engine, actions)
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -219,16 +307,21 @@ class Orchestrator:
         record(session, saga["id"], "received", envelope, detail=detail)
         self._apply(session, saga, engine, actions)
 
-    async def _on_dead_letter(self, session: AsyncSession, message: Incoming) -> None:
+    async def _on_dead_letter(
+        self,
+        session: AsyncSession,
+        saga_id: uuid.UUID | None,
+        topic: str,
+        origin: str | None,
+        why: str | None,
+    ) -> None:
         """A step could not read a message: its command fails the step if the saga is known."""
-        saga_id = self._saga_id(message)
-        origin = header_value(message.record.headers, "dlt.origin.topic")
         saga = await self._saga(session, saga_id) if saga_id is not None else None
-        step = self._step_by_topic[message.topic]
+        step = self._step_by_topic[topic]
         if saga is None:
             return  # nothing of ours: a saga never started has no step to fail
         command = origin == self.steps[step].command
-        reason = f"unprocessable by {step}: {message.dead_letter_reason}"
+        reason = f"unprocessable by {step}: {why}"
         engine = self._engine(saga)
         actions = engine.dead_lettered(step, command=command, reason=reason, now=time.time())
         if command:
@@ -254,19 +347,18 @@ class Orchestrator:
         async with db.transaction() as session:
             result = await session.execute(_DUE, {"now": utcnow(), "limit": limit})
             due = [dict(row) for row in result.mappings()]
+            batch_cache(session, "sagas").update((saga["id"], saga) for saga in due)
+            # A saga with failures is due for its retry: its parked inputs are re-driven first.
+            parked = await stuck.parked_of(session, [s["id"] for s in due if s["failures"]])
+            applied: list[int] = []
             now = time.time()
             for saga in due:
                 with tracing.span_in(saga["traceparent"], "saga timeout"):
-                    engine = self._engine(saga)
-                    actions = engine.tick(now)
-                    for action in actions:
-                        if (
-                            isinstance(action, SendCommand | SendCompensation)
-                            and action.attempt > 1
-                        ):
-                            resent = RESENDS.labels(self.name, type(action).__name__)
-                            after_commit(session, resent.inc)
-                    self._apply(session, saga, engine, actions)
+                    inputs = parked.get(saga["id"], [])
+                    work = functools.partial(self.redrive, session, saga, inputs, now)
+                    if await self.isolated(session, saga, work):
+                        applied += [row["id"] for row in inputs]
+            await stuck.unpark(session, applied)
             return len(due)
 
     # -- outputs ----------------------------------------------------------------------------------
@@ -298,6 +390,7 @@ class Orchestrator:
             "traceparent": tracing.current_traceparent(),
             "results": {},
             "origin": origin,
+            "failures": 0,
         }
         append(session, SAGAS, [saga])
         batch_cache(session, "sagas")[saga_id] = saga

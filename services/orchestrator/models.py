@@ -48,6 +48,9 @@ class Saga(SQLModel, table=True):
     origin: str = Field(
         default=Origin.INITIATOR, max_length=16, sa_column_kwargs={"server_default": "initiator"}
     )
+    # How many times in a row its processing raised: above zero, its inputs are parked (in
+    # `saga_parked`, in order) for its retry, which re-drives them (docs/design.md, "A stuck saga").
+    failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class SagaEvent(SQLModel, table=True):
@@ -64,3 +67,19 @@ class SagaEvent(SQLModel, table=True):
     attempt: int = 1
     message_id: uuid.UUID | None = None
     detail: str | None = Field(default=None, max_length=1000)
+
+
+class SagaParked(SQLModel, table=True):
+    """An input of a saga whose processing raised (or of one already in that state), kept for
+    its retry: a reply, a start or cancel (`envelope`), or a step's dead letter (`envelope`
+    None: the topic it was dead-lettered from, `origin`, and why, `reason`)."""
+
+    __tablename__ = "saga_parked"
+
+    id: int | None = Field(default=None, primary_key=True)
+    saga_id: uuid.UUID = Field(index=True)
+    parked_at: datetime = Field(default_factory=utcnow)
+    topic: str = Field(max_length=249)
+    envelope: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    origin: str | None = Field(default=None, max_length=249)
+    reason: str | None = Field(default=None, max_length=1000)

@@ -500,9 +500,13 @@ def test_unanswered_compensation_is_resent_then_fails_the_saga(execution):
     assert engine.state.status is SagaStatus.FAILED
     assert engine.state.reason == finish.reason
     assert engine.state.next_deadline is None
-    # A very late ack does not resurrect the saga.
-    assert engine.compensated("payment", 80.0) == []
-    assert engine.state.status is SagaStatus.FAILED
+    # A very late ack: the effect was undone after all, and the saga ends COMPENSATED.
+    assert engine.compensated("payment", 80.0) == [
+        Finish(SagaStatus.COMPENSATED, "stock: out of stock")
+    ]
+    assert payment.status is StepStatus.COMPENSATED
+    assert engine.state.status is SagaStatus.COMPENSATED
+    assert engine.state.next_deadline is None
 
 
 def test_failed_saga_names_only_the_steps_whose_compensation_was_given_up():
@@ -629,8 +633,12 @@ class Checker:
     def check(self, before: SagaStatus, actions: list) -> None:
         state = self.engine.state
         policy = self.engine.policy
-        if before.terminal:  # nothing, or a late success reopens it to compensate
-            assert all(isinstance(a, SendCompensation) for a in actions)
+        if before.terminal:  # nothing, or a late success reopens it to compensate, or a late
+            # compensation acknowledgement finishes a FAILED saga as COMPENSATED
+            late_ack = [Finish(SagaStatus.COMPENSATED, state.reason)]
+            assert all(isinstance(a, SendCompensation) for a in actions) or (
+                before is SagaStatus.FAILED and actions == late_ack
+            )
             assert before is not SagaStatus.COMPLETED or actions == []
         if before is not SagaStatus.RUNNING:
             assert not any(isinstance(a, SendCommand) for a in actions)
@@ -711,3 +719,35 @@ def test_a_compensation_may_be_resent_longer_than_a_command():
     [finish] = engine.tick(80.0)
     assert finish.status is SagaStatus.FAILED
     assert engine.state.steps["payment"].reason == "compensation unanswered after 3 attempts"
+
+
+def test_late_ack_of_one_given_up_compensation_waits_for_the_others():
+    """Two compensations given up: the saga stays FAILED (no second outcome) until the last
+    one is acknowledged, then ends COMPENSATED."""
+    engine = started(PAR, ["payment", "stock", "shipping"])
+    engine.failed("shipping", "no carrier", 0.0)
+    for attempt in range(MAX_ATTEMPTS):
+        engine.tick(1e6 * (attempt + 1))
+    assert engine.state.status is SagaStatus.FAILED
+    assert engine.compensated("payment", 2e9) == []
+    assert engine.state.status is SagaStatus.FAILED
+    assert engine.compensated("stock", 2e9) == [
+        Finish(SagaStatus.COMPENSATED, "shipping: no carrier")
+    ]
+    assert engine.state.status is SagaStatus.COMPENSATED
+
+
+def test_retry_resends_given_up_compensations_with_fresh_attempts():
+    engine = started(PAR, ["payment", "stock", "shipping"])
+    engine.failed("shipping", "no carrier", 0.0)
+    for attempt in range(MAX_ATTEMPTS):
+        engine.tick(1e6 * (attempt + 1))
+    assert engine.state.status is SagaStatus.FAILED
+    assert engine.retry(2e9) == [SendCompensation("payment", 1), SendCompensation("stock", 1)]
+    assert engine.state.status is SagaStatus.COMPENSATING
+    assert "given up" not in (engine.state.reason or "")
+    engine.compensated("payment", 2e9)
+    assert engine.compensated("stock", 2e9) == [
+        Finish(SagaStatus.COMPENSATED, "shipping: no carrier")
+    ]
+    assert engine.retry(3e9) == []  # nothing to retry on a COMPENSATED saga

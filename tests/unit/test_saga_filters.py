@@ -110,7 +110,7 @@ async def test_reason_filter_takes_like_wildcards_literally(api) -> None:
 @pytest.mark.parametrize(
     ("query", "field"),
     [
-        ("status=STUCK", "status"),
+        ("status=SLEEPING", "status"),
         ("older_than_s=-1", "older_than_s"),
         ("older_than_s=soon", "older_than_s"),
         ("newer_than_s=1e12", "newer_than_s"),
