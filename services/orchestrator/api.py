@@ -22,6 +22,7 @@ from sagaline.http.prefer import preferred_wait
 from sagaline.service import Runtime, runtime_of
 from sagaline.services.orchestrator.handler import Orchestrator, SagaRow
 from sagaline.services.orchestrator.models import Saga
+from sagaline.services.orchestrator.operator_api import router as operator_router
 from sagaline.services.orchestrator.saga_queries import (
     FilterDep,
     SagaDetailOut,
@@ -183,3 +184,4 @@ async def _read_saga(runtime: Runtime, saga_id: uuid.UUID) -> SagaDetailOut:
 # The page is read-only and GET-only: the token guard every router carries lets it through, as
 # it does every read of the JSON API.
 router.include_router(ui_router)
+router.include_router(operator_router)  # retry and cancel: docs/design.md, "An operator's hands"

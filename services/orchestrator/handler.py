@@ -146,6 +146,21 @@ class Orchestrator:
         saga: SagaRow | None = batch_cache(session, "sagas")[saga_id]
         return saga
 
+    # -- an operator's hands (services/orchestrator/interventions.py) -----------------------------
+
+    async def locked_saga(self, session: AsyncSession, saga_id: uuid.UUID) -> SagaRow | None:
+        """The saga's row, locked for the caller's transaction (None: no such saga)."""
+        return await self._saga(session, saga_id)
+
+    def engine_of(self, saga: SagaRow) -> Engine:
+        return self._engine(saga)
+
+    def apply(
+        self, session: AsyncSession, saga: SagaRow, engine: Engine, actions: list[Action]
+    ) -> None:
+        """Save the engine's state on the row and turn its actions into outbox messages."""
+        self._apply(session, saga, engine, actions)
+
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
         """Apply one input. For a saga that exists its work is isolated: if it raises, it alone
         is undone (the batch goes on) and the input is parked for the saga's retry; a saga with
@@ -211,7 +226,9 @@ class Orchestrator:
             saga.clear()
             saga.update(before)
             reason = stuck.failed(saga, exc, time.time(), self.name)
-            append(session, EVENTS, [_event(saga["id"], "failed", "error", None, 1, None, reason)])
+            append(
+                session, EVENTS, [event_row(saga["id"], "failed", "error", None, 1, None, reason)]
+            )
             update_later(session, SAGAS, saga, key=("id",), columns=stuck.FAILURE_COLUMNS)
             stuck.count_failure(session, self.name)
             on_failure()
@@ -226,7 +243,9 @@ class Orchestrator:
         if saga["failures"] or inputs:
             saga["failures"] = 0
             detail = f"re-driving {len(inputs)} parked input(s)"
-            append(session, EVENTS, [_event(saga["id"], "retried", "retry", None, 1, None, detail)])
+            append(
+                session, EVENTS, [event_row(saga["id"], "retried", "retry", None, 1, None, detail)]
+            )
             for row in inputs:
                 envelope = (
                     None if row["envelope"] is None else Envelope.model_validate(row["envelope"])
@@ -254,7 +273,7 @@ class Orchestrator:
             return saga, False
         state = SagaState.new(self.definition.step_names)
         saga = self._new_saga(session, saga_id, state.status, payload, origin=Origin.API)
-        event = _event(saga_id, "received", SAGA_START, None, 1, None, "POST /sagas")
+        event = event_row(saga_id, "received", SAGA_START, None, 1, None, "POST /sagas")
         append(session, EVENTS, [event])
         engine = Engine(self.policy, state)
         self._apply(session, saga, engine, engine.start(time.time()))
@@ -325,7 +344,7 @@ class Orchestrator:
         engine = self._engine(saga)
         actions = engine.dead_lettered(step, command=command, reason=reason, now=time.time())
         if command:
-            event = _event(saga["id"], "received", "dead-letter", step, 1, None, reason)
+            event = event_row(saga["id"], "received", "dead-letter", step, 1, None, reason)
             append(session, EVENTS, [event])
         self._apply(session, saga, engine, actions)
 
@@ -495,13 +514,13 @@ def record(
     *,
     detail: str | None = None,
 ) -> None:
-    row = _event(
+    row = event_row(
         saga_id, direction, envelope.type, envelope.step, envelope.attempt, envelope.id, detail
     )
     append(session, EVENTS, [row])
 
 
-def _event(
+def event_row(
     saga_id: uuid.UUID,
     direction: str,
     type_: str,

@@ -30,6 +30,9 @@ class Kind(StrEnum):
     COMPENSATION = "compensation"
     COMPENSATED = "compensated"
     OUTCOME = "outcome"
+    STUCK = "processing failed"  # the orchestrator's own work for the saga raised
+    REDRIVE = "re-drive"  # a retry of a saga whose processing had failed
+    OPERATOR = "operator"  # an operator's retry or cancel, with who asked
     OTHER = "other"
 
 
@@ -47,7 +50,7 @@ class Tone(StrEnum):
 class TimelineRow:
     offset_ms: int
     step: str  # "saga" for the saga's own messages (start, outcome)
-    direction: str  # sent | received
+    direction: str  # sent | received | failed | retried | operator
     event: str  # the message type
     attempt: int
     kind: Kind
@@ -55,6 +58,12 @@ class TimelineRow:
     detail: str
 
 
+# Events of the orchestrator's own, by direction (services/orchestrator/stuck.py, interventions.py).
+_ORCHESTRATOR_OWN = {
+    "failed": (Kind.STUCK, Tone.FAILED),
+    "retried": (Kind.REDRIVE, Tone.RETRY),
+    "operator": (Kind.OPERATOR, Tone.RETRY),
+}
 _OUTCOME_TONES = {SAGA_COMPLETED: Tone.OK, SAGA_COMPENSATED: Tone.UNDO, SAGA_FAILED: Tone.FAILED}
 
 
@@ -62,6 +71,8 @@ def classify(direction: str, event: str, attempt: int) -> tuple[Kind, Tone]:
     """The kind and tone of one history event (`direction`, message type, attempt)."""
     if event == DEAD_LETTER:
         return Kind.DEAD_LETTER, Tone.FAILED
+    if direction in _ORCHESTRATOR_OWN:
+        return _ORCHESTRATOR_OWN[direction]
     if event in _OUTCOME_TONES:
         return Kind.OUTCOME, _OUTCOME_TONES[event]
     if event == SAGA_START:  # a start again: the initiator re-sent it, unanswered so far
@@ -128,7 +139,7 @@ def step_results(saga: Mapping[str, Any]) -> list[StepResult]:
 
 
 def status_tone(status: str) -> Tone:
-    """The tone of a saga status (COMPLETED ok, COMPENSATED undo, FAILED failed, else info)."""
-    return {"COMPLETED": Tone.OK, "COMPENSATED": Tone.UNDO, "FAILED": Tone.FAILED}.get(
-        status, Tone.INFO
-    )
+    """The tone of a saga status (COMPLETED ok, COMPENSATED undo, FAILED and STUCK failed,
+    else info)."""
+    tones = {"COMPLETED": Tone.OK, "COMPENSATED": Tone.UNDO, "FAILED": Tone.FAILED}
+    return tones.get(status, Tone.FAILED if status == "STUCK" else Tone.INFO)
