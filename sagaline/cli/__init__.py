@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from sagaline.cli import local, measuring, pods
+from sagaline.cli.sagas import saga_app
 
 app = typer.Typer(
     help="Orchestrated sagas over Kafka with a transactional outbox in every service.",
@@ -38,3 +39,4 @@ bench_app = typer.Typer(
 bench_app.callback(invoke_without_command=True)(measuring.bench)
 bench_app.command("relay")(measuring.bench_relay)
 app.add_typer(bench_app, name="bench")
+app.add_typer(saga_app, name="saga")

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from sagaline.domain.engine import SagaStatus
 
 MAX_WAIT_S = 30.0  # what one request may ask the orchestrator to wait (`Prefer: wait`)
+ACTOR_HEADER = "X-Sagaline-Actor"  # who asks a retry or cancel (docs/operations.md)
 
 
 class SagaClientError(Exception):
@@ -87,6 +88,11 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+def _operator_request(actor: str | None) -> dict[str, Any]:
+    """Who asks a retry or cancel, for the saga's history (the orchestrator's default without)."""
+    return {"headers": {ACTOR_HEADER: actor}} if actor else {}
+
+
 def _wait_request(remaining: float, timeout_s: float) -> dict[str, Any]:
     """One long poll: wait at most `remaining` (and MAX_WAIT_S), and give the request that long
     plus its own time-out to answer."""
@@ -117,6 +123,16 @@ class SagaClient:
 
     def get(self, saga_id: uuid.UUID | str) -> SagaView:
         return SagaView.model_validate(_answer(self._http.get(f"/sagas/{saga_id}")))
+
+    def retry(self, saga_id: uuid.UUID | str, actor: str | None = None) -> SagaView:
+        """Re-drive a STUCK or FAILED saga (`POST /sagas/{id}/retry`); 409 if it is neither."""
+        response = self._http.post(f"/sagas/{saga_id}/retry", **_operator_request(actor))
+        return SagaView.model_validate(_answer(response))
+
+    def cancel(self, saga_id: uuid.UUID | str, actor: str | None = None) -> SagaView:
+        """Compensate a RUNNING saga (`POST /sagas/{id}/cancel`); 409 if it is not running."""
+        response = self._http.post(f"/sagas/{saga_id}/cancel", **_operator_request(actor))
+        return SagaView.model_validate(_answer(response))
 
     def wait(self, saga_id: uuid.UUID | str, timeout: float) -> SagaView:
         """The saga once it has ended, or as it is when `timeout` seconds have passed (then
