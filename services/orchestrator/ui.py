@@ -96,7 +96,8 @@ async def saga_page(saga_id: uuid.UUID, runtime: RuntimeDep) -> HTMLResponse:
     if detail is None:
         body = f'<p class="reason">No saga {e(saga_id)}.</p>'
         return _page(f"saga {saga_id}", root, f"Saga {saga_id}", body, status_code=404)
-    return _page(f"saga {saga_id}", root, f"Saga {saga_id}", _live(_saga_view(detail)))
+    body = _live(_saga_view(detail)) + _operator_form(saga_id)
+    return _page(f"saga {saga_id}", root, f"Saga {saga_id}", body)
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -193,6 +194,21 @@ def _saga_view(saga: SagaDetailOut) -> str:
         + "<h2>Payload</h2>"
         + f"<pre>{e(json.dumps(saga.payload, indent=2, sort_keys=True))}</pre>"
     )
+
+
+def _operator_form(saga_id: uuid.UUID) -> str:
+    """An operator's hands (docs/operations.md, "Retry or cancel a saga"): ui.js POSTs to the
+    JSON API with the token typed here. Outside #live: a refresh never clears what is typed."""
+    return f"""<h2>Operator</h2>
+<form class="operator" id="operator" data-saga="{e(saga_id)}">
+<label>API token<input type="password" name="token" autocomplete="off"></label>
+<label>who asks<input type="text" name="actor" maxlength="100"></label>
+<button type="button" data-action="retry">retry</button>
+<button type="button" data-action="cancel">cancel</button>
+<span id="operator-answer" role="status"></span>
+<p class="muted">retry: a STUCK saga is re-driven, a FAILED one's compensations are sent again;
+cancel: a RUNNING saga is compensated. Each is written into the timeline with who asked.</p>
+</form>"""
 
 
 def _steps_table(steps: Mapping[str, Any], results: Mapping[str, str]) -> str:

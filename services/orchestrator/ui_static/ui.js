@@ -29,5 +29,36 @@
     }
   }
 
+  // A saga's page: the operator's retry and cancel buttons POST to the JSON API with the token
+  // typed into the form (kept nowhere else), then show the answer and refresh.
+  async function act(form, action) {
+    var answer = document.getElementById("operator-answer");
+    var headers = { Authorization: "Bearer " + form.elements.token.value };
+    if (form.elements.actor.value) headers["X-Sagaline-Actor"] = form.elements.actor.value;
+    try {
+      var url = "../../sagas/" + encodeURIComponent(form.dataset.saga) + "/" + action;
+      var response = await fetch(url, { method: "POST", headers: headers, cache: "no-store" });
+      var body = await response.json();
+      var detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      answer.textContent = response.ok
+        ? action + " accepted: " + body.status
+        : action + " refused (HTTP " + response.status + "): " + detail;
+      answer.dataset.code = String(response.status);
+    } catch (error) {
+      answer.textContent = action + " failed: " + error;
+      answer.dataset.code = "error";
+    }
+    await refresh();
+  }
+
+  var operator = document.getElementById("operator");
+  if (operator) {
+    operator.addEventListener("click", function (event) {
+      var action = event.target.dataset ? event.target.dataset.action : null;
+      if (action) act(operator, action);
+    });
+    operator.addEventListener("submit", function (event) { event.preventDefault(); });
+  }
+
   window.setInterval(refresh, PERIOD_MS);
 })();
