@@ -7,6 +7,7 @@ records the history and writes the resulting commands to the outbox.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sagaline.delivery import outbox
 from sagaline.delivery.consumer import Incoming
-from sagaline.delivery.errors import Unprocessable
+from sagaline.delivery.errors import Unprocessable, is_transient
 from sagaline.domain.clock import from_epoch, utcnow
 from sagaline.domain.definition import Execution, SagaDefinition
 from sagaline.domain.engine import (
@@ -89,7 +90,9 @@ _DUE = (
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
 )
+_DUE_ONE = _DUE.where(SAGAS.c.id == bindparam("id"))
 Message = SendCommand | SendCompensation | Finish  # the actions that are new messages
+log = logging.getLogger(__name__)
 
 
 class Orchestrator:
@@ -225,15 +228,17 @@ class Orchestrator:
             rollback()
             saga.clear()
             saga.update(before)
-            reason = stuck.failed(saga, exc, time.time(), self.name)
-            append(
-                session, EVENTS, [event_row(saga["id"], "failed", "error", None, 1, None, reason)]
-            )
-            update_later(session, SAGAS, saga, key=("id",), columns=stuck.FAILURE_COLUMNS)
-            stuck.count_failure(session, self.name)
+            self._failed(session, saga, exc)
             on_failure()
             return False
         return True
+
+    def _failed(self, session: AsyncSession, saga: SagaRow, exc: BaseException) -> None:
+        """One more failure in a row on the saga (docs/design.md, "A stuck saga")."""
+        reason = stuck.failed(saga, exc, time.time(), self.name)
+        append(session, EVENTS, [event_row(saga["id"], "failed", "error", None, 1, None, reason)])
+        update_later(session, SAGAS, saga, key=("id",), columns=stuck.FAILURE_COLUMNS)
+        stuck.count_failure(session, self.name)
 
     async def redrive(
         self, session: AsyncSession, saga: SagaRow, inputs: list[dict[str, Any]], now: float
@@ -363,8 +368,34 @@ class Orchestrator:
         """Hand timed-out sagas to the engine; returns how many were due. Every few seconds it
         also counts the sagas in flight."""
         await self.in_flight.refresh(db)
-        async with db.transaction() as session:
+        try:
+            return await self._tick(db, {"limit": limit})
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # A database error (one saga's writes refused at the commit) fails the whole batch:
+            # each due saga is then taken alone, and one that still fails is marked alone.
+            log.warning("%s: timer batch failed (%s); each saga alone", self.name, exc)
+        async with db.reads() as session:
             result = await session.execute(_DUE, {"now": utcnow(), "limit": limit})
+            ids = [row["id"] for row in result.mappings()]
+        for saga_id in ids:
+            try:
+                await self._tick(db, {"limit": 1, "id": saga_id})
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                async with db.transaction() as session:
+                    saga = await self._saga(session, saga_id)
+                    if saga is not None:
+                        self._failed(session, saga, exc)
+        return len(ids)
+
+    async def _tick(self, db: Database, parameters: dict[str, Any]) -> int:
+        """The due sagas (`limit` of them, or the one of `id`) in one transaction."""
+        async with db.transaction() as session:
+            query = _DUE_ONE if "id" in parameters else _DUE
+            result = await session.execute(query, {"now": utcnow(), **parameters})
             due = [dict(row) for row in result.mappings()]
             batch_cache(session, "sagas").update((saga["id"], saga) for saga in due)
             # A saga with failures is due for its retry: its parked inputs are re-driven first.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -196,3 +197,25 @@ async def test_a_saga_whose_step_was_removed_goes_stuck_alone_and_resumes_when_i
     saga = await row(trip, moved_on)
     assert saga["status"] == SagaStatus.RUNNING and saga["failures"] == 0
     assert [c.attempt for c in await trip.commands(moved_on, "hotel")] == [1, 2]
+
+
+async def test_a_saga_whose_writes_the_database_refuses_does_not_stall_the_tick(
+    trip: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error fails the tick's whole transaction (no in-memory undo can help): the due
+    sagas are then taken one by one, and the one the database refuses is marked alone."""
+    others = [await trip.start({"n": n}) for n in range(OTHERS)]
+    bad = await trip.start(POISON)
+    real = handler_module.outbox
+
+    def send(session: Any, topic: str | None, envelopes: list[Envelope]) -> None:
+        refused = any(envelope.payload.get("poison") for envelope in envelopes)
+        real.send(session, None if refused else topic, envelopes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(handler_module, "outbox", SimpleNamespace(send=send))
+    assert await trip.tick_later(monkeypatch, 100) == OTHERS + 1
+    for saga_id in others:
+        assert [c.attempt for c in await trip.commands(saga_id, "flight")] == [1, 2]
+    saga = await row(trip, bad)
+    assert saga["failures"] == 1 and "IntegrityError" in saga["reason"]
+    assert [c.attempt for c in await trip.commands(bad, "flight")] == [1]
