@@ -4,7 +4,8 @@ Per batch: decode every record (what does not decode goes to a dead-letter topic
 claim the new message ids in the inbox, let the handler apply each message and write its replies
 to the outbox, commit the transaction, then commit the offsets. A duplicate does nothing new. If
 the batch transaction fails for a reason other than the database connection, each record is
-retried alone, and a record that still fails is dead-lettered: a partition never blocks forever.
+retried alone, and a record that still fails is dead-lettered (unless the handler keeps it,
+`KeepsFailed`: the orchestrator parks it with its saga): a partition never blocks forever.
 How a dead letter is written and named is in `sagaline.delivery.dead_letter`; the bounds that
 replace a client which waits too long (a join, a rebalance, a commit, a wedged await) are in
 `sagaline.kafka.watchdog`; what differs between brokers (client settings, the embedded broker's
@@ -21,7 +22,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -106,6 +107,16 @@ class Handler(Protocol):
         ...
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None: ...
+
+
+@runtime_checkable
+class KeepsFailed(Protocol):
+    """A handler that keeps a message its handling failed on (the orchestrator parks it with its
+    saga) instead of having it dead-lettered."""
+
+    async def keep_failed(self, session: AsyncSession, message: Incoming, exc: Exception) -> bool:
+        """Keep `message` in this transaction; False: dead-letter it as any other."""
+        ...
 
 
 class MessageLoop:
@@ -367,8 +378,13 @@ class MessageLoop:
         while not self._stopping.is_set():
             try:
                 async with self.db.transaction() as session:
-                    identity = self._identity_of(record)
-                    if await inbox.claim(session, [(identity, record.topic)]):
+                    message = self._message_of(record)
+                    identity = message.identity if message else record_identity(record)
+                    if await inbox.claim(session, [(identity, record.topic)]) and not (
+                        message is not None
+                        and isinstance(self.handler, KeepsFailed)
+                        and await self.handler.keep_failed(session, message, exc)
+                    ):
                         self._dead_letter(session, record, reason, DeadLetterReason.HANDLER_FAILED)
                 return True
             except Exception as retry_exc:
@@ -378,6 +394,6 @@ class MessageLoop:
                 delay = min(delay * 2, 5.0)
         return False
 
-    def _identity_of(self, record: ConsumerRecord[bytes, bytes]) -> uuid.UUID:
+    def _message_of(self, record: ConsumerRecord[bytes, bytes]) -> Incoming | None:
         messages, _ = self._decode([record])
-        return messages[0].identity if messages else record_identity(record)
+        return messages[0] if messages else None

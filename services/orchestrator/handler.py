@@ -189,6 +189,22 @@ class Orchestrator:
             )
             await self.isolated(session, saga, work, park)
 
+    async def keep_failed(self, session: AsyncSession, message: Incoming, exc: Exception) -> bool:
+        """A message whose handling failed even alone (a database error the in-memory undo
+        cannot isolate): parked with its saga, which counts the failure, instead of being
+        dead-lettered. A message of no saga is not kept (`KeepsFailed`, in the consumer)."""
+        saga_id = self._saga_id(message)
+        saga = await self._saga(session, saga_id) if saga_id is not None else None
+        if saga is None:
+            return False
+        origin = header_value(message.record.headers, "dlt.origin.topic")
+        reason = message.dead_letter_reason
+        stuck.park(
+            session, saga["id"], message.topic, message.envelope, origin=origin, reason=reason
+        )
+        self._failed(session, saga, exc)
+        return True
+
     async def _dispatch(
         self,
         session: AsyncSession,

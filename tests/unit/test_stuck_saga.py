@@ -219,3 +219,38 @@ async def test_a_saga_whose_writes_the_database_refuses_does_not_stall_the_tick(
     saga = await row(trip, bad)
     assert saga["failures"] == 1 and "IntegrityError" in saga["reason"]
     assert [c.attempt for c in await trip.commands(bad, "flight")] == [1]
+
+
+async def test_a_reply_whose_writes_the_database_refuses_is_parked_not_dead_lettered(
+    trip: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer retries a failed batch record by record; the one that fails alone is kept
+    by the orchestrator (parked with its saga) rather than dead-lettered, and applied on retry."""
+    others = [await trip.start({"n": n}) for n in range(OTHERS)]
+    bad = await trip.start(POISON)
+    real = handler_module.outbox
+
+    def send(session: Any, topic: str | None, envelopes: list[Envelope]) -> None:
+        refused = any(envelope.payload.get("poison") for envelope in envelopes)
+        real.send(session, None if refused else topic, envelopes)  # type: ignore[arg-type]
+
+    loop = MessageLoop(trip.db, trip.orchestrator, bootstrap_servers="unused:9092", group_id="o")
+    topic = trip.orchestrator.steps["flight"].success
+    done = trip.orchestrator.types["flight"].done
+    batch = [
+        record_of(topic, Envelope(type=done, saga_id=s, saga=trip.saga, step="flight"), i)
+        for i, s in enumerate([*others, bad])
+    ]
+    with monkeypatch.context() as fault:
+        fault.setattr(handler_module, "outbox", SimpleNamespace(send=send))
+        assert await loop.process(batch)
+    for saga_id in others:
+        assert len(await trip.commands(saga_id, "hotel")) == 1
+    assert await dead_letters(trip) == 0
+    assert len(await parked(trip, bad)) == 1
+    saga = await row(trip, bad)
+    assert saga["failures"] == 1 and "IntegrityError" in saga["reason"]
+
+    await trip.tick_later(monkeypatch, 10_000)  # the cause is gone: the retry applies it
+    assert len(await trip.commands(bad, "hotel")) == 1
+    assert await parked(trip, bad) == []
