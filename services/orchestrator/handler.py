@@ -91,6 +91,12 @@ _DUE = (
     .with_for_update(skip_locked=True)
 )
 _DUE_ONE = _DUE.where(SAGAS.c.id == bindparam("id"))
+_DUE_IDS = (
+    select(SAGAS.c.id)
+    .where(SAGAS.c.next_deadline <= bindparam("now"))
+    .order_by(SAGAS.c.next_deadline)
+    .limit(bindparam("limit"))
+)
 Message = SendCommand | SendCompensation | Finish  # the actions that are new messages
 log = logging.getLogger(__name__)
 
@@ -171,9 +177,8 @@ class Orchestrator:
         saga")."""
         saga_id = self._saga_id(message)
         saga = await self._saga(session, saga_id) if saga_id is not None else None
-        origin = header_value(message.record.headers, "dlt.origin.topic")
-        reason = message.dead_letter_reason
         topic, envelope = message.topic, message.envelope
+        origin, reason = self._dead_letter_of(message)
 
         def park() -> None:
             assert saga is not None
@@ -197,8 +202,7 @@ class Orchestrator:
         saga = await self._saga(session, saga_id) if saga_id is not None else None
         if saga is None:
             return False
-        origin = header_value(message.record.headers, "dlt.origin.topic")
-        reason = message.dead_letter_reason
+        origin, reason = self._dead_letter_of(message)
         stuck.park(
             session, saga["id"], message.topic, message.envelope, origin=origin, reason=reason
         )
@@ -370,6 +374,14 @@ class Orchestrator:
         self._apply(session, saga, engine, actions)
 
     @staticmethod
+    def _dead_letter_of(message: Incoming) -> tuple[str | None, str | None]:
+        """A forwarded dead letter's origin topic and reason (None, None: an envelope)."""
+        if message.envelope is not None:
+            return None, None
+        origin = header_value(message.record.headers, "dlt.origin.topic")
+        return origin, message.dead_letter_reason
+
+    @staticmethod
     def _saga_id(message: Incoming) -> uuid.UUID | None:
         if message.envelope is not None:
             return message.envelope.saga_id
@@ -393,8 +405,8 @@ class Orchestrator:
             # each due saga is then taken alone, and one that still fails is marked alone.
             log.warning("%s: timer batch failed (%s); each saga alone", self.name, exc)
         async with db.reads() as session:
-            result = await session.execute(_DUE, {"now": utcnow(), "limit": limit})
-            ids = [row["id"] for row in result.mappings()]
+            result = await session.execute(_DUE_IDS, {"now": utcnow(), "limit": limit})
+            ids = list(result.scalars())
         for saga_id in ids:
             try:
                 await self._tick(db, {"limit": 1, "id": saga_id})
