@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from sagaline.delivery.consumer import MessageLoop
+from sagaline.delivery.dead_letter import DLT_REASON, DLT_TOPIC
 from sagaline.delivery.outbox import OUTBOX
 from sagaline.domain.engine import SagaStatus
 from sagaline.domain.envelope import Envelope
@@ -254,3 +255,39 @@ async def test_a_reply_whose_writes_the_database_refuses_is_parked_not_dead_lett
     await trip.tick_later(monkeypatch, 10_000)  # the cause is gone: the retry applies it
     assert len(await trip.commands(bad, "hotel")) == 1
     assert await parked(trip, bad) == []
+
+
+async def test_a_dead_letter_for_a_saga_with_failures_waits_parked_and_is_re_driven(
+    trip: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's dead letter (no envelope: its origin topic and reason in the headers) for a saga
+    whose processing failed is parked in order behind its reply, then re-driven: the reply
+    first (hotel is commanded), then the dead letter of that hotel command (hotel compensated)."""
+    saga_id = await trip.start(POISON)
+    hotel = trip.orchestrator.steps["hotel"]
+    with monkeypatch.context() as fault:
+        poison_commands(fault)
+        await trip.done(saga_id, "flight", {"ticket": "T1"})  # parked: hotel's command raises
+        value = b"{not json"
+        headers = [(DLT_REASON, b"invalid envelope"), (DLT_TOPIC, hotel.command.encode())]
+        record: Any = ConsumerRecord(
+            hotel.dlt, 0, 5, 0, 0, str(saga_id).encode(), value, None, 36, len(value), headers
+        )
+        loop = MessageLoop(trip.db, trip.orchestrator, bootstrap_servers="x:1", group_id="o")
+        assert await loop.process([record])
+    first, second = await parked(trip, saga_id)
+    assert first["envelope"]["step"] == "flight"
+    assert second["envelope"] is None
+    assert (second["topic"], second["origin"], second["reason"]) == (
+        hotel.dlt,
+        hotel.command,
+        "invalid envelope",
+    )
+
+    await trip.tick_later(monkeypatch, 10_000)
+    assert await parked(trip, saga_id) == []
+    assert len(await trip.commands(saga_id, "hotel")) == 1
+    saga = await row(trip, saga_id)
+    assert saga["status"] == SagaStatus.COMPENSATING
+    assert saga["reason"] == "hotel: unprocessable by hotel: invalid envelope"
+    assert len(await trip.compensations(saga_id, "hotel")) == 1
