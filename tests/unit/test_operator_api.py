@@ -153,6 +153,13 @@ async def test_retry_of_a_stuck_saga_applies_its_parked_reply_once_the_cause_is_
         for later in (100, 200, 300):
             await trip.tick_later(fault, later)
         assert (await row(trip, saga_id))["status"] == SagaStatus.STUCK
+        # Shown: in the list's status filter on /ui, in GET /sagas and its summary.
+        page = (await client.get("/ui", params={"status": "STUCK"})).text
+        assert f'data-saga="{saga_id}"' in page and 'data-status="STUCK"' in page
+        assert '<option value="STUCK" selected>' in page
+        listed = (await client.get("/sagas", params={"status": "STUCK"})).json()
+        assert [saga["id"] for saga in listed] == [str(saga_id)]
+        assert (await client.get("/sagas/summary")).json()["STUCK"] == 1
         still = await client.post(f"/sagas/{saga_id}/retry", headers=AUTH)
         assert still.status_code == 202
         assert still.json()["status"] == SagaStatus.STUCK  # the cause is still there
