@@ -25,6 +25,7 @@ REQUIRED = {
     "sagaline_consumer_lag",
     "sagaline_resends_total",
     "sagaline_dead_letters_total",
+    "sagaline_saga_failures_total",
     "sagaline_consumer_batch_seconds_bucket",
 }
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool"}
