@@ -384,6 +384,7 @@ class Reconciler:
                 "completed": int(summary.get("COMPLETED", 0)),
                 "compensated": int(summary.get("COMPENSATED", 0)),
                 "failed": int(summary.get("FAILED", 0)),
+                "stuck": int(summary.get("STUCK", 0)),
                 "total": int(summary.get("total", 0)),
             }
         except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:

@@ -170,10 +170,18 @@ async def test_a_saga_becomes_its_topics_and_services(cluster, api: Api, config,
         summary = {"RUNNING": 2, "COMPENSATING": 1, "COMPLETED": 40, "COMPENSATED": 7, "FAILED": 1}
         orchestrator_api[f"get /order-orchestrator/{NAMESPACE}/sagas/summary"] << {
             **summary,
-            "total": 51,
+            "STUCK": 2,
+            "total": 53,
         }
         counts = await eventually(lambda: saga_status(cluster).get("sagas"), what="saga counts")
-        assert counts == {"running": 3, "completed": 40, "compensated": 7, "failed": 1, "total": 51}
+        assert counts == {
+            "running": 3,
+            "completed": 40,
+            "compensated": 7,
+            "failed": 1,
+            "stuck": 2,
+            "total": 53,
+        }
         assert ready(cluster)
         assert_valid(cluster)
 
