@@ -80,7 +80,7 @@ def stuck_gauge() -> float:
 
 
 async def test_a_raising_saga_goes_stuck_while_the_others_due_in_its_tick_are_resent(
-    trip: Harness, monkeypatch: pytest.MonkeyPatch
+    trip: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     others = [await trip.start({"n": n}) for n in range(OTHERS)]
     bad = await trip.start(POISON | {"n": -1})  # its first command went out before the fault
@@ -88,6 +88,7 @@ async def test_a_raising_saga_goes_stuck_while_the_others_due_in_its_tick_are_re
     counted = failures_counted()
 
     assert await trip.tick_later(monkeypatch, 100) == OTHERS + 1
+    assert "each saga alone" not in caplog.text  # undone alone inside the tick's transaction
     for saga_id in others:  # every other saga's re-send committed in the tick
         assert [c.attempt for c in await trip.commands(saga_id, "flight")] == [1, 2]
     assert [c.attempt for c in await trip.commands(bad, "flight")] == [1]
@@ -119,7 +120,7 @@ def record_of(topic: str, envelope: Envelope, offset: int) -> Any:
 
 
 async def test_a_reply_that_raises_is_parked_with_its_saga_and_applied_on_retry(
-    trip: Harness, monkeypatch: pytest.MonkeyPatch
+    trip: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     others = [await trip.start({"n": n}) for n in range(OTHERS)]
     bad = await trip.start(POISON | {"n": -1})
@@ -142,6 +143,7 @@ async def test_a_reply_that_raises_is_parked_with_its_saga_and_applied_on_retry(
     # among the others', which move on to their hotel step in the same transaction.
     batch = [record_of(topics.success, done(s), i) for i, s in enumerate([bad, *others])]
     assert await loop.process(batch)
+    assert "one by one" not in caplog.text  # undone alone inside the batch's transaction
     for saga_id in others:
         assert len(await trip.commands(saga_id, "hotel")) == 1
     assert await trip.commands(bad, "hotel") == []
