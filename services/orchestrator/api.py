@@ -30,6 +30,7 @@ from sagaline.services.orchestrator.saga_queries import (
     saga_detail,
 )
 from sagaline.services.orchestrator.ui import router as ui_router
+from sagaline.services.orchestrator.versions_api import router as versions_router
 
 router = APIRouter(tags=["sagas"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
@@ -183,3 +184,4 @@ async def _read_saga(runtime: Runtime, saga_id: uuid.UUID) -> SagaDetailOut:
 # The page is read-only and GET-only: the token guard every router carries lets it through, as
 # it does every read of the JSON API.
 router.include_router(ui_router)
+router.include_router(versions_router)  # GET /versions: the definition versions in use

@@ -48,6 +48,9 @@ class Saga(SQLModel, table=True):
     origin: str = Field(
         default=Origin.INITIATOR, max_length=16, sa_column_kwargs={"server_default": "initiator"}
     )
+    # The digest of the definition version the saga runs on to its end (a `saga_version` row);
+    # None for a saga written before versions were kept: it runs on the current definition.
+    version: str | None = Field(default=None, max_length=64)
 
 
 class SagaEvent(SQLModel, table=True):
@@ -64,3 +67,16 @@ class SagaEvent(SQLModel, table=True):
     attempt: int = 1
     message_id: uuid.UUID | None = None
     detail: str | None = Field(default=None, max_length=1000)
+
+
+class SagaVersion(SQLModel, table=True):
+    """A definition version the orchestrator has run sagas by (docs/design.md, "Changing a live
+    Saga"): its digest, the Saga's name, the canonical document it is the digest of, and when an
+    orchestrator first started with it."""
+
+    __tablename__ = "saga_version"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    saga: str = Field(max_length=63)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    first_seen: datetime = Field(default_factory=utcnow)
