@@ -286,6 +286,9 @@ async def test_versions_answer_per_step_the_sagas_that_may_still_use_it(trip: Ha
             {"name": "car", "current": False, "in_flight": 1},
         ]
 
+        saga = (await client.get(f"/sagas/{old}")).json()
+        assert saga["version"] == DefinitionVersion.of(V1).digest
+
         await v2.failed(old, "flight")  # the last saga on V1 ends: car is drained
         answer = (await client.get("/versions")).json()
         assert [v["digest"] for v in answer["versions"]] == [answer["current"]]
