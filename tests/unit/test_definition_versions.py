@@ -17,14 +17,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlmodel import col
 
+from sagaline import registration
 from sagaline.delivery.errors import Unprocessable
 from sagaline.domain.definition import SagaDefinition
 from sagaline.domain.versions import DefinitionVersion
 from sagaline.services.orchestrator.handler import SAGAS, Orchestrator
 from sagaline.services.orchestrator.models import Saga, SagaVersion
+from sagaline.settings import Settings
 from tests.unit.orchestrator_harness import Harness, definition, harness, payloads
 
 V1 = definition("flight", "car", "hotel")
@@ -321,3 +325,33 @@ async def test_versions_count_the_sagas_from_before_versions_by_their_states_ste
         None,
     )
     assert {"name": "car", "current": False, "in_flight": 1} in answer["steps"]
+
+
+# -- the process ----------------------------------------------------------------------------------
+
+
+async def test_the_served_orchestrator_learns_the_versions_in_flight_before_it_consumes(
+    trip: Harness, tmp_path: Path
+) -> None:
+    """`sagaline serve orchestrator` on the edited Saga: its start (run by the app's lifespan,
+    before the consumer subscribes) writes the new version and adds the removed step's replies
+    to what the consumer reads, since a saga in flight may still use it."""
+    await trip.start({"traveller": "ada"})
+    edited = tmp_path / "saga.yaml"
+    document = definition("flight", "hotel").model_dump(mode="json", by_alias=True)
+    edited.write_text(yaml.safe_dump(document))
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",  # the fixture's database
+        saga_file=edited,
+        kafka_bootstrap_servers="127.0.0.1:9",
+    )
+    app = registration.build_app(registration.find("orchestrator"), settings)
+    orchestrator = app.state.runtime.handler
+    assert "car" not in orchestrator.steps
+
+    with TestClient(app):  # the lifespan runs; the consumer keeps trying the absent broker
+        assert "car" in orchestrator.steps
+        assert orchestrator.steps["car"].success in orchestrator.topics
+    async with trip.db.reads() as session:
+        digests = set((await session.scalars(select(col(SagaVersion.digest)))).all())
+    assert digests == {DefinitionVersion.of(V1).digest, orchestrator.version.digest}
