@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select
@@ -140,6 +140,14 @@ class Orchestrator:
             await register(session, self.version)
             after_commit(session, functools.partial(setattr, self, "_registered", True))
 
+    async def _load_versions(self, session: AsyncSession, digests: Iterable[str | None]) -> None:
+        """Read the sagas' versions not read yet, and consume their steps' replies too: a
+        version that was not in flight at `start` (a replica still on the old definition
+        started sagas on it during the rollout) is in use now. The consumer loop subscribes
+        a new client when the topics grow."""
+        for version in await self.versions.load(session, digests):
+            self._consume_steps(version.step_names)
+
     def _version(self, saga: SagaRow) -> DefinitionVersion:
         return self.versions.of(saga.get("version"), saga["execution"])
 
@@ -171,13 +179,13 @@ class Orchestrator:
         ids = {saga_id for m in batch if (saga_id := self._saga_id(m)) is not None}
         await _load(session, ids)
         sagas = batch_cache(session, "sagas")
-        await self.versions.load(session, (sagas[i]["version"] for i in ids if sagas.get(i)))
+        await self._load_versions(session, (sagas[i]["version"] for i in ids if sagas.get(i)))
 
     async def _saga(self, session: AsyncSession, saga_id: uuid.UUID) -> SagaRow | None:
         await _load(session, {saga_id})
         saga: SagaRow | None = batch_cache(session, "sagas")[saga_id]
         if saga is not None:
-            await self.versions.load(session, [saga.get("version")])
+            await self._load_versions(session, [saga.get("version")])
         return saga
 
     async def handle(self, session: AsyncSession, message: Incoming) -> None:
@@ -297,7 +305,7 @@ class Orchestrator:
         async with db.transaction() as session:
             result = await session.execute(_DUE, {"now": utcnow(), "limit": limit})
             due = [dict(row) for row in result.mappings()]
-            await self.versions.load(session, {saga["version"] for saga in due})
+            await self._load_versions(session, {saga["version"] for saga in due})
             now = time.time()
             for saga in due:
                 with tracing.span_in(saga["traceparent"], "saga timeout"):

@@ -113,16 +113,18 @@ class Versions:
     def __post_init__(self) -> None:
         self.known[self.current.digest] = self.current
 
-    async def load(self, session: AsyncSession, digests: Iterable[str | None]) -> None:
-        """Read the versions of `digests` not cached yet; a digest the table lacks raises."""
+    async def load(
+        self, session: AsyncSession, digests: Iterable[str | None]
+    ) -> list[DefinitionVersion]:
+        """Read the versions of `digests` not cached yet, and return them (a digest the table
+        lacks is left out: the saga that names it fails alone, in `of`)."""
         missing = {d for d in digests if d is not None and d not in self.known}
         if not missing:
-            return
+            return []
         stored = await read(session, missing)
-        for digest, row in stored.items():
-            self.known[digest] = DefinitionVersion.from_document(row.spec)
-        if lacking := missing - stored.keys():
-            raise UnknownVersion(f"no definition version {', '.join(sorted(lacking))}")
+        loaded = [DefinitionVersion.from_document(row.spec) for row in stored.values()]
+        self.known.update((version.digest, version) for version in loaded)
+        return loaded
 
     def of(self, digest: str | None, execution: str) -> DefinitionVersion:
         """The version a saga runs on: its own (loaded), else the current one with the
@@ -132,4 +134,4 @@ class Versions:
         try:
             return self.known[digest]
         except KeyError:
-            raise UnknownVersion(f"definition version {digest} was not loaded") from None
+            raise UnknownVersion(f"definition version {digest} is not in the table") from None

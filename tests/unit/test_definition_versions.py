@@ -171,6 +171,25 @@ async def test_a_removed_steps_replies_are_consumed_only_while_a_saga_may_use_it
     assert not {car.success, car.dlt} & set(again.orchestrator.topics)
 
 
+async def test_a_version_a_replica_still_on_the_old_saga_uses_is_consumed_once_seen(
+    trip: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During the rollout a replica still on V1 starts a saga after the new one read the
+    versions in flight: the new one consumes car's replies from the moment it handles that
+    saga (here, its timer re-sending car's command)."""
+    v2 = await restarted(trip, definition("flight", "hotel"))
+    assert "car" not in v2.orchestrator.steps
+    saga_id = await trip.start({"traveller": "ada"})  # the replica still on V1
+    await trip.done(saga_id, "flight", {"seat": "12A"})
+
+    await v2.tick_later(monkeypatch, 3600)
+    assert [c.attempt for c in await v2.commands(saga_id, "car")] == [1, 2]
+    assert v2.orchestrator.steps["car"].success in v2.orchestrator.topics
+    await v2.done(saga_id, "car", {"car": "C-1"}, attempt=2)
+    await v2.done(saga_id, "hotel", {"room": 7})
+    assert await status(v2, saga_id) == "COMPLETED"
+
+
 # -- the execution switched -----------------------------------------------------------------------
 
 
