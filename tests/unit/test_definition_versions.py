@@ -70,7 +70,13 @@ async def commanded(h: Harness, saga_id: uuid.UUID) -> list[str]:
 def test_the_digest_covers_what_the_orchestrator_runs_by_and_nothing_else() -> None:
     digest = DefinitionVersion.of(V1).digest
     # What does not change how a saga runs makes no new version.
-    assert DefinitionVersion.of(V1.with_spec(image="registry.example/other:2")).digest == digest
+    for unrelated in (
+        {"image": "registry.example/other:2"},
+        {"orchestrator": {"replicas": 3}},
+        {"topicDeletionPolicy": "delete"},
+        {"kafka": {"partitions": 12}},
+    ):
+        assert DefinitionVersion.of(V1.with_spec(**unrelated)).digest == digest, unrelated
     explicit = V1.model_dump(by_alias=True)
     explicit["spec"]["steps"][0]["maxAttempts"] = V1.spec.max_attempts  # as it inherited
     assert DefinitionVersion.of(SagaDefinition.model_validate(explicit)).digest == digest
