@@ -32,7 +32,7 @@ from fastapi import APIRouter, FastAPI
 
 from sagaline.delivery.consumer import Handler
 from sagaline.domain.definition import REFERENCE_PATTERN, SagaDefinition
-from sagaline.service import Job, Runtime, create_app, effective_definition
+from sagaline.service import Job, Runtime, Startup, create_app, effective_definition
 from sagaline.settings import Settings
 from sagaline.storage import migrate
 from sagaline.storage.db import Database
@@ -56,11 +56,13 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Parts:
-    """What a service runs: the consumer's handler, its HTTP routers, its periodic jobs."""
+    """What a service runs: the consumer's handler, its HTTP routers, its periodic jobs, and
+    what it does once before its consumer subscribes."""
 
     handler: Handler
     routers: list[APIRouter]
     jobs: list[Job] = field(default_factory=list)
+    startup: list[Startup] = field(default_factory=list)
 
 
 Assemble = Callable[[SagaDefinition, Settings], Parts]
@@ -183,6 +185,7 @@ def build_app(plugin: ServicePlugin, settings: Settings | None = None) -> FastAP
         handler=parts.handler,
         routers=parts.routers,
         jobs=parts.jobs,
+        startup=parts.startup,
     )
     return create_app(runtime)
 

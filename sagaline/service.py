@@ -30,6 +30,8 @@ from sagaline.telemetry import tracing
 
 log = logging.getLogger(__name__)
 Job = Callable[[Database], Awaitable[int]]
+# Run once before the consumer subscribes (e.g. to learn which topics it consumes).
+Startup = Callable[[Database], Awaitable[None]]
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Runtime:
     routers: list[APIRouter] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
     loop: MessageLoop | None = None
+    startup: list[Startup] = field(default_factory=list)
 
 
 def effective_definition(settings: Settings) -> SagaDefinition:
@@ -106,6 +109,8 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for step in runtime.startup:  # it fails the start, as a database unreachable would
+            await step(runtime.db)
         partitions, replicas = topic_layout(settings, runtime.definition)
         loop = MessageLoop(
             runtime.db,

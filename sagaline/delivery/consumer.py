@@ -204,10 +204,11 @@ class MessageLoop:
                 replicas=self.replicas,
                 security=self.security,
             )
+        subscribed = list(self.handler.topics)
         consumer = make_consumer(
             self.bootstrap_servers,
             self.group_id,
-            self.handler.topics,
+            subscribed,
             security=self.security,
             **self.broker.consumer_options(),
         )
@@ -219,6 +220,8 @@ class MessageLoop:
         lag = ConsumerLag(self.handler.name)
         try:
             while not self._stopping.is_set():
+                if self.handler.topics != subscribed:
+                    break  # the handler reads more topics now: a new client subscribes to them
                 self._alive()
                 batches = await fetch(consumer, self.batch_size)
                 if batches is not None:

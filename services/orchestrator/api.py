@@ -31,6 +31,7 @@ from sagaline.services.orchestrator.saga_queries import (
     saga_detail,
 )
 from sagaline.services.orchestrator.ui import router as ui_router
+from sagaline.services.orchestrator.versions_api import router as versions_router
 
 router = APIRouter(tags=["sagas"])
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
@@ -185,3 +186,4 @@ async def _read_saga(runtime: Runtime, saga_id: uuid.UUID) -> SagaDetailOut:
 # it does every read of the JSON API.
 router.include_router(ui_router)
 router.include_router(operator_router)  # retry and cancel: docs/design.md, "An operator's hands"
+router.include_router(versions_router)  # GET /versions: the definition versions in use

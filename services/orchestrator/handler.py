@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select
@@ -21,12 +21,11 @@ from sagaline.delivery import outbox
 from sagaline.delivery.consumer import Incoming
 from sagaline.delivery.errors import Unprocessable, is_transient
 from sagaline.domain.clock import from_epoch, utcnow
-from sagaline.domain.definition import Execution, SagaDefinition
+from sagaline.domain.definition import SagaDefinition
 from sagaline.domain.engine import (
     Action,
     Engine,
     Finish,
-    Policy,
     ResendOutcome,
     SagaState,
     SagaStatus,
@@ -40,12 +39,15 @@ from sagaline.domain.messages import (
     SAGA_COMPLETED,
     SAGA_FAILED,
     SAGA_START,
+    StepTopics,
     StepTypes,
 )
+from sagaline.domain.versions import DefinitionVersion
 from sagaline.services.orchestrator import stuck
 from sagaline.services.orchestrator.models import Origin, Saga, SagaEvent
 from sagaline.services.orchestrator.saga_metrics import SagasInFlight, saga_finished
 from sagaline.services.orchestrator.step_data import command_payload, compensation_payload
+from sagaline.services.orchestrator.versions import Versions, in_flight, register
 from sagaline.services.orchestrator.waiters import EndWaiters
 from sagaline.storage.db import (
     Database,
@@ -106,21 +108,61 @@ class Orchestrator:
 
     def __init__(self, definition: SagaDefinition) -> None:
         self.definition = definition
-        self.policy = Policy.of(definition)  # every step with its own time-out and attempts
+        # Each saga runs on the version it started with; new sagas on this one, whose policy
+        # gives every step its own time-out and attempts.
+        self.version = DefinitionVersion.of(definition)
+        self.policy = self.version.policy
+        self.versions = Versions(self.version)
+        self._registered = False  # whether this process has seen its version in the table
         self.saga_topics = definition.saga_topics
-        self.steps = {name: self.saga_topics.step(name) for name in definition.step_names}
-        self.types = {name: StepTypes(name) for name in definition.step_names}
+        # The steps whose replies this process consumes: the current definition's, and (from
+        # `start`) those of the versions that sagas in flight still run on.
+        self.steps: dict[str, StepTopics] = {}
+        self.types: dict[str, StepTypes] = {}
         self._step_by_topic: dict[str, str] = {}
-        for name, topics in self.steps.items():
-            self._step_by_topic[topics.success] = name
-            self._step_by_topic[topics.dlt] = name
-        self.topics = [self.saga_topics.orchestrator, *self._step_by_topic]
+        self.topics = [self.saga_topics.orchestrator]
+        self._consume_steps(definition.step_names)
         self.in_flight = SagasInFlight()
         self.ended = EndWaiters()  # the requests waiting for a saga's end (`Prefer: wait`)
-        # Whose results a step's command carries: the steps before it, when they run in turn.
-        names = definition.step_names
-        sequential = self.policy.execution is Execution.SEQUENTIAL
-        self._earlier = {name: names[:i] if sequential else [] for i, name in enumerate(names)}
+
+    def _consume_steps(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name in self.steps:
+                continue
+            topics = self.steps[name] = self.saga_topics.step(name)
+            self.types[name] = StepTypes(name)
+            self._step_by_topic[topics.success] = name
+            self._step_by_topic[topics.dlt] = name
+            self.topics += [topics.success, topics.dlt]
+
+    async def start(self, db: Database) -> None:
+        """Before the consumer subscribes: keep the current version in the table, and consume
+        the replies of every step that a saga in flight may still command or compensate (its
+        version's steps). Read once: a changed Saga restarts the orchestrator (on Kubernetes
+        the operator rolls its Deployment), so the versions in flight are read again then."""
+        async with db.transaction() as session:
+            await register(session, self.version)
+            for version in await in_flight(session, self.definition.name):
+                self._consume_steps(version.steps)
+        self._registered = True
+
+    async def _register(self, session: AsyncSession) -> None:
+        """Keep the current version in the table before a saga is written with it (once per
+        process once committed; `start` does it too)."""
+        if not self._registered:
+            await register(session, self.version)
+            after_commit(session, functools.partial(setattr, self, "_registered", True))
+
+    async def _load_versions(self, session: AsyncSession, digests: Iterable[str | None]) -> None:
+        """Read the sagas' versions not read yet, and consume their steps' replies too: a
+        version that was not in flight at `start` (a replica still on the old definition
+        started sagas on it during the rollout) is in use now. The consumer loop subscribes
+        a new client when the topics grow."""
+        for version in await self.versions.load(session, digests):
+            self._consume_steps(version.step_names)
+
+    def _version(self, saga: SagaRow) -> DefinitionVersion:
+        return self.versions.of(saga.get("version"), saga["execution"])
 
     # -- Handler protocol -------------------------------------------------------------------------
 
@@ -149,10 +191,14 @@ class Orchestrator:
     async def prepare(self, session: AsyncSession, batch: Sequence[Incoming]) -> None:
         ids = {saga_id for m in batch if (saga_id := self._saga_id(m)) is not None}
         await _load(session, ids)
+        sagas = batch_cache(session, "sagas")
+        await self._load_versions(session, (sagas[i]["version"] for i in ids if sagas.get(i)))
 
     async def _saga(self, session: AsyncSession, saga_id: uuid.UUID) -> SagaRow | None:
         await _load(session, {saga_id})
         saga: SagaRow | None = batch_cache(session, "sagas")[saga_id]
+        if saga is not None:
+            await self._load_versions(session, [saga.get("version")])
         return saga
 
     # -- an operator's hands (services/orchestrator/interventions.py) -----------------------------
@@ -296,11 +342,12 @@ class Orchestrator:
         saga = await self._saga(session, saga_id)
         if saga is not None:
             return saga, False
-        state = SagaState.new(self.definition.step_names)
+        await self._register(session)
+        state = SagaState.new(list(self.version.step_names))
         saga = self._new_saga(session, saga_id, state.status, payload, origin=Origin.API)
         event = event_row(saga_id, "received", SAGA_START, None, 1, None, "POST /sagas")
         append(session, EVENTS, [event])
-        engine = Engine(self.policy, state)
+        engine = Engine(self.version.policy, state)
         self._apply(session, saga, engine, engine.start(time.time()))
         return saga, True
 
@@ -311,10 +358,11 @@ class Orchestrator:
             engine = self._engine(saga)
             self._apply(session, saga, engine, engine.repeated_start())
             return
-        state = SagaState.new(self.definition.step_names)
+        await self._register(session)
+        state = SagaState.new(list(self.version.step_names))
         saga = self._new_saga(session, envelope.saga_id, state.status, envelope.payload)
         record(session, saga["id"], "received", envelope)
-        engine = Engine(self.policy, state)
+        engine = Engine(self.version.policy, state)
         self._apply(session, saga, engine, engine.start(time.time()))
 
     async def _on_cancel(self, session: AsyncSession, envelope: Envelope) -> None:
@@ -322,8 +370,9 @@ class Orchestrator:
         answers a late start with that outcome)."""
         saga = await self._saga(session, envelope.saga_id)
         if saga is None:
+            await self._register(session)
             saga = self._new_saga(session, envelope.saga_id, SagaStatus.RUNNING, {})
-            engine = Engine(self.policy, SagaState.new(self.definition.step_names))
+            engine = Engine(self.version.policy, SagaState.new(list(self.version.step_names)))
         else:
             engine = self._engine(saga)
         reason = str(envelope.payload.get("reason") or "cancelled by the initiator")[:500]
@@ -335,8 +384,9 @@ class Orchestrator:
         if saga is None:
             raise Unprocessable(f"no saga {envelope.saga_id}")
         step = self._step_by_topic[topic]
-        types = self.types[step]
+        types = StepTypes(step)
         engine = self._engine(saga)
+        _has_step(saga, engine, step)
         now = time.time()
         if envelope.type == types.done:
             _keep_result(saga, step, envelope.payload)
@@ -364,9 +414,10 @@ class Orchestrator:
         step = self._step_by_topic[topic]
         if saga is None:
             return  # nothing of ours: a saga never started has no step to fail
-        command = origin == self.steps[step].command
+        command = origin == self.saga_topics.step(step).command
         reason = f"unprocessable by {step}: {why}"
         engine = self._engine(saga)
+        _has_step(saga, engine, step)
         actions = engine.dead_lettered(step, command=command, reason=reason, now=time.time())
         if command:
             event = event_row(saga["id"], "received", "dead-letter", step, 1, None, reason)
@@ -429,6 +480,7 @@ class Orchestrator:
             # A saga with failures is due for its retry: its parked inputs are re-driven first.
             parked = await stuck.parked_of(session, [s["id"] for s in due if s["failures"]])
             applied: list[int] = []
+            await self._load_versions(session, {saga["version"] for saga in due})
             now = time.time()
             for saga in due:
                 with tracing.span_in(saga["traceparent"], "saga timeout"):
@@ -456,7 +508,7 @@ class Orchestrator:
             "id": saga_id,
             "name": self.definition.name,
             "status": status,
-            "execution": self.policy.execution,
+            "execution": self.version.execution,
             "payload": payload,
             "state": {},
             "reason": None,
@@ -469,6 +521,7 @@ class Orchestrator:
             "results": {},
             "origin": origin,
             "failures": 0,
+            "version": self.version.digest,
         }
         append(session, SAGAS, [saga])
         batch_cache(session, "sagas")[saga_id] = saga
@@ -476,7 +529,8 @@ class Orchestrator:
         return saga
 
     def _engine(self, saga: SagaRow) -> Engine:
-        return Engine(self.policy, SagaState.model_validate(saga["state"]))
+        """The saga's engine, on the policy of the version it runs on."""
+        return Engine(self._version(saga).policy, SagaState.model_validate(saga["state"]))
 
     def _apply(
         self, session: AsyncSession, saga: SagaRow, engine: Engine, actions: list[Action]
@@ -491,7 +545,7 @@ class Orchestrator:
                     outbox.send(session, self.saga_topics.response, [response])
                     record(session, saga_id, "sent", response, detail="re-sent outcome")
                 continue
-            envelope = self._message(saga, action)
+            envelope = self._message(saga, action, list(engine.state.steps))
             detail = getattr(action, "reason", None)
             if isinstance(action, Finish) and saga["origin"] == Origin.API:
                 # No initiator waits on a topic: the outcome is the row, read over HTTP.
@@ -521,18 +575,22 @@ class Orchestrator:
             update_later(session, SAGAS, saga, key=("id",), columns=CHANGING)
 
     def _topic(self, action: Message) -> str:
+        """Where an action goes; a step's topics follow from its name, whichever version of
+        the Saga has it."""
         if isinstance(action, SendCommand):
-            return self.steps[action.step].command
+            return self.saga_topics.step(action.step).command
         if isinstance(action, SendCompensation):
-            return self.steps[action.step].compensation
+            return self.saga_topics.step(action.step).compensation
         return self.saga_topics.response
 
-    def _message(self, saga: SagaRow, action: Message) -> Envelope:
+    def _message(self, saga: SagaRow, action: Message, order: list[str]) -> Envelope:
+        """The action's message; `order` is the saga's steps, in the order it runs them."""
         common: dict[str, Any] = {"saga_id": saga["id"], "saga": saga["name"]}
         if isinstance(action, SendCommand):
-            earlier = self._earlier[action.step]
+            # Whose results the command carries: the steps before it, when they run in turn.
+            earlier = self._version(saga).earlier(action.step, order)
             return Envelope(
-                type=self.types[action.step].command,
+                type=StepTypes(action.step).command,
                 step=action.step,
                 attempt=action.attempt,
                 payload=command_payload(saga["payload"], saga["results"], earlier),
@@ -540,7 +598,7 @@ class Orchestrator:
             )
         if isinstance(action, SendCompensation):
             return Envelope(
-                type=self.types[action.step].compensate,
+                type=StepTypes(action.step).compensate,
                 step=action.step,
                 attempt=action.attempt,
                 payload=compensation_payload(saga["results"], action.step),
@@ -551,6 +609,12 @@ class Orchestrator:
             payload={"status": action.status, "reason": action.reason},
             **common,
         )
+
+
+def _has_step(saga: SagaRow, engine: Engine, step: str) -> None:
+    """A reply of a step the saga's version does not have is not the saga's: dead-lettered."""
+    if step not in engine.state.steps:
+        raise Unprocessable(f"saga {saga['id']} has no step {step!r} (its version has not)")
 
 
 def _keep_result(saga: SagaRow, step: str, result: dict[str, Any]) -> None:

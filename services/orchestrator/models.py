@@ -52,6 +52,10 @@ class Saga(SQLModel, table=True):
     # `saga_parked`, in order) for its retry, which re-drives them (docs/design.md, "A stuck saga").
     failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
+    # The digest of the definition version the saga runs on to its end (a `saga_version` row);
+    # None for a saga written before versions were kept: it runs on the current definition.
+    version: str | None = Field(default=None, max_length=64)
+
 
 class SagaEvent(SQLModel, table=True):
     """What the orchestrator sent and received for a saga, and when."""
@@ -83,3 +87,16 @@ class SagaParked(SQLModel, table=True):
     envelope: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     origin: str | None = Field(default=None, max_length=249)
     reason: str | None = Field(default=None, max_length=1000)
+
+
+class SagaVersion(SQLModel, table=True):
+    """A definition version the orchestrator has run sagas by (docs/design.md, "Changing a live
+    Saga"): its digest, the Saga's name, the canonical document it is the digest of, and when an
+    orchestrator first started with it."""
+
+    __tablename__ = "saga_version"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    saga: str = Field(max_length=63)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    first_seen: datetime = Field(default_factory=utcnow)

@@ -14,7 +14,7 @@ from sagaline.settings import Settings
 
 def assemble(definition: SagaDefinition, settings: Settings) -> Parts:
     orchestrator = Orchestrator(definition)
-    return Parts(orchestrator, [api.router], [orchestrator.tick])
+    return Parts(orchestrator, [api.router], [orchestrator.tick], [orchestrator.start])
 
 
 ORCHESTRATOR = ServicePlugin(

@@ -42,6 +42,7 @@ class SagaOut(BaseModel):
     payload: dict[str, Any]
     results: dict[str, Any]  # each step's result (its done reply's payload), by step
     origin: str  # initiator (a saga.start) | api (POST /sagas)
+    version: str | None  # its definition version's digest (GET /versions); None: from before
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -58,6 +59,7 @@ class SagaOut(BaseModel):
             payload=saga.payload,
             results=saga.results,
             origin=saga.origin,
+            version=saga.version,
             created_at=saga.created_at,
             updated_at=saga.updated_at,
             finished_at=saga.finished_at,
