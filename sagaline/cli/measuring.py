@@ -301,6 +301,13 @@ def simulate(
         bool, typer.Option(help="Shrink a violating schedule before printing it.")
     ] = True,
     saga_file: SagaFile = default_definition_path(),
+    calling_steps: Annotated[
+        str | None,
+        typer.Option(
+            help="The calling steps, comma-separated ('' for none). Default: each step whose "
+            "declaration imports and is a sagaline.sdk.Step with calls=.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The saga protocol in simulation: the real decisions, a seeded scheduler, every fault."""
@@ -316,6 +323,7 @@ def simulate(
         replay=replay,
         max_steps=max_steps,
         shrink=shrink,
+        calling_steps=None if calling_steps is None else calling_steps.split(","),
     )
     try:
         summary = run_simulation(options, console, show=not as_json)

@@ -31,12 +31,24 @@ from sagaline.delivery.dead_letter import describe
 from sagaline.delivery.participant import (
     Applied,
     Batch,
-    OutcomeRow,
     Participant,
     Rejected,
     _batch,
 )
-from sagaline.delivery.step_calls import STEP_CALLS, CallPhase, CallPolicy
+from sagaline.delivery.step_calls import STEP_CALLS, CallPolicy
+from sagaline.domain.call_decisions import (
+    Abandon,
+    AwaitCall,
+    CallPhase,
+    ForgetCall,
+    OweApply,
+    OweUndo,
+    abandoned_reason,
+    on_call_command,
+    on_call_compensation,
+    on_call_result,
+    on_failed_try,
+)
 from sagaline.domain.clock import utcnow
 from sagaline.domain.definition import SagaDefinition
 from sagaline.domain.envelope import Envelope
@@ -49,7 +61,6 @@ from sagaline.storage.db import Database, after_commit, select_locked_into
 
 log = logging.getLogger(__name__)
 _CALLS = "step_calls"
-ABANDONED = "abandoned after {calls} tries ({error}); cancelled by its key"
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,8 @@ class CallingParticipant(Participant):
     # -- the consumer's side: record what is owed --------------------------------------------------
 
     async def _attempt(self, batch: Batch, request: Envelope, command: Any) -> None:
-        if await self._owed_call(batch, request.saga_id) is not None:
+        owed = await self._owed_call(batch, request.saga_id)
+        if not isinstance(on_call_command(None if owed is None else _Owed.of(owed)), OweApply):
             return  # a repeat of a command whose call is owed: its reply comes with the record
         row = {
             "saga_id": request.saga_id,
@@ -134,32 +146,26 @@ class CallingParticipant(Participant):
     async def _on_compensate(self, batch: Batch, envelope: Envelope) -> None:
         outcome = await self._outcome(batch, envelope.saga_id)
         owed = await self._owed_call(batch, envelope.saga_id)
-        if owed is not None:
-            await self._compensate_owed(batch, envelope, outcome, owed)
-            return
-        decision = on_compensation(outcome)
+        decision = on_call_compensation(outcome, None if owed is None else _Owed.of(owed))
         if isinstance(decision, Repeat):
             self._reply(batch, Envelope.model_validate(decision.reply))
-        elif decision.undo:  # the undo is a call too: owe it, acknowledge when it is recorded
+        elif isinstance(decision, OweUndo):  # a call too: acknowledged when it is recorded
             await self._owe_undo(batch, envelope)
-        else:
-            self._record_compensation(batch, envelope, outcome, decision)
-
-    async def _compensate_owed(
-        self, batch: Batch, envelope: Envelope, outcome: OutcomeRow | None, owed: dict[str, Any]
-    ) -> None:
-        if owed["phase"] is CallPhase.APPLY and owed["calls"] == 0:
+        elif isinstance(decision, ForgetCall):
             # No try has started (the row is locked: none can start now): nothing was called.
             await self._forget(batch.session, envelope.saga_id)
-            self._record_compensation(batch, envelope, outcome, on_compensation_first())
-            return
-        if owed["compensation_attempt"] is None:  # wait for the call, then compensate
+            self._record_compensation(batch, envelope, outcome, decision.compensate)
+        elif isinstance(decision, AwaitCall):  # wait for the call, then compensate
+            assert owed is not None
             owed["compensation_attempt"] = envelope.attempt
             await batch.session.execute(
                 update(STEP_CALLS)
                 .where(STEP_CALLS.c.saga_id == envelope.saga_id)
                 .values(compensation_attempt=envelope.attempt)
             )
+        elif isinstance(decision, Compensate):
+            self._record_compensation(batch, envelope, outcome, decision)
+        # Absorb: a compensation already waits for the call
 
     async def _owe_undo(self, batch: Batch, request: Envelope) -> None:
         row = {
@@ -269,7 +275,8 @@ class CallingParticipant(Participant):
     async def _failed_try(self, db: Database, call: Claimed, error: str) -> None:
         log.warning("%s: saga %s: %s try %d failed: %s", self.step, call.saga_id,
                     call.phase.value.lower(), call.calls, error)  # fmt: skip
-        abandon = call.phase is CallPhase.APPLY and call.calls >= self.policy.max_attempts
+        decision = on_failed_try(call.phase, call.calls, self.policy.max_attempts)
+        abandon = isinstance(decision, Abandon)
         values: dict[str, Any] = {"last_error": error}
         if abandon:  # cancel by the apply's key (its booking may stand), then report failure
             values.update(phase=CallPhase.ABANDON, calls=0, due_at=utcnow())
@@ -291,24 +298,22 @@ class CallingParticipant(Participant):
             if row is None:
                 return
             waiting: int | None = row["compensation_attempt"]  # read now: it may have come
-            if call.phase is CallPhase.UNDO:
-                await self._acknowledge(batch, call, waiting)
-            else:
-                if call.phase is CallPhase.ABANDON:
-                    reason = ABANDONED.format(calls=self.policy.max_attempts, error=call.last_error)
-                    result = Rejected(reason[:500])
+            if call.phase is CallPhase.ABANDON:
+                result = Rejected(abandoned_reason(self.policy.max_attempts, call.last_error))
+            recording = on_call_result(call.phase, isinstance(result, Applied), waiting)
+            if recording.result:
                 assert result is not None
                 self._record_result(batch, call.request(self.types.command, self.step), result)
-                if waiting is not None and isinstance(result, Applied):
-                    await session.execute(  # undo it: owed as the next call
-                        update(STEP_CALLS)
-                        .where(STEP_CALLS.c.saga_id == call.saga_id)
-                        .values(phase=CallPhase.UNDO, calls=0, due_at=utcnow(), last_error=None)
-                    )
-                    after_commit(session, self._wake.set)
-                    return
-                if waiting is not None:
-                    await self._acknowledge(batch, call, waiting)
+            if recording.undo_next:  # undo it: owed as the next call
+                await session.execute(
+                    update(STEP_CALLS)
+                    .where(STEP_CALLS.c.saga_id == call.saga_id)
+                    .values(phase=CallPhase.UNDO, calls=0, due_at=utcnow(), last_error=None)
+                )
+                after_commit(session, self._wake.set)
+                return
+            if recording.acknowledge:
+                await self._acknowledge(batch, call, waiting)
             await self._forget(session, call.saga_id)
 
     async def _acknowledge(self, batch: Batch, call: Claimed, attempt: int | None) -> None:
@@ -331,11 +336,17 @@ class CallingParticipant(Participant):
         _owed_of(session).pop(saga_id, None)
 
 
-def on_compensation_first() -> Compensate:
-    """What a compensation gets when no try of the command's call has started."""
-    decision: Repeat[Any] | Compensate = on_compensation(None)
-    assert isinstance(decision, Compensate)
-    return decision
+@dataclass(frozen=True)
+class _Owed:
+    """A `step_call` row, as the decisions read it."""
+
+    phase: CallPhase
+    calls: int
+    compensation_attempt: int | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Owed:
+        return cls(CallPhase(row["phase"]), row["calls"], row["compensation_attempt"])
 
 
 def _claimed_by(call: Claimed) -> Any:

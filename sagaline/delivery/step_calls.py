@@ -13,20 +13,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Table
 from sqlmodel import Field, SQLModel
 
+from sagaline.domain.call_decisions import CallPhase as CallPhase
+from sagaline.domain.call_decisions import idempotency_key as idempotency_key
 from sagaline.domain.clock import utcnow
 from sagaline.storage.tables import status_type, table_of
-
-
-class CallPhase(StrEnum):
-    APPLY = "APPLY"  # the command's call, not recorded yet
-    UNDO = "UNDO"  # the compensation's call, for an applied effect
-    ABANDON = "ABANDON"  # the command's call gave up: cancel by its key, then report failure
 
 
 class StepCall(SQLModel, table=True):
@@ -75,8 +70,3 @@ class CallPolicy:
     def lease_s(self) -> float:
         """How long a claimed call is left alone before another worker may take it over."""
         return self.timeout_seconds * 2 + 1
-
-
-def idempotency_key(saga_id: uuid.UUID, step: str, phase: str) -> str:
-    """The stable key of a step's apply (`phase` "apply") or undo ("undo") for one saga."""
-    return f"{saga_id}:{step}:{phase}"

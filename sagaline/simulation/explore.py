@@ -36,11 +36,12 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sagaline.domain.definition import Execution, SagaDefinition
+from sagaline.simulation.calls import calling_steps
 from sagaline.simulation.faults import FAULT_KINDS, Act
 from sagaline.simulation.model import Model
 from sagaline.simulation.world import World
@@ -55,6 +56,8 @@ FAULT_WEIGHTS = {
     "poison": 1,
     "delay": 3,
     "crash": 1,
+    "call_timeout": 2,
+    "worker_crash": 1,
 }
 ACCEPT_PROBABILITY = 0.75
 INTENSITIES = (0.1, 0.25, 0.5)  # chance that a choice is a fault, one per seed
@@ -99,6 +102,7 @@ class Report:
     seeds: tuple[int, int] | None = None
     faults: Counter[str] = field(default_factory=Counter)
     steps: Counter[str] = field(default_factory=Counter)  # longest and total, random mode
+    calling: list[str] = field(default_factory=list)  # the calling steps (simulation/calls.py)
 
     def as_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -112,6 +116,7 @@ class Report:
             "details": [v.as_json() for v in self.violations],
             "seconds": round(self.seconds, 3),
             "scenarios": self.scenarios,
+            "calling_steps": self.calling,
         }
         if self.mode == "exhaustive":
             result |= {
@@ -235,14 +240,17 @@ def exhaustive(
     shrinking: bool = True,
     reduce: bool = True,
     ends: set[tuple[object, ...]] | None = None,
+    calling: Mapping[str, int] | None = None,
 ) -> Report:
     started = time.perf_counter()
     report = Report("exhaustive", definition.spec.execution, definition.name, max_faults, max_steps)
+    calling = calling_steps(definition) if calling is None else calling
+    report.calling = list(calling)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 4 * max_steps + 1000))
     try:
         for answers in scenarios(definition):
-            model = Model(definition, answers)
+            model = Model(definition, answers, calling)
             report.scenarios.append(model.describe())
             explorer = Explorer(report, progress, keep, reduce=reduce, ends=ends)
             before = len(report.violations)
@@ -261,16 +269,20 @@ def exhaustive(
 
 
 class Models:
-    """One Model per business answer, made once."""
+    """One Model per business answer, made once (the calling steps: from the declarations,
+    unless given)."""
 
-    def __init__(self, definition: SagaDefinition) -> None:
+    def __init__(
+        self, definition: SagaDefinition, calling: Mapping[str, int] | None = None
+    ) -> None:
         self.definition = definition
+        self.calling = calling_steps(definition) if calling is None else dict(calling)
         self._models: dict[tuple[bool, ...], Model] = {}
 
     def __call__(self, answers: tuple[bool, ...]) -> Model:
         model = self._models.get(answers)
         if model is None:
-            model = self._models[answers] = Model(self.definition, answers)
+            model = self._models[answers] = Model(self.definition, answers, self.calling)
         return model
 
 
@@ -309,12 +321,14 @@ def random_runs(
     progress: OnCount | None = None,
     keep: int = 5,
     shrinking: bool = True,
+    calling: Mapping[str, int] | None = None,
 ) -> Report:
     started = time.perf_counter()
     seeds = list(seeds)
     report = Report("random", definition.spec.execution, definition.name, max_faults, max_steps)
     report.seeds = (seeds[0], seeds[-1]) if seeds else None
-    models = Models(definition)
+    models = Models(definition, calling)
+    report.calling = list(models.calling)
     for done, seed in enumerate(seeds, 1):
         world, script, problems = run_seed(models, seed, max_faults=max_faults, max_steps=max_steps)
         report.schedules += 1
@@ -404,10 +418,16 @@ def explain(model: Model, violation: Violation, max_steps: int, *, shrinking: bo
 
 
 def replay_seed(
-    definition: SagaDefinition, seed: int, *, max_faults: int, max_steps: int, shrinking: bool
+    definition: SagaDefinition,
+    seed: int,
+    *,
+    max_faults: int,
+    max_steps: int,
+    shrinking: bool,
+    calling: Mapping[str, int] | None = None,
 ) -> tuple[World, Violation | None]:
     """One seed again, with its full trace; its violation (shrunk) if it has one."""
-    models = Models(definition)
+    models = Models(definition, calling)
     world, script, problems = run_seed(
         models, seed, max_faults=max_faults, max_steps=max_steps, trace=True
     )

@@ -12,7 +12,8 @@ in flight: they all arrive after the timeout); `crash` (a service loses its unco
 what it read since its last offset commit is delivered again, which its inbox drops, and its
 relay publishes again what it had not seen acknowledged: every message of it still in flight).
 With the inbox claimed in the transaction that applies the effect, a crash can only duplicate:
-the simulation shows it rather than assumes it.
+the simulation shows it rather than assumes it. A calling step's worker adds its own
+(`call_timeout`, `worker_crash`: simulation/calls.py).
 
 `stale` copies are made of what the orchestrator and the order-service read: a participant's
 decisions look at its outcome record, never at message ids, so a stale copy of a command or a
@@ -26,12 +27,22 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sagaline.simulation.actors import Actors
+from sagaline.simulation.calls import WORKER_FAULTS, Calls
 from sagaline.simulation.model import Model
 from sagaline.simulation.network import DEAD_LETTER, Msg, Outputs
 
-FREE = frozenset({"deliver", "timer"})
-FAULT_KINDS = ("drop", "duplicate", "stale", "reorder", "dead_letter", "poison", "delay", "crash")
+FREE = frozenset({"deliver", "timer", "call", "record", "partner"})
+FAULT_KINDS = (
+    "drop",
+    "duplicate",
+    "stale",
+    "reorder",
+    "dead_letter",
+    "poison",
+    "delay",
+    "crash",
+    *WORKER_FAULTS,
+)
 
 
 class Act(NamedTuple):
@@ -49,7 +60,7 @@ class Act(NamedTuple):
         return " ".join(part for part in (self.kind, self.topic, self.label) if part)
 
 
-class Faults(Actors):
+class Faults(Calls):
     """The fault budget and the state faults act on; every choice the scheduler has."""
 
     __slots__ = ("faults_left", "handled", "poison")
@@ -64,12 +75,18 @@ class Faults(Actors):
     def actions(self, faults: bool = True) -> list[Act]:
         """Every choice the scheduler has now (faults only if asked and the budget allows)."""
         acts = [Act("deliver", topic, channel[0].label) for topic, channel in self.net.items()]
+        allowed = faults and self.faults_left > 0
+        for step in self.m.calling:  # a calling step's worker and partner (calls.py)
+            acts += [Act(kind, step) for kind, _ in self.work(step)]
+        busy = self.busy()
         timer = self.next_timer() is not None
-        if timer and not self.net:
+        if timer and not busy:
             acts.append(Act("timer"))
-        if not faults or self.faults_left <= 0:
+        if not allowed:
             return acts
-        if timer and self.net:
+        for step in self.m.calling:
+            acts += [Act(k, s) for k, s in self.work(step, faults=True) if k in WORKER_FAULTS]
+        if timer and busy:
             acts.append(Act("delay"))
         for topic, channel in self.net.items():
             head = channel[0]

@@ -3,6 +3,8 @@ of the steps, and who reads and writes which topic (`Model`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sagaline.domain.definition import SagaDefinition
 from sagaline.domain.engine import Policy
 from sagaline.domain.initiator import Initiator, InitiatorPolicy
@@ -15,7 +17,12 @@ class Model:
     """What a run does not change: the definition, the policies and the business answers (does
     each step accept the command, or reject it by its rules)."""
 
-    def __init__(self, definition: SagaDefinition, accepts: tuple[bool, ...]) -> None:
+    def __init__(
+        self,
+        definition: SagaDefinition,
+        accepts: tuple[bool, ...],
+        calling: Mapping[str, int] | None = None,
+    ) -> None:
         spec = definition.spec
         self.definition = definition
         self.execution = spec.execution
@@ -23,6 +30,10 @@ class Model:
         if len(accepts) != len(self.steps):
             raise ValueError(f"one answer per step: {len(self.steps)} steps, {len(accepts)}")
         self.accepts = dict(zip(self.steps, accepts, strict=True))
+        # The calling steps (simulation/calls.py) and their simulated max_attempts; each has a
+        # channel of its own work (`<step>#calls`: its owed call, read by its own worker).
+        self.calling = dict(calling or {})
+        self.work = {step: f"{step}#calls" for step in self.calling}
         self.policy = Policy.of(definition)  # the orchestrator's, step by step
         self.initiator = Initiator(InitiatorPolicy.of(definition))
         self.initiator_name = spec.initiator.name
@@ -39,6 +50,8 @@ class Model:
             self.reader[topics.success] = self.reader[topics.dlt] = ORCHESTRATOR_SERVICE
             for topic in (topics.command, topics.compensation, topics.success, topics.dlt):
                 self.step_of[topic] = step
+        for step, work in self.work.items():
+            self.reader[work] = step
         self.writes = {ORCHESTRATOR_SERVICE: {response}}
         self.writes[self.initiator_name] = {orchestrator}
         for step, topics in self.topics.items():
@@ -46,6 +59,8 @@ class Model:
             self.writes[step] = {topics.success, topics.dlt}
         # What a delivery to a service can write (the order-service writes on its timer only).
         self.replies = {service: frozenset(self.writes[service]) for service in self.services}
+        for step, work in self.work.items():
+            self.replies[step] |= {work}
         self.replies[self.initiator_name] = frozenset()
         self.reads = {
             service: tuple(t for t, reader in self.reader.items() if reader == service)
@@ -58,4 +73,5 @@ class Model:
 
     def describe(self) -> str:
         answers = ", ".join(f"{s} {'accepts' if y else 'rejects'}" for s, y in self.accepts.items())
-        return f"{self.definition.name}, {self.execution}: {answers}"
+        calling = f" (calling: {', '.join(self.calling)})" if self.calling else ""
+        return f"{self.definition.name}, {self.execution}: {answers}{calling}"

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from sagaline.domain.definition import Execution, load_definition
 from sagaline.lab.progress import counting_progress
+from sagaline.simulation.calls import calling_steps
 from sagaline.simulation.explore import Report, Violation, exhaustive, random_runs, replay_seed
 
 EXHAUSTIVE_MAX_FAULTS = 2
@@ -41,6 +42,7 @@ class SimulateOptions:
     replay: int | None = None
     max_steps: int | None = None
     shrink: bool = True
+    calling_steps: list[str] | None = None  # None: from the steps' declarations
 
 
 def run_simulation(options: SimulateOptions, console: Console, *, show: bool) -> dict[str, Any]:
@@ -48,8 +50,9 @@ def run_simulation(options: SimulateOptions, console: Console, *, show: bool) ->
     definition = load_definition(options.saga_file)
     if options.execution is not None:
         definition = definition.with_execution(options.execution)
+    calling = calling_steps(definition, options.calling_steps)
     if options.replay is not None:
-        return _replay(definition, options, console, show=show)
+        return _replay(definition, options, console, show=show, calling=calling)
     if options.exhaustive:
         max_faults = _pick(options.max_faults, EXHAUSTIVE_MAX_FAULTS)
         max_steps = _pick(options.max_steps, EXHAUSTIVE_MAX_STEPS)
@@ -71,6 +74,7 @@ def run_simulation(options: SimulateOptions, console: Console, *, show: bool) ->
                     task, description=f"exploring: {states:,} states"
                 ),
                 shrinking=options.shrink,
+                calling=calling,
             )
     else:
         max_faults = _pick(options.max_faults, RANDOM_MAX_FAULTS)
@@ -86,6 +90,7 @@ def run_simulation(options: SimulateOptions, console: Console, *, show: bool) ->
                 max_steps=max_steps,
                 progress=lambda done: progress.update(bar, completed=done),
                 shrinking=options.shrink,
+                calling=calling,
             )
             progress.update(bar, completed=len(seeds))
     summary = report.as_json()
@@ -99,14 +104,24 @@ def _pick(value: int | None, default: int) -> int:
 
 
 def _replay(
-    definition: Any, options: SimulateOptions, console: Console, *, show: bool
+    definition: Any,
+    options: SimulateOptions,
+    console: Console,
+    *,
+    show: bool,
+    calling: dict[str, int],
 ) -> dict[str, Any]:
     seed = options.replay
     assert seed is not None
     max_faults = _pick(options.max_faults, RANDOM_MAX_FAULTS)
     max_steps = _pick(options.max_steps, RANDOM_MAX_STEPS)
     world, violation = replay_seed(
-        definition, seed, max_faults=max_faults, max_steps=max_steps, shrinking=options.shrink
+        definition,
+        seed,
+        max_faults=max_faults,
+        max_steps=max_steps,
+        shrinking=options.shrink,
+        calling=calling,
     )
     trace = [f"scenario: {world.m.describe()}", *(world.trace or [])]
     summary: dict[str, Any] = {
@@ -137,6 +152,7 @@ def render(report: Report, console: Console) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("saga", f"{report.saga}: {len(report.scenarios)} business answers")
+    table.add_row("calling steps", ", ".join(report.calling) or "none")
     table.add_row("faults per schedule", f"up to {report.max_faults}")
     table.add_row("schedules", f"{report.schedules:,}")
     if report.mode == "exhaustive":

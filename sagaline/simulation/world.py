@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from sagaline.domain.engine import SagaStatus
 from sagaline.domain.initiator import OrderStatus
+from sagaline.simulation.calls import WORKER_KINDS
 from sagaline.simulation.faults import Act, Faults
 from sagaline.simulation.model import ORCHESTRATOR_SERVICE, Model
 
@@ -48,6 +49,10 @@ class World(Faults):
         other.response = self.response
         other.outcomes = dict(self.outcomes)
         other.ledger = dict(self.ledger)
+        other.owed = dict(self.owed)
+        other.tries = dict(self.tries)
+        other.late = dict(self.late)
+        other.books = dict(self.books)
         other.inbox = dict(self.inbox)
         other.handled = self.handled
         other.poison = self.poison
@@ -57,7 +62,7 @@ class World(Faults):
     # -- what can happen next ---------------------------------------------------------------------
 
     def quiescent(self) -> bool:
-        return not self.net and self.next_timer() is None
+        return not self.busy() and self.next_timer() is None
 
     def persistent(self) -> list[Act]:
         """With no fault left: a persistent set of the deliveries (partial-order reduction).
@@ -70,13 +75,17 @@ class World(Faults):
         Exploring only that set still reaches every end state (Godefroid, 1996); the
         simulator's tests check it against the full search.
         """
-        if not self.net:
+        pending = {topic: [Act("deliver", topic, ch[0].label)] for topic, ch in self.net.items()}
+        for step, work in self.m.work.items():  # a calling step's worker: its own channel
+            if acts := [Act(kind, step) for kind, _ in self.work(step)]:
+                pending[work] = acts
+        if not pending:
             return self.actions(faults=False)
         waiting: dict[str, list[str]] = {}
-        for topic in self.net:
+        for topic in pending:
             waiting.setdefault(self.m.reader[topic], []).append(topic)
         for reader in sorted(waiting, key=lambda r: len(waiting[r])):
-            empty = {topic for topic in self.m.reads[reader] if topic not in self.net}
+            empty = {topic for topic in self.m.reads[reader] if topic not in pending}
             active = [r for r in waiting if r != reader]
             seen = set(active)
             filled = False
@@ -91,7 +100,7 @@ class World(Faults):
                         seen.add(other)
                         active.append(other)
             if not filled:
-                return [Act("deliver", t, self.net[t][0].label) for t in waiting[reader]]
+                return [act for topic in waiting[reader] for act in pending[topic]]
         return self.actions(faults=False)
 
     # -- moving on --------------------------------------------------------------------------------
@@ -101,9 +110,15 @@ class World(Faults):
         flight is a delay; a delivery of a message behind its channel's head, a reorder); None
         (and nothing changes) if it is not possible now."""
         kind = act.kind
-        if kind == "timer" and self.net:
+        if kind == "timer" and self.busy():
             act = Act("delay")
-        if kind in ("timer", "delay"):
+        if kind in WORKER_KINDS:
+            step = act.topic
+            if step not in self.m.calling or (kind, step) not in self.work(step, faults=True):
+                return None
+            self._begin(act, "")
+            self._work(kind, step)
+        elif kind in ("timer", "delay"):
             due = self.next_timer()
             if due is None:
                 return None
@@ -196,6 +211,7 @@ class World(Faults):
                 found.append(f"effect twice: {step} applied {applied} times")
             if undone > 1:
                 found.append(f"effect twice: {step} undone {undone} times")
+        found += self.call_violations()
         if not quiescent:
             return found
         order, saga = self.order.status, self.saga
@@ -255,6 +271,10 @@ class World(Faults):
             net,
             outcomes,
             tuple(self.ledger.values()),
+            tuple(self.owed.values()),
+            tuple(self.tries.values()),
+            tuple(self.late.values()),
+            tuple(self.books.values()),
             tuple(self.inbox.values()),
             self.poison,
             max(self.faults_left, 0),
