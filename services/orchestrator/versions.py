@@ -26,7 +26,7 @@ from sagaline.storage.tables import table_of
 VERSIONS: Table = table_of(SagaVersion)
 SAGAS: Table = table_of(Saga)
 # In flight: a saga that may still command or compensate a step.
-IN_FLIGHT = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+IN_FLIGHT = [status for status in SagaStatus if not status.terminal]  # STUCK included
 _REGISTER = {
     name: dialect.insert(VERSIONS).on_conflict_do_nothing()
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
