@@ -62,6 +62,7 @@ def test_the_printer_columns_are_those_of_kubectl_get_sagas():
         "COMPLETED",
         "COMPENSATED",
         "FAILED",
+        "STUCK",
         "AGE",
     ]
     status = SCHEMA["properties"]["status"]["properties"]

@@ -23,7 +23,7 @@ from sagaline.delivery.outbox import OUTBOX
 from sagaline.domain.engine import SagaStatus
 from sagaline.domain.envelope import Envelope
 from sagaline.services.orchestrator import handler as handler_module
-from sagaline.services.orchestrator.handler import SAGAS, Orchestrator
+from sagaline.services.orchestrator.handler import SAGAS
 from sagaline.services.orchestrator.saga_metrics import SagasInFlight
 from sagaline.services.orchestrator.stuck import PARKED, STUCK_AFTER
 from tests.unit.orchestrator_harness import Harness, definition, harness
@@ -171,35 +171,6 @@ async def test_a_reply_that_raises_is_parked_with_its_saga_and_applied_on_retry(
     assert await parked(trip, bad) == []
     await trip.done(bad, "hotel", {"room": 2})
     assert (await row(trip, bad))["status"] == SagaStatus.COMPLETED
-
-
-async def test_a_saga_whose_step_was_removed_goes_stuck_alone_and_resumes_when_it_is_back(
-    trip: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The issue's case: the orchestrator restarted on a Saga without the step a saga in flight
-    still has to command (a KeyError in the tick). The others' re-sends go on; with the step
-    back, the saga's next retry commands it."""
-    others = [await trip.start({"n": n}) for n in range(OTHERS)]
-    moved_on = await trip.start({"n": -1})
-    await trip.done(moved_on, "flight", {"ticket": "T1"})  # its hotel command is in flight
-    both = trip.orchestrator
-    flight_only = Orchestrator(definition("flight"))
-    flight_only.in_flight = SagasInFlight(interval_s=0)
-    trip.orchestrator = flight_only
-
-    for later in range(1, STUCK_AFTER + 1):
-        await trip.tick_later(monkeypatch, 100 * later)
-    saga = await row(trip, moved_on)
-    assert saga["status"] == SagaStatus.STUCK
-    assert "KeyError: 'hotel'" in saga["reason"]
-    for saga_id in others:
-        assert [c.attempt for c in await trip.commands(saga_id, "flight")] == [1, 2, 3]
-
-    trip.orchestrator = both  # the step is back: the retry re-sends hotel's command
-    await trip.tick_later(monkeypatch, 10_000)
-    saga = await row(trip, moved_on)
-    assert saga["status"] == SagaStatus.RUNNING and saga["failures"] == 0
-    assert [c.attempt for c in await trip.commands(moved_on, "hotel")] == [1, 2]
 
 
 async def test_a_saga_whose_writes_the_database_refuses_does_not_stall_the_tick(
