@@ -221,18 +221,27 @@ class Actors(Network):
                 out.append((self.m.saga_topics.response, response))
         return out
 
+    def _answer_recorded(self, step: str, msg: Msg) -> Outputs | None:
+        """A command's answer when the step recorded its outcome (a refusal after a tombstone,
+        or the original reply again); None when the command is to be tried."""
+        topics, types, attempt = self.m.topics[step], self.m.types[step], msg.attempt
+        decision = on_command(self.outcomes[step])
+        if isinstance(decision, Refuse):
+            refusal = Msg(f"{types.failed}:refused#{attempt}", types.failed, step, attempt)
+            return [(topics.dlt, refusal._replace(detail=decision.reason))]
+        if isinstance(decision, Repeat):
+            reply: Msg = decision.reply
+            return [(topics.success if reply.type == types.done else topics.dlt, reply)]
+        return None
+
     def _participant(self, step: str, topic: str, msg: Msg) -> Outputs:
         topics, types = self.m.topics[step], self.m.types[step]
         outcome = self.outcomes[step]
         attempt = msg.attempt
         if topic == topics.command:
-            decision = on_command(outcome)
-            if isinstance(decision, Refuse):
-                refusal = Msg(f"{types.failed}:refused#{attempt}", types.failed, step, attempt)
-                return [(topics.dlt, refusal._replace(detail=decision.reason))]
-            if isinstance(decision, Repeat):
-                reply: Msg = decision.reply
-                return [(topics.success if reply.type == types.done else topics.dlt, reply)]
+            recorded = self._answer_recorded(step, msg)
+            if recorded is not None:
+                return recorded
             accepted = self.m.accepts[step]
             if accepted:
                 applied, undone = self.ledger[step]

@@ -52,10 +52,8 @@ from sagaline.domain.engine import SagaStatus
 from sagaline.domain.participant_decisions import (
     Compensate,
     OutcomeStatus,
-    Refuse,
     Repeat,
     applied_status,
-    on_command,
     on_compensation,
 )
 from sagaline.simulation.actors import Actors, RecordedOutcome
@@ -257,16 +255,12 @@ class Calls(Actors):
     def _participant(self, step: str, topic: str, msg: Msg) -> Outputs:
         if step not in self.m.calling:
             return super()._participant(step, topic, msg)
-        topics, types = self.m.topics[step], self.m.types[step]
+        topics = self.m.topics[step]
         outcome, owed, attempt = self.outcomes[step], self.owed[step], msg.attempt
         if topic == topics.command:
-            decision = on_command(outcome)
-            if isinstance(decision, Refuse):
-                refusal = Msg(f"{types.failed}:refused#{attempt}", types.failed, step, attempt)
-                return [(topics.dlt, refusal._replace(detail=decision.reason))]
-            if isinstance(decision, Repeat):
-                reply: Msg = decision.reply
-                return [(topics.success if reply.type == types.done else topics.dlt, reply)]
+            recorded = self._answer_recorded(step, msg)
+            if recorded is not None:
+                return recorded
             if not isinstance(on_call_command(owed), Absorb):
                 self.owed[step] = Owed(CallPhase.APPLY, 0, None, attempt)
             return []

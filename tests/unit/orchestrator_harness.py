@@ -15,6 +15,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
@@ -36,6 +37,8 @@ from sagaline.settings import Settings
 from sagaline.storage.db import Database
 
 _OFFSETS = itertools.count()
+
+TOKEN = "s3cret-token"  # the API token of the apps `Harness.client` serves
 
 
 def definition(
@@ -138,6 +141,11 @@ class Harness:
     async def compensations(self, saga_id: uuid.UUID, step: str) -> list[Envelope]:
         topic = self.orchestrator.steps[step].compensation
         return [e for t, e in await self.sent(saga_id) if t == topic]
+
+    def client(self, token: str | None = TOKEN) -> httpx.AsyncClient:
+        """An HTTP client of `app(token)`, over ASGI."""
+        transport = httpx.ASGITransport(app=self.app(token))
+        return httpx.AsyncClient(transport=transport, base_url="http://orchestrator")
 
     def app(self, token: str | None) -> FastAPI:
         """The orchestrator's real app (its routers behind the token guard, its error

@@ -15,10 +15,9 @@ import httpx
 import pytest
 
 from sagaline.domain.engine import SagaStatus
-from tests.unit.orchestrator_harness import Harness, definition, harness
+from tests.unit.orchestrator_harness import TOKEN, Harness, definition, harness
 from tests.unit.test_stuck_saga import POISON, parked, poison_commands, row
 
-TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -29,14 +28,9 @@ async def trip(tmp_path: Path) -> AsyncIterator[Harness]:
         yield h
 
 
-def client_of(h: Harness, token: str | None = TOKEN) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=h.app(token))
-    return httpx.AsyncClient(transport=transport, base_url="http://orchestrator")
-
-
 @pytest.fixture
 async def client(trip: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_of(trip) as client:
+    async with trip.client() as client:
         yield client
 
 
@@ -58,11 +52,11 @@ async def failed_saga(trip: Harness, monkeypatch: pytest.MonkeyPatch) -> uuid.UU
 @pytest.mark.parametrize("action", ["retry", "cancel"])
 async def test_the_token_is_always_needed(trip: Harness, action: str) -> None:
     saga_id = await trip.start({"traveller": "ada"})
-    async with client_of(trip, token=None) as open_service:
+    async with trip.client(None) as open_service:
         refused = await open_service.post(f"/sagas/{saga_id}/{action}", headers=AUTH)
         assert refused.status_code == 403
         assert "needs an API token" in refused.json()["detail"]
-    async with client_of(trip) as client:
+    async with trip.client() as client:
         assert (await client.post(f"/sagas/{saga_id}/{action}")).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert (await client.post(f"/sagas/{saga_id}/{action}", headers=wrong)).status_code == 401

@@ -16,9 +16,8 @@ import pytest
 
 from sagaline.services.orchestrator.api import MAX_KEY_LENGTH
 from sagaline.services.orchestrator.handler import Orchestrator
-from tests.unit.orchestrator_harness import Harness, definition, harness, payloads
+from tests.unit.orchestrator_harness import TOKEN, Harness, definition, harness, payloads
 
-TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STEPS = ("flight", "hotel")
 
@@ -29,14 +28,9 @@ async def trip(tmp_path: Path) -> AsyncIterator[Harness]:
         yield h
 
 
-def client_of(h: Harness, token: str | None = TOKEN) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=h.app(token))
-    return httpx.AsyncClient(transport=transport, base_url="http://orchestrator")
-
-
 @pytest.fixture
 async def client(trip: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_of(trip) as client:
+    async with trip.client() as client:
         yield client
 
 
@@ -57,7 +51,7 @@ def locations(response: httpx.Response) -> list[list[Any]]:
 async def test_without_a_configured_token_starting_is_refused(trip: Harness) -> None:
     """Secure by default: other mutating requests are open on a service without a token, this
     one is not; the answer says what to set."""
-    async with client_of(trip, token=None) as client:
+    async with trip.client(None) as client:
         response = await start(client, {"traveller": "ada"})
     assert response.status_code == 403, response.text
     assert "SAGALINE_API_TOKEN" in response.json()["detail"]
